@@ -1,0 +1,43 @@
+"""Errors raised by wildcircuits. Every message names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class WildcircuitsError(Exception):
+    """Base class of every error wildcircuits raises on purpose."""
+
+
+class ModelNotFoundError(WildcircuitsError):
+    """An unknown built-in id, or a hub id / path that cannot be found or reached."""
+
+
+class ModelNotInstalledError(WildcircuitsError):
+    """A built-in model whose PyPI package is not installed."""
+
+
+class ModelFileError(WildcircuitsError):
+    """A model file (GGUF, cache entry) that is corrupt or unreadable."""
+
+
+class UnsupportedArchitectureError(WildcircuitsError):
+    """A model whose architecture family has no adapter."""
+
+
+class SiteError(WildcircuitsError):
+    """A site that does not exist: bad name, layer, head or position out of range."""
+
+
+class InterventionError(WildcircuitsError):
+    """An intervention that cannot be applied (wrong shape, bad mode)."""
+
+
+class TaskError(WildcircuitsError):
+    """An unknown task, or a dataset that cannot be built (e.g. empty after filtering)."""
+
+
+class TaskFileError(TaskError):
+    """A malformed user task file (YAML or JSONL)."""
+
+
+class MetricError(WildcircuitsError):
+    """A metric that cannot be computed on the given inputs."""
