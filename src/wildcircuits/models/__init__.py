@@ -1,41 +1,44 @@
-"""Models: loading (built-in zoo, hub, local folders, GGUF) and the instrumented model."""
+"""Models: loading (built-in zoo, hub, local folders, GGUF) and the instrumented model.
+
+Names resolve lazily so that light modules (e.g. `models.zoo` for `wildcircuits models`) do not
+import torch.
+"""
 
 from __future__ import annotations
 
-import torch
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from wildcircuits.models.info import ModelInfo, info_from_config
-from wildcircuits.models.instrumented import InstrumentedModel, RunResult
-from wildcircuits.models.tokens import Tokens, tokenize, tokens_from_ids
+_EXPORTS = {
+    "InstrumentedModel": "wildcircuits.models.instrumented",
+    "RunResult": "wildcircuits.models.instrumented",
+    "ModelInfo": "wildcircuits.models.info",
+    "info_from_config": "wildcircuits.models.info",
+    "Tokens": "wildcircuits.models.tokens",
+    "tokenize": "wildcircuits.models.tokens",
+    "tokens_from_ids": "wildcircuits.models.tokens",
+    "load_model": "wildcircuits.models.load",
+    "wrap_hf_model": "wildcircuits.models.load",
+}
 
-__all__ = [
-    "InstrumentedModel",
-    "ModelInfo",
-    "RunResult",
-    "Tokens",
-    "info_from_config",
-    "load_model",
-    "tokenize",
-    "tokens_from_ids",
-    "wrap_hf_model",
-]
-
-
-def load_model(
-    name_or_path: str = "smollm2-135m-instruct",
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | str = torch.float32,
-) -> InstrumentedModel:
-    """Load a built-in id, HF hub id, local model folder or .gguf file, instrumented."""
-    from wildcircuits.models.loading import load_pretrained
-
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    hf_model, tokenizer, info = load_pretrained(name_or_path, device=device, dtype=dtype)
-    return InstrumentedModel(hf_model, tokenizer, info)
+__all__ = sorted(_EXPORTS)
 
 
-def wrap_hf_model(hf_model, tokenizer=None, model_id: str = "in-memory") -> InstrumentedModel:
-    """Instrument an already-loaded HF causal LM (e.g. a random-weight test model)."""
-    info = info_from_config(hf_model.config, model_id=model_id, source="memory")
-    return InstrumentedModel(hf_model.eval(), tokenizer, info)
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'wildcircuits.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from wildcircuits.models.info import ModelInfo as ModelInfo
+    from wildcircuits.models.info import info_from_config as info_from_config
+    from wildcircuits.models.instrumented import InstrumentedModel as InstrumentedModel
+    from wildcircuits.models.instrumented import RunResult as RunResult
+    from wildcircuits.models.load import load_model as load_model
+    from wildcircuits.models.load import wrap_hf_model as wrap_hf_model
+    from wildcircuits.models.tokens import Tokens as Tokens
+    from wildcircuits.models.tokens import tokenize as tokenize
+    from wildcircuits.models.tokens import tokens_from_ids as tokens_from_ids

@@ -55,9 +55,11 @@ class _Pass:
     """Per-call bookkeeping: which sites to capture and which to change."""
 
     def __init__(self, capture: Sequence[Site], interventions: Sequence[Intervention]):
-        self.capture = capture
         self.captured: dict[Site, torch.Tensor] = {}
-        self.capture_keys = {s.key for s in capture}
+        self.captures: dict[Key, list[Site]] = {}
+        for site in capture:
+            self.captures.setdefault(site.key, []).append(site)
+        self.capture_keys = set(self.captures)
         self.changes: dict[Key, list[Intervention]] = {}
         for intervention in interventions:
             self.changes.setdefault(intervention.site.key, []).append(intervention)
@@ -73,11 +75,12 @@ class _Pass:
             return value
         if key in self.changes:
             value = apply_interventions(value, self.changes[key])
-        if key in self.capture_keys:
-            for site in self.capture:
-                if site.key == key:
-                    self.captured[site] = _select(site, value)
+        for site in self.captures.get(key, ()):
+            self.captured[site] = _select(site, value)
         return value
+
+    def changes_at(self, component: Component, layer: int | None) -> bool:
+        return (component, layer) in self.changes
 
 
 def _select(site: Site, value: torch.Tensor) -> torch.Tensor:
@@ -328,13 +331,15 @@ class InstrumentedModel:
         )  # (batch, pos, head, d_head)
         z = state.visit(Component.Z, layer, z)
         out_proj = get_module(attn, self.adapter.out_proj)
-        if state.wants(Component.RESULT, layer):
-            result = torch.einsum("bphd,hdm->bphm", z, self.out_weight(layer))
-            result = state.visit(Component.RESULT, layer, result)  # (batch, pos, head, d_model)
+        if state.changes_at(Component.RESULT, layer):
+            # Changed per-head results: the output is their sum (plus the bias, once).
+            result = state.visit(Component.RESULT, layer, self.head_results(layer, z))
             attn_out = result.sum(dim=2)
             if out_proj.bias is not None:
                 attn_out = attn_out + out_proj.bias
         else:
+            if state.wants(Component.RESULT, layer):  # captured only: keep the exact output
+                state.visit(Component.RESULT, layer, self.head_results(layer, z))
             attn_out = out_proj(z.reshape(*z.shape[:2], -1))
         if self.adapter.post_attn_norm:
             attn_out = get_module(block, self.adapter.post_attn_norm)(attn_out)
@@ -355,6 +360,10 @@ class InstrumentedModel:
             q = get_module(attn, a.qk_norm[0])(q)
             k = get_module(attn, a.qk_norm[1])(k)
         return q, k, v
+
+    def head_results(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """Each head's output-projected contribution: (batch, pos, head, d_model), no bias."""
+        return torch.einsum("bphd,hdm->bphm", z, self.out_weight(layer))
 
     def out_weight(self, layer: int) -> torch.Tensor:
         """Per-head output projection W_O: (head, d_head, d_model)."""

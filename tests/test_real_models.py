@@ -1,0 +1,91 @@
+"""Exactness on the two real pretrained models (SmolLM2-135M-Instruct, Gemma3-270M)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wildcircuits.models import InstrumentedModel
+from wildcircuits.models.verify import verify_model
+from wildcircuits.patching.hooks import replace
+from wildcircuits.patching.sites import Component, Site
+
+IOI = "When John and Mary went to the store, John gave a drink to"
+
+
+@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
+def model(request) -> InstrumentedModel:
+    return InstrumentedModel(*request.getfixturevalue(request.param))
+
+
+def test_no_intervention_reproduces_hf_eager_logits(model):
+    tokens = model.tokenize([IOI, "The capital of France is", "a"])  # padded batch
+    with torch.no_grad():
+        reference = model.hf_model(
+            input_ids=tokens.input_ids,
+            attention_mask=tokens.attention_mask,
+            position_ids=tokens.position_ids,
+        ).logits
+    real = tokens.attention_mask.bool()
+    assert (model.logits(tokens) - reference)[real].abs().max().item() <= 1e-5
+
+
+def test_left_padded_batch_gives_the_unpadded_logits(model):
+    from wildcircuits.models import tokens_from_ids
+
+    single = model.tokenize([IOI])
+    pad = model.tokenizer.pad_token_id
+    ids = torch.cat([torch.full((1, 3), pad), single.input_ids.cpu()], dim=1)
+    mask = torch.cat(
+        [torch.zeros(1, 3, dtype=torch.long), torch.ones_like(single.input_ids.cpu())], 1
+    )
+    padded = tokens_from_ids(ids, mask)
+    expected = model.logits(single)[0, -1]
+    got = model.logits(padded)[0, -1]
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
+
+
+def test_ioi_logit_difference_matches_the_reference(model):
+    tokens = model.tokenize([IOI])
+    logits = model.logits(tokens, positions=tokens.last_index)[0]
+    mary, john = (
+        model.tokenizer.encode(w, add_special_tokens=False)[0] for w in (" Mary", " John")
+    )
+    expected = {"llama": 4.6, "gemma3_text": 5.8}[model.info.family]
+    assert logits.argmax().item() == mary
+    assert abs((logits[mary] - logits[john]).item() - expected) < 0.05
+
+
+def test_verify_model_passes_every_check(model):
+    report = verify_model(model)
+    assert report.passed, [c for c in report.checks if not c.passed]
+    assert report.max_abs_logit_diff <= 1e-5
+
+
+def test_replacing_every_site_of_a_layer_by_itself_is_exact(model):
+    tokens = model.tokenize([IOI])
+    layer = model.n_layers - 2
+    sites = [
+        Site(c, layer)
+        for c in (
+            Component.Q,
+            Component.K,
+            Component.V,
+            Component.PATTERN,
+            Component.Z,
+            Component.RESULT,
+            Component.MLP_IN,
+            Component.RESID_MID,
+        )
+    ]
+    clean = model.run(tokens, capture=sites)
+    patched = model.run(tokens, interventions=[replace(s, clean[s]) for s in sites])
+    torch.testing.assert_close(patched.logits, clean.logits, atol=1e-4, rtol=1e-5)
+
+
+def test_gqa_grouping_is_reported(model):
+    tokens = model.tokenize([IOI])
+    run = model.run(tokens, capture=[Site(Component.K, 0), Site(Component.Q, 0)])
+    assert run[Site(Component.K, 0)].shape[2] == model.n_kv_heads
+    assert run[Site(Component.Q, 0)].shape[2] == model.n_heads
+    assert model.n_heads % model.n_kv_heads == 0

@@ -1,0 +1,50 @@
+"""`verify_model` and the `verify-model` CLI on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.tiny_models import FAMILIES, tiny_model
+from wildcircuits.models.verify import verify_model
+
+
+class _CharTokenizer:
+    """Enough of a tokenizer for verify_model: one token per character."""
+
+    bos_token_id = 1
+    pad_token_id = 0
+
+    def __call__(self, text, add_special_tokens=True):
+        ids = [3 + (ord(c) % 90) for c in text]
+        return {"input_ids": ([1] if add_special_tokens else []) + ids}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_verify_model_passes_on_every_family(family):
+    model = tiny_model(family)
+    model.tokenizer = _CharTokenizer()
+    report = verify_model(model)
+    data = report.to_dict()
+    assert data["passed"], data["checks"]
+    assert {c["name"] for c in data["checks"]} >= {
+        "logits_equal_hf_eager",
+        "clean_into_clean_changes_nothing",
+        "later_tokens_never_change_earlier_positions",
+    }
+    json.dumps(data)
+
+
+def test_verify_model_fails_when_the_instrumentation_is_wrong(monkeypatch):
+    model = tiny_model("llama")
+    model.tokenizer = _CharTokenizer()
+    original = model._mlp
+
+    def broken_mlp(block, mlp_in):
+        return original(block, mlp_in) * 1.01
+
+    monkeypatch.setattr(model, "_mlp", broken_mlp)
+    report = verify_model(model)
+    parity = next(c for c in report.checks if c.name == "logits_equal_hf_eager")
+    assert not parity.passed and not report.passed
