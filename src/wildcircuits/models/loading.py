@@ -12,10 +12,12 @@ dtype, with a tokenizer that has a pad token and pads on the right.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -109,7 +111,7 @@ def _load_cached_gguf(
         entry = cache.ensure_converted(path)
         model, _ = _from_folder(entry.folder, dtype, with_tokenizer=False)
         tokenizer = cache.load_tokenizer(entry.folder)
-    return model, _prepare_tokenizer(tokenizer), entry
+    return model, _prepare_tokenizer(tokenizer, _vocab_size(model)), entry
 
 
 def _load_local(path: Path, device: str | torch.device, dtype: torch.dtype) -> Loaded:
@@ -185,17 +187,33 @@ def _from_folder(
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(folder, local_files_only=local_files_only)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder,
-        config=config,
-        attn_implementation="eager",
-        dtype=dtype,
-        local_files_only=local_files_only,
-    )
+    with _no_progress_bars():
+        model = AutoModelForCausalLM.from_pretrained(
+            folder,
+            config=config,
+            attn_implementation="eager",
+            dtype=dtype,
+            local_files_only=local_files_only,
+        )
     if not with_tokenizer:
         return _text_only(model), None
+    model = _text_only(model)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_files_only)
-    return _text_only(model), _prepare_tokenizer(tokenizer)
+    return model, _prepare_tokenizer(tokenizer, _vocab_size(model))
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Silence transformers' per-load "Loading weights" bar (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _text_only(model: PreTrainedModel) -> PreTrainedModel:
@@ -206,16 +224,18 @@ def _text_only(model: PreTrainedModel) -> PreTrainedModel:
 
     text_config = model.config.get_text_config()
     text_config._attn_implementation = "eager"
-    text_model = Gemma3ForCausalLM(text_config).to(model.dtype)
+    with torch.device("meta"):  # no weights allocated: both parts are replaced below
+        text_model = Gemma3ForCausalLM(text_config)
     text_model.model = model.model.language_model
     text_model.lm_head = model.lm_head
     return text_model
 
 
-def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """Give the tokenizer a pad token (an existing token: embeddings are never resized) and pad on
-    the right."""
-    if tokenizer.pad_token is None:
+def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, d_vocab: int) -> PreTrainedTokenizerBase:
+    """Give the tokenizer a pad token that the model can embed (embeddings are never resized) and
+    pad on the right."""
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None or pad_id >= d_vocab:
         fallback = tokenizer.eos_token or tokenizer.unk_token or tokenizer.bos_token
         if fallback is None:
             raise ModelFileError("the tokenizer has no pad, eos, unk or bos token to pad with")
@@ -260,8 +280,13 @@ def describe(
         d_model=d_model,
         d_head=int(getattr(config, "head_dim", None) or d_model // n_heads),
         d_mlp=int(d_mlp or 4 * d_model),
-        d_vocab=int(model.get_output_embeddings().weight.shape[0]),
+        d_vocab=_vocab_size(model),
     )
+
+
+def _vocab_size(model: PreTrainedModel) -> int:
+    """Rows of the unembedding: the ids the model can predict (and embed)."""
+    return int(model.get_output_embeddings().weight.shape[0])
 
 
 def _check_builtin_shape(builtin: zoo.BuiltinModel, info: ModelInfo) -> None:
