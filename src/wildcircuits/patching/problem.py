@@ -1,0 +1,203 @@
+"""A patching problem: aligned clean / corrupted batches and the metric read on them.
+
+Every localisation and discovery method takes a `PatchingProblem`, so none depends on how the
+prompts were made (built-in task, user file, or a hand-written list). A problem is plain data:
+`select` gives a sub-batch (for chunking) and `score` evaluates the metric per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from wildcircuits.errors import TaskError
+from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.models.tokens import Tokens, tokens_from_ids
+from wildcircuits.tasks.metrics import HIGHER_IS_BETTER, Targets, compute, make_targets
+from wildcircuits.tasks.spec import MetricKind
+
+Rows = slice | Sequence[int] | torch.Tensor
+
+
+@dataclass(frozen=True)
+class PatchingProblem:
+    """Clean and corrupted batches of equal shape, the metric, and where it is read.
+
+    positions: (batch,) the position whose logits the metric reads (usually END).
+    named_positions: e.g. {"IO": (batch,), "S1": (batch,), "END": (batch,)} token indices.
+    clean_logits: (batch, vocab) clean logits at `positions`; needed by KL-to-clean only.
+    provenance: how numbers are obtained (task, split, seed, corruption, model, quantization,
+    metric); every result made from this problem copies it.
+    """
+
+    clean: Tokens
+    corrupted: Tokens
+    positions: torch.Tensor
+    targets: Targets
+    metric: MetricKind = MetricKind.LOGIT_DIFF
+    named_positions: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    clean_logits: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        check_aligned(self.clean, self.corrupted)
+        if self.metric is MetricKind.LOSS:
+            raise TaskError("patching reads one position per row; the loss metric reads many")
+
+    @property
+    def batch(self) -> int:
+        return self.clean.batch
+
+    @property
+    def higher_is_better(self) -> bool:
+        return HIGHER_IS_BETTER[self.metric]
+
+    def score(self, logits: torch.Tensor, rows: Rows | None = None) -> torch.Tensor:
+        """Metric per row from logits at `positions`: (batch, vocab) -> (batch,).
+
+        `rows` says which rows of this problem the logits belong to (when chunking).
+        """
+        targets = self.targets if rows is None else _select_targets(self.targets, rows)
+        clean = self.clean_logits
+        if clean is not None and rows is not None:
+            clean = clean[rows]
+        return compute(self.metric, logits, targets.to(logits.device), clean_logits=clean)
+
+    def select(self, rows: Rows) -> PatchingProblem:
+        """The sub-problem of the given rows."""
+        return replace(
+            self,
+            clean=self.clean.select(rows),
+            corrupted=self.corrupted.select(rows),
+            positions=self.positions[rows],
+            targets=_select_targets(self.targets, rows),
+            named_positions={k: v[rows] for k, v in self.named_positions.items()},
+            clean_logits=None if self.clean_logits is None else self.clean_logits[rows],
+        )
+
+    def chunks(self, size: int) -> list[tuple[slice, PatchingProblem]]:
+        """Consecutive sub-problems of at most `size` rows, with their row slices."""
+        return [
+            (slice(s, min(s + size, self.batch)), self.select(slice(s, min(s + size, self.batch))))
+            for s in range(0, self.batch, size)
+        ]
+
+    def with_clean_logits(self, model: InstrumentedModel) -> PatchingProblem:
+        """This problem with its clean logits at `positions` filled in (for KL-to-clean)."""
+        logits = model.logits(self.clean, positions=self.positions)
+        return replace(self, clean_logits=logits.detach())
+
+
+def _select_targets(targets: Targets, rows: Rows) -> Targets:
+    return Targets(*(None if t is None else t[rows] for t in _fields(targets)))
+
+
+def _fields(targets: Targets) -> tuple[torch.Tensor | None, ...]:
+    return tuple(getattr(targets, name) for name in targets.__dataclass_fields__)
+
+
+def check_aligned(clean: Tokens, corrupted: Tokens) -> None:
+    """Clean and corrupted rows must have the same real length and padding."""
+    if clean.input_ids.shape != corrupted.input_ids.shape:
+        raise TaskError(
+            f"clean batch shape {tuple(clean.input_ids.shape)} differs from corrupted "
+            f"{tuple(corrupted.input_ids.shape)}; pair each clean prompt with a corrupted "
+            "prompt of the same token length"
+        )
+    differs = (clean.attention_mask != corrupted.attention_mask).any(-1)
+    if bool(differs.any()):
+        rows = differs.nonzero().flatten().tolist()
+        raise TaskError(
+            f"clean/corrupt length mismatch in rows {rows}: each corrupted prompt must have "
+            "exactly as many tokens as its clean prompt (check multi-token fillers)"
+        )
+
+
+def single_token(model: InstrumentedModel, word: str) -> int:
+    """The id of `word` as exactly one token (no special tokens), else a clear error."""
+    ids = model.tokenizer.encode(word, add_special_tokens=False)
+    if len(ids) != 1:
+        raise TaskError(
+            f"answer {word!r} is {len(ids)} tokens for {model.info.model_id} "
+            f"({model.to_str_tokens(ids)}); answers must be single tokens "
+            "(try a leading space or another word)"
+        )
+    return int(ids[0])
+
+
+def _model_provenance(model: InstrumentedModel) -> dict[str, Any]:
+    return {"model": model.info.model_id, "quantization": model.info.quantization}
+
+
+def problem_from_prompts(
+    model: InstrumentedModel,
+    clean: Sequence[str],
+    corrupted: Sequence[str],
+    answers: Sequence[str],
+    distractors: Sequence[str],
+    provenance: Mapping[str, Any] | None = None,
+) -> PatchingProblem:
+    """A logit-difference problem from explicit prompts and single-token answers."""
+    if not len(clean) == len(corrupted) == len(answers) == len(distractors):
+        raise TaskError("clean, corrupted, answers and distractors need the same length")
+    clean_tokens = model.tokenize(list(clean))
+    targets = make_targets(
+        [[single_token(model, w)] for w in answers],
+        [[single_token(model, w)] for w in distractors],
+    )
+    return PatchingProblem(
+        clean=clean_tokens,
+        corrupted=model.tokenize(list(corrupted)),
+        positions=clean_tokens.last_index,
+        targets=targets,
+        named_positions={"END": clean_tokens.last_index},
+        provenance={**_model_provenance(model), "metric": "logit_diff", **(provenance or {})},
+    )
+
+
+def problem_from_dataset(
+    model: InstrumentedModel,
+    dataset,
+    corruption: str | None = None,
+    metric: MetricKind | None = None,
+) -> PatchingProblem:
+    """A problem from a task `Dataset` built for this model's tokenizer."""
+    if len(dataset) == 0:
+        raise TaskError(f"task {dataset.task!r}: the dataset is empty")
+    corruption = corruption or dataset.default_corruption
+    metric = metric or dataset.metric
+    clean = _pad([p.token_ids for p in dataset.prompts()]).to(model.device)
+    corrupted = _pad([p.token_ids for p in dataset.prompts(corruption)]).to(model.device)
+    names = set.intersection(*(set(e.clean.positions) for e in dataset.examples))
+    named = {n: torch.tensor(dataset.positions(n), device=model.device) for n in sorted(names)}
+    targets = make_targets(
+        [e.answers for e in dataset.examples], [e.distractors for e in dataset.examples]
+    )
+    problem = PatchingProblem(
+        clean=clean,
+        corrupted=corrupted,
+        positions=torch.tensor(dataset.positions(), device=model.device),
+        targets=targets,
+        metric=metric,
+        named_positions=named,
+        provenance={
+            **_model_provenance(model),
+            **dataset.provenance(),
+            "metric": metric.value,
+            "corruption": corruption,
+        },
+    )
+    return problem.with_clean_logits(model) if metric is MetricKind.KL_TO_CLEAN else problem
+
+
+def _pad(rows: Sequence[Sequence[int]]) -> Tokens:
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(list(row))
+        mask[i, : len(row)] = 1
+    return tokens_from_ids(ids, mask)
