@@ -1,0 +1,69 @@
+"""The task interface every task kind (template, Python, JSONL) implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from wildcircuits.tasks.dataset import Dataset
+from wildcircuits.tasks.spec import MetricKind, Split
+
+
+@dataclass(frozen=True)
+class Preview:
+    """One example as text, built without a tokenizer (for listings and docs)."""
+
+    clean: str
+    corrupted: Mapping[str, str]
+    answers: tuple[str, ...]
+    distractors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Variation:
+    """A probe variation: a grouping of the baseline examples, or a derived task to run.
+
+    Exactly one of `group_by` (a key of `Example.metadata`, or `template`) and `task` is set.
+    """
+
+    name: str
+    description: str
+    group_by: str | None = None
+    task: Task | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A behaviour: builds datasets for a tokenizer and names its probe variations."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def metric(self) -> MetricKind: ...
+
+    @property
+    def default_corruption(self) -> str: ...
+
+    @property
+    def corruption_names(self) -> tuple[str, ...]: ...
+
+    def build(
+        self,
+        tokenizer: Any,
+        n: int,
+        seed: int = 0,
+        split: Split = Split.ALL,
+        min_n: int | None = None,
+    ) -> Dataset:
+        """`n` examples (at least `min_n`, default `n`, else TaskError) for this tokenizer."""
+        ...
+
+    def variations(self) -> tuple[Variation, ...]: ...
+
+    def preview(self, seed: int = 0) -> Preview: ...
