@@ -162,6 +162,7 @@ def test_leftover_temporary_folder_is_ignored(
     load_pretrained(tiny_path)
     assert len(count_builds) == 1
     assert cache.check_entry(folder, sha) is None
+    assert not stale.exists(), "the leftover of an interrupted build was not cleaned up"
 
 
 def test_changed_source_gets_its_own_entry(

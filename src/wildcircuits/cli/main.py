@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from wildcircuits.errors import WildcircuitsError
 
-COMMANDS = ["models", "verify_model"]
+COMMANDS = ["models", "verify_model", "tasks", "probe"]
 
 EXIT_USAGE_ERROR = 2
 
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WildcircuitsError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE_ERROR
+    except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return int(status or 0)
 
 

@@ -180,6 +180,7 @@ def build_entry(gguf_path: Path, sha256: str, folder: Path) -> None:
     """Convert `gguf_path` and atomically put the result at `folder` (replacing what is there)."""
     started = time.perf_counter()
     logger.warning("converting %s (first load only; this takes up to a minute)", gguf_path)
+    _remove_leftovers(folder)
     temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
     os.chmod(temporary, 0o755)  # mkdtemp makes it private; the entry is an ordinary folder
     try:
@@ -253,11 +254,13 @@ def read_gguf_file_type(gguf_path: Path) -> str | None:
     """The quantization named in a GGUF file's `general.file_type` (e.g. "Q4_1"), if present."""
     import gguf
 
-    reader = gguf.GGUFReader(gguf_path)
-    field = reader.get_field("general.file_type")
-    if field is None:
+    try:
+        field = gguf.GGUFReader(gguf_path).get_field("general.file_type")
+        if field is None:
+            return None
+        value = int(field.parts[field.data[0]][0])
+    except (OSError, ValueError, IndexError):
         return None
-    value = int(field.parts[field.data[0]][0])
     try:
         return gguf.LlamaFileType(value).name.removeprefix("MOSTLY_")
     except ValueError:
@@ -267,6 +270,15 @@ def read_gguf_file_type(gguf_path: Path) -> str | None:
 def _entry_from_folder(folder: Path) -> CacheEntry:
     record = json.loads((folder / RECORD_NAME).read_text())
     return CacheEntry(folder, record["source_sha256"], record.get("gguf_file_type"))
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Delete temporary and trash folders of earlier, interrupted builds of this entry.
+
+    Called with the entry's lock held, so no other process is building into them."""
+    for pattern in (f".tmp-{folder.name}-*", f".trash-{folder.name}-*"):
+        for leftover in folder.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _fsync_folder_files(folder: Path) -> None:

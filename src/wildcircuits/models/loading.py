@@ -135,8 +135,9 @@ def _load_hub(name: str, device: str | torch.device, dtype: torch.dtype) -> Load
     try:
         model, tokenizer = _from_folder(name, dtype, local_files_only=True)
     except (OSError, ValueError):
-        if _hub_offline_reason() is not None:
-            raise _hub_error(name, _hub_offline_reason()) from None
+        offline = _hub_offline_reason()
+        if offline is not None:
+            raise _hub_error(name, offline) from None
         try:
             model, tokenizer = _from_folder(name, dtype)
         except (OSError, ValueError) as error:
