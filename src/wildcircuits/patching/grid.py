@@ -49,7 +49,8 @@ class ScoreGrid:
     def top(self, k: int = 10, by_abs: bool = True) -> list[tuple[str, str, float]]:
         """The k largest entries as (row label, column label, value)."""
         flat = self.values.flatten()
-        order = (flat.abs() if by_abs else flat).argsort(descending=True)[:k]
+        key = torch.nan_to_num(flat.abs() if by_abs else flat, nan=-float("inf"))  # NaN last
+        order = key.argsort(descending=True)[:k]
         cols = len(self.col_labels)
         return [
             (self.row_labels[i // cols], self.col_labels[i % cols], float(flat[i]))
