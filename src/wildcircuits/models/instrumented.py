@@ -218,8 +218,8 @@ class InstrumentedModel:
             resid = start_resid.to(self.device)
         if grad and not resid.requires_grad:
             resid = resid.detach().requires_grad_(True)
-        masks = self._masks(tokens, resid)
-        rotary = self._rotary_embeddings(tokens, resid)
+        masks = self.attention_masks(tokens, resid)
+        rotary = self.rotary_embeddings(tokens, resid)
         last = self._last_layer_needed(state, return_logits)
         for layer in range(start_layer, last + 1):
             resid = self._block(layer, resid, masks, rotary, state)
@@ -231,17 +231,33 @@ class InstrumentedModel:
         if positions is not None:
             rows = torch.arange(resid.shape[0], device=resid.device)
             resid = resid[rows, positions.to(resid.device)]  # (batch, d_model)
-        logits = self._unembed(self._final_norm(resid))
-        if self.final_logit_softcap is not None:
-            cap = self.final_logit_softcap
-            logits = torch.tanh(logits / cap) * cap
-        return state.visit(Component.LOGITS, None, logits)
+        return state.visit(Component.LOGITS, None, self.unembed(resid))
 
     def _last_layer_needed(self, state: _Pass, return_logits: bool) -> int:
         if return_logits or any(k[1] is None and k[0] is not Component.EMBED for k in state.active):
             return self.n_layers - 1
         layers = [k[1] for k in state.capture_keys if k[1] is not None]
         return max(layers, default=-1)
+
+    def unembed(self, resid: torch.Tensor) -> torch.Tensor:
+        """Final norm, unembedding and (if the family has it) logit softcapping."""
+        logits = self._unembed(self._final_norm(resid))
+        if self.final_logit_softcap is not None:
+            cap = self.final_logit_softcap
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def apply_rotary(self, q: torch.Tensor, k: torch.Tensor, cos_sin: tuple) -> tuple:
+        """Rotary embedding of q (batch, pos, head, d_head) and k (batch, pos, any, d_head)."""
+        cos, sin = cos_sin
+        q, k = self._apply_rotary.apply_rotary_pos_emb(
+            q.transpose(1, 2), k.transpose(1, 2), cos, sin
+        )
+        return q.transpose(1, 2), k.transpose(1, 2)  # (batch, pos, head, d_head)
+
+    def embed(self, tokens: Tokens) -> torch.Tensor:
+        """Token (+ positional) embedding: resid_pre of layer 0, (batch, pos, d_model)."""
+        return self._embed_tokens(tokens, _Pass((), ()))
 
     def _embed_tokens(self, tokens: Tokens, state: _Pass) -> torch.Tensor:
         resid = state.visit(Component.EMBED, None, self._embed(tokens.input_ids))
@@ -250,7 +266,7 @@ class InstrumentedModel:
             resid = resid + pos
         return resid
 
-    def _masks(self, tokens: Tokens, resid: torch.Tensor) -> dict[str, torch.Tensor]:
+    def attention_masks(self, tokens: Tokens, resid: torch.Tensor) -> dict[str, torch.Tensor]:
         """Additive masks (batch, 1, pos, kv_pos) per layer type, built by HF's own code."""
         masks = {}
         for layer_type in set(self.layer_types):
@@ -269,7 +285,8 @@ class InstrumentedModel:
             masks[layer_type] = _additive(mask, resid, tokens)
         return masks
 
-    def _rotary_embeddings(self, tokens: Tokens, resid: torch.Tensor) -> dict[str, tuple]:
+    def rotary_embeddings(self, tokens: Tokens, resid: torch.Tensor) -> dict[str, tuple]:
+        """(cos, sin) per layer type; empty for models without rotary embeddings."""
         if self._rotary is None:
             return {}
         if self.adapter.rotary_takes_layer_type:
@@ -307,11 +324,7 @@ class InstrumentedModel:
         attn = get_module(block, self.adapter.attention)
         q, k, v = self.project_qkv(attn, attn_in)  # (batch, pos, head|kv_head, d_head)
         if cos_sin is not None:
-            cos, sin = cos_sin
-            q, k = self._apply_rotary.apply_rotary_pos_emb(
-                q.transpose(1, 2), k.transpose(1, 2), cos, sin
-            )
-            q, k = q.transpose(1, 2), k.transpose(1, 2)  # (batch, pos, head, d_head)
+            q, k = self.apply_rotary(q, k, cos_sin)
         q = state.visit(Component.Q, layer, q)
         k = state.visit(Component.K, layer, k)
         v = state.visit(Component.V, layer, v)
