@@ -168,7 +168,8 @@ def in_split(text: str, seed: int, split: Split) -> bool:
 
 
 def tokenizer_name(tokenizer: Any) -> str:
-    return str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+    name = getattr(tokenizer, "name_or_path", "")
+    return str(name) if name else f"{type(tokenizer).__name__}(vocab={len(tokenizer)})"
 
 
 def token_count(tokenizer: Any, text: str) -> int:

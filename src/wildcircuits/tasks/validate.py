@@ -98,7 +98,15 @@ def _check_corruption(spec: TemplateTaskSpec, parsed: ParsedTemplate, i: int, ti
                     f"{where}.resample: {target!r} is neither a variable nor an occurrence in "
                     f"template {tid!r} (occurrences: {', '.join(occurrences)})"
                 )
-        parse_differ(corruption.differ, f"{where}.differ")
+        differ = parse_differ(corruption.differ, f"{where}.differ")
+        for target in corruption.targets if differ and differ[0] else ():
+            variable = target if target in spec.variables else occurrences[target].variable
+            fields = spec.lists[spec.variables[variable]].fields
+            if differ[0] not in fields:
+                raise TaskError(
+                    f"{where}.differ: list {spec.variables[variable]!r} has no field "
+                    f"{differ[0]!r}; fields: {', '.join(fields)}"
+                )
         return
     if not corruption.copies:
         raise TaskError(f"{where}.copy: expected a mapping target occurrence -> source")
