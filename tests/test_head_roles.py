@@ -127,15 +127,19 @@ def test_ov_logits_match_a_slow_reference() -> None:
     torch.testing.assert_close(logits[head, 1], expected, atol=1e-5, rtol=1e-4)
 
 
-def test_name_mover_matches_slow_reference() -> None:
+@pytest.mark.parametrize("distractors", [False, True])
+def test_name_mover_matches_slow_reference(distractors: bool) -> None:
     model = tiny_model("qwen2")
     problem = tiny_problem(model)
     ids = problem.clean.input_ids.clone()
     ids[:, 2] = problem.targets.answers[:, 0]  # each answer appears in its prompt at position 2
+    ids[:, 4] = problem.targets.distractors[:, 0]  # and each distractor at position 4
     clean = tokens_from_ids(ids, problem.clean.attention_mask)
     problem = dataclasses.replace(problem, clean=clean, corrupted=clean)
-    assert answer_positions(problem).tolist() == [2, 2, 2]
-    scores = name_mover_scores(model, problem, batch_size=2)
+    where = 4 if distractors else 2
+    assert answer_positions(problem, distractors=distractors).tolist() == [where] * 3
+    scores = name_mover_scores(model, problem, batch_size=2, distractors=distractors)
+    token = problem.targets.distractors if distractors else problem.targets.answers
     layer = 1
     run = model.run(
         clean, capture=[Site(Component.PATTERN, layer), Site(Component.Z, layer),
@@ -150,8 +154,8 @@ def test_name_mover_matches_slow_reference() -> None:
             resid = run[Site(Component.FINAL_RESID)][row, end]
             scale = 1 / torch.sqrt(resid.pow(2).mean() + norm.variance_epsilon)
             out = run[Site(Component.Z, layer)][row, end, head] @ model.out_weight(layer)[head]
-            effect = (out * scale * norm.weight) @ w_u[problem.targets.answers[row, 0]]
-            total += float(run[Site(Component.PATTERN, layer)][row, head, end, 2] * effect)
+            effect = (out * scale * norm.weight) @ w_u[token[row, 0]]
+            total += float(run[Site(Component.PATTERN, layer)][row, head, end, where] * effect)
         torch.testing.assert_close(
             scores[layer, head], torch.tensor(total / 3), atol=1e-5, rtol=1e-4
         )
@@ -163,8 +167,10 @@ def test_role_table_on_a_task_problem(tmp_path) -> None:
     roles = head_roles(model, problem, RandomSequences(batch=2, length=5))
     assert set(roles.scores) == {
         "previous_token", "induction", "duplicate_token", "copying", "copy_suppression",
-        "name_mover",
+        "name_mover", "distractor_suppression",
     }  # fmt: skip
+    # The tiny prompts contain no distractor token: that score is undefined, not zero.
+    assert roles.scores["distractor_suppression"].isnan().all()
     for role, values in roles.scores.items():
         assert values.shape == (3, 4), role
     assert ((roles.scores["copying"] >= 0) & (roles.scores["copying"] <= 1)).all()

@@ -36,6 +36,7 @@ ROLES = (
     "copying",
     "copy_suppression",
     "name_mover",
+    "distractor_suppression",
 )
 UNITS = {
     "previous_token": "mean attention",
@@ -44,6 +45,7 @@ UNITS = {
     "copying": "fraction of task tokens",
     "copy_suppression": "fraction of task tokens",
     "name_mover": "attention x answer logit",
+    "distractor_suppression": "attention x -distractor logit",
 }
 
 
@@ -54,7 +56,7 @@ class RoleThresholds:
     Attention scores are mean attention weights (0..1). OV scores are fractions of the task's
     tokens (chance is 1 / their number). name_mover is in logits (attention-weighted direct
     effect on the answer's logit): labelled "name mover" at >= name_mover and "negative name
-    mover" at <= -name_mover.
+    mover" at <= -name_mover. distractor_suppression is in logits too.
     """
 
     previous_token: float = 0.4
@@ -63,6 +65,7 @@ class RoleThresholds:
     copying: float = 0.9
     copy_suppression: float = 0.9
     name_mover: float = 0.5
+    distractor_suppression: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,8 @@ def head_roles(
     if problem is not None:
         scores.update(ov_scores(model, task_token_ids(problem)))
         scores["name_mover"] = name_mover_scores(model, problem, answer_position, batch_size)
+        suppression = name_mover_scores(model, problem, None, batch_size, distractors=True)
+        scores["distractor_suppression"] = -suppression
     scores = {role: scores[role].detach().cpu() for role in ROLES if role in scores}
     base = problem.provenance if problem is not None else {}
     info = provenance(

@@ -18,7 +18,10 @@ Task score on the problem's clean prompts (per row, then the batch mean):
 - name_mover: attention from the metric position (END) to the answer's position in the prompt,
   times the head's direct contribution to the answer's logit at END (the head's output there
   through the frozen post-norm and final norm, dot the mean W_U row of the answer set). Negative
-  values mark negative / copy-suppression name movers.
+  values mark negative name movers (they suppress the answer they attend to).
+- distractor_suppression: minus the same score read on the distractor: attention from END to the
+  distractor's position (e.g. IOI's S2) times minus the head's direct effect on the distractor's
+  logit. Positive for heads that attend to the distractor and push its logit down.
 """
 
 from __future__ import annotations
@@ -145,20 +148,23 @@ def ov_scores(model: InstrumentedModel, ids: Int[Tensor, " ids"]) -> dict[str, S
     return {"copying": torch.stack(top), "copy_suppression": torch.stack(bottom)}
 
 
-def answer_positions(problem: PatchingProblem, name: str | None = None) -> Int[Tensor, " batch"]:
-    """Where each row's answer appears in its clean prompt: the named position if given, else the
-    last occurrence of any answer id before the metric position (-1 where it never appears)."""
+def answer_positions(
+    problem: PatchingProblem, name: str | None = None, distractors: bool = False
+) -> Int[Tensor, " batch"]:
+    """Where each row's answer (or, with `distractors`, distractor) appears in its clean prompt:
+    the named position if given, else the last occurrence of any of its ids before the metric
+    position (-1 where none appears)."""
     if name is not None:
         if name not in problem.named_positions:
             known = ", ".join(problem.named_positions) or "none"
             raise TaskError(f"no named position {name!r} in this problem (known: {known})")
         return problem.named_positions[name].cpu()
     ids = problem.clean.input_ids.cpu()
-    answers = problem.targets.answers.cpu()
-    mask = problem.targets.answer_mask.cpu()
-    is_answer = ((ids[:, :, None] == answers[:, None, :]) & mask[:, None, :]).any(-1)
+    t = problem.targets
+    wanted, mask = (t.distractors, t.distractor_mask) if distractors else (t.answers, t.answer_mask)
+    is_target = ((ids[:, :, None] == wanted.cpu()[:, None, :]) & mask.cpu()[:, None, :]).any(-1)
     before = torch.arange(ids.shape[1])[None] < problem.positions.cpu()[:, None]
-    hits = is_answer & before & problem.clean.attention_mask.cpu().bool()
+    hits = is_target & before & problem.clean.attention_mask.cpu().bool()
     index = torch.arange(ids.shape[1]).expand_as(hits)
     return torch.where(hits, index, -1).amax(1)
 
@@ -168,20 +174,35 @@ def name_mover_scores(
     problem: PatchingProblem,
     answer_position: str | None = None,
     batch_size: int = 16,
+    distractors: bool = False,
 ) -> Scores:
-    """Batch mean of attention(END -> answer) x the head's direct effect on the answer logit."""
-    where = answer_positions(problem, answer_position)
+    """Batch mean of attention(END -> answer) x the head's direct effect on the answer logit.
+
+    With `distractors`: attention(END -> distractor) x the direct effect on the distractor logit
+    (negative for a head that suppresses the distractor it attends to). Rows whose prompt lacks
+    the token are skipped; NaN if all are.
+    """
+    where = answer_positions(problem, answer_position, distractors)
     keep = (where >= 0).nonzero().flatten()
     if len(keep) == 0:
         return torch.full((model.n_layers, model.n_heads), float("nan"))
     problem, where = problem.select(keep.tolist()), where[keep]
     total = torch.zeros(model.n_layers, model.n_heads)
     for rows, chunk in problem.chunks(batch_size):
-        total += _name_mover_sum(model, chunk, where[rows]).cpu()
+        total += _name_mover_sum(model, chunk, where[rows], distractors).cpu()
     return total / problem.batch
 
 
-def _name_mover_sum(model: InstrumentedModel, problem: PatchingProblem, where: Tensor) -> Scores:
+def _token_direction(model: InstrumentedModel, ids: Tensor, mask: Tensor) -> Tensor:
+    """Mean unembedding row over each example's id set: (batch, d_model)."""
+    weight, _ = unembed_matrix(model)
+    summed = (weight[ids].float() * mask[..., None]).sum(1)
+    return summed / mask.sum(1, keepdim=True)
+
+
+def _name_mover_sum(
+    model: InstrumentedModel, problem: PatchingProblem, where: Tensor, distractors: bool
+) -> Scores:
     sites = [Site(Component.FINAL_RESID)]
     for layer in range(model.n_layers):
         sites += [Site(Component.PATTERN, layer), Site(Component.Z, layer)]
@@ -190,14 +211,13 @@ def _name_mover_sum(model: InstrumentedModel, problem: PatchingProblem, where: T
     final_resid = at_positions(run[Site(Component.FINAL_RESID)], end).float()
     frozen = freeze_norm(get_module(model.hf_model, model.adapter.final_norm), final_resid)
     t = problem.targets.to(model.device)
-    weight, _ = unembed_matrix(model)
-    answer_dir = (weight[t.answers].float() * t.answer_mask[..., None]).sum(1)
-    answer_dir = answer_dir / t.answer_mask.sum(1, keepdim=True)  # (batch, d_model)
+    ids, mask = (t.distractors, t.distractor_mask) if distractors else (t.answers, t.answer_mask)
+    direction = _token_direction(model, ids, mask)  # (batch, d_model)
     rows = torch.arange(problem.batch, device=model.device)
     scores = []
     for layer in range(model.n_layers):
         results, _ = head_parts(model, layer, at_positions(run[Site(Component.Z, layer)], end))
-        effect = (frozen.linear(results) * answer_dir[:, None]).sum(-1)  # (batch, head)
+        effect = (frozen.linear(results) * direction[:, None]).sum(-1)  # (batch, head)
         pattern = run[Site(Component.PATTERN, layer)]  # (batch, head, pos, kv_pos)
         attention = pattern[rows, :, end, where.to(model.device)].float()  # (batch, head)
         scores.append((attention * effect).sum(0))

@@ -1,0 +1,96 @@
+"""`wildcircuits heads TASK --model M --out DIR [--patterns L12.H3,L14.H0 --prompt-index 0]`.
+
+Scores every head for each role (previous-token, induction, duplicate-token, OV copying / copy
+suppression, name-mover-like), prints the highlights, writes DIR/head_roles.json, a layer x head
+heatmap per role, and attention-pattern figures (the chosen heads, or the top head of each role).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from wildcircuits.cli.attribute import add_problem_options
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `heads` sub-command."""
+    parser = subparsers.add_parser(
+        "heads",
+        help="score every head's role (induction, previous-token, name mover, ...)",
+        description="Score every head of the model for each role on TASK and on random repeated "
+        "token sequences; write the labelled table, role heatmaps and attention patterns to DIR.",
+    )
+    add_problem_options(parser)
+    parser.add_argument(
+        "--patterns",
+        default=None,
+        help="heads to draw, e.g. L12.H3,L14.H0 (default: top head per role)",
+    )
+    parser.add_argument(
+        "--prompt-index",
+        type=int,
+        default=0,
+        help="which clean prompt the patterns are drawn on (0)",
+    )
+    parser.add_argument(
+        "--answer-position",
+        default=None,
+        help="named position of the answer in the prompt (e.g. IO); default: "
+        "the answer token's last occurrence before the metric position",
+    )
+    parser.add_argument(
+        "--random-length",
+        type=int,
+        default=20,
+        help="length of the random sequence that is repeated (20)",
+    )
+    parser.add_argument("--random-batch", type=int, default=8, help="random sequences (8)")
+    parser.add_argument("--top", type=int, default=5, help="heads to print per role (5)")
+    parser.set_defaults(func=run)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from wildcircuits.cli.attribute import load_problem
+    from wildcircuits.localise import RandomSequences, head_roles, parse_head, save_patterns
+
+    model, problem = load_problem(args)
+    chosen = None
+    if args.patterns:  # check the names before the slow part
+        chosen = [parse_head(t, model.n_layers, model.n_heads) for t in args.patterns.split(",")]
+    sequences = RandomSequences(args.random_batch, args.random_length, args.seed)
+    roles = head_roles(model, problem, sequences, answer_position=args.answer_position,
+                       batch_size=args.batch_size)  # fmt: skip
+    path = roles.save(args.out)
+    _print_highlights(roles, args.top)
+    heads = chosen if chosen is not None else _top_heads(roles)
+    figures = save_patterns(model, problem.clean, heads, args.out, args.prompt_index,
+                            roles.provenance)  # fmt: skip
+    print(f"wrote {path}, {len(roles.scores)} role heatmaps and {len(figures)} attention patterns")
+    return 0
+
+
+def _top_heads(roles) -> list[tuple[int, int]]:
+    """The top head of each role (name movers: also the most negative), without repeats."""
+    from wildcircuits.localise import parse_head
+
+    names = [
+        roles.top(role, 1)[0][0] for role in roles.scores if not roles.scores[role].isnan().all()
+    ]
+    if "name_mover" in roles.scores:
+        names.append(roles.top("name_mover", 1, negative=True)[0][0])
+    n_layers, n_heads = next(iter(roles.scores.values())).shape
+    return [parse_head(n, n_layers, n_heads) for n in dict.fromkeys(names)]
+
+
+def _print_highlights(roles, top: int) -> None:
+    print("thresholds: " + ", ".join(f"{k}>={v}" for k, v in vars(roles.thresholds).items()))
+    for role in roles.scores:
+        best = ", ".join(f"{name} {value:.2f}" for name, value in roles.top(role, top))
+        print(f"{role:<17} top: {best}")
+    if "name_mover" in roles.scores:
+        worst = roles.top("name_mover", top, negative=True)
+        print(f"{'negative movers':<17} top: " + ", ".join(f"{n} {v:.2f}" for n, v in worst))
+    labelled = [row for row in roles.table() if row["labels"]]
+    print(f"labelled heads ({len(labelled)}):")
+    for row in labelled:
+        print(f"  {row['head']:<8} {', '.join(row['labels'])}")
