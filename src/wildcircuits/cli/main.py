@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from wildcircuits.errors import WildcircuitsError
 
-COMMANDS = ["models", "verify_model", "tasks", "probe"]
+COMMANDS = ["models", "verify_model", "tasks", "probe", "attribute", "heads"]
 
 EXIT_USAGE_ERROR = 2
 
