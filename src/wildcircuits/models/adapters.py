@@ -54,6 +54,7 @@ class ArchitectureAdapter:
     out_proj_conv1d: bool = False
     qk_norm: tuple[str, str] | None = None
     final_logit_softcap_flag: str | None = None  # config attribute holding the softcap
+    post_norm_weight_offset: float = 0.0  # RMSNorm scale is (offset + weight); Gemma uses 1
 
 
 _LLAMA_LIKE = dict(
@@ -104,6 +105,7 @@ ADAPTERS: dict[str, ArchitectureAdapter] = {
         post_mlp_norm="post_feedforward_layernorm",
         qk_norm=("q_norm", "k_norm"),
         final_logit_softcap_flag="final_logit_softcapping",
+        post_norm_weight_offset=1.0,
     ),
 }
 ADAPTERS["gemma3"] = ADAPTERS["gemma3_text"]

@@ -1,0 +1,236 @@
+"""Exact edge patching in one forward pass, and receiver gradients for edge attribution.
+
+Every receiver (a head's q / k / v slot, an MLP, the logits) reads its own copy of the residual
+stream: the sum of its senders' outputs. Ablating the edges outside a circuit adds, for each
+receiver v, sum over its ablated in-edges (u -> v) of (a_u - z_u), where z_u is u's output in
+this (patched) run and a_u the ablation value (corrupted run, mean or zero). Upstream changes
+propagate, so evaluating any circuit costs one patched forward once the ablation outputs exist.
+
+Sender outputs are what each node writes into the residual stream: the embeddings for `input`,
+each head's output-projected result, each MLP's output. Gemma3 normalises the attention sum and
+the MLP output before adding them (post-norms): a head's output is then its result times the
+post-norm factor of *this run's* sum (scale frozen from the run), so head outputs still sum to
+the block's real contribution. The same convention holds in every run, so the full circuit gives
+the clean run and the empty circuit the corrupted run exactly (up to float rounding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from wildcircuits.errors import WildcircuitsError
+from wildcircuits.graph.graph import Graph
+from wildcircuits.models.adapters import get_module
+from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.models.tokens import Tokens
+from wildcircuits.models.weights import head_weights, project_heads, rms_post_norm_factor
+
+
+@dataclass(frozen=True)
+class EdgeRun:
+    """logits: (batch, vocab) at the requested positions; outputs: (batch, pos, sender, d_model)
+    sender outputs of this run (None unless asked); receiver_grads: (batch, pos, receiver,
+    d_model) gradient of the objective w.r.t. each receiver's input (gradient runs only)."""
+
+    logits: torch.Tensor
+    outputs: torch.Tensor | None = None
+    receiver_grads: torch.Tensor | None = None
+
+
+class EdgeForward:
+    """Forward passes of `model` over the edge graph (see the module docstring)."""
+
+    def __init__(self, model: InstrumentedModel, graph: Graph | None = None):
+        self.model = model
+        self.graph = graph or Graph.for_model(model)
+        if (self.graph.n_layers, self.graph.n_heads) != (model.n_layers, model.n_heads):
+            raise WildcircuitsError(
+                f"graph ({self.graph.describe()}) does not match {model.info.model_id} "
+                f"({model.n_layers} layers x {model.n_heads} heads)"
+            )
+        self._weights = [head_weights(model, layer) for layer in range(model.n_layers)]
+        # q, k, v of every head in one (3 * head, d_head, d_model) stack: one einsum per layer.
+        self._qkv = [(w.w_qkv, w.b_qkv) for w in self._weights]
+        post = model.adapter.post_attn_norm
+        if post and any(w.b_o is not None for w in self._weights):
+            raise WildcircuitsError("a post-attention norm with an output bias is not supported")
+
+    # public -------------------------------------------------------------------------------------
+    def run(
+        self,
+        tokens: Tokens,
+        positions: torch.Tensor,
+        ablated: torch.Tensor | None = None,
+        ablation: torch.Tensor | None = None,
+        keep_outputs: bool = False,
+        input_embeds: torch.Tensor | None = None,
+        override: Mapping[int, torch.Tensor] | None = None,
+    ) -> EdgeRun:
+        """One forward with the edges marked in `ablated` (receiver, sender) ablated to
+        `ablation` (batch or 1, pos, sender, d_model) sender outputs. No gradients."""
+        if (ablated is None) != (ablation is None):
+            raise WildcircuitsError("pass both `ablated` (edge mask) and `ablation` (values)")
+        if ablated is not None:
+            self._check_mask(ablated)
+            ablated = (ablated & self.graph.valid.to(ablated.device)).to(self.model.dtype)
+        with torch.no_grad():
+            state = _State(self, tokens, ablated, ablation, None, input_embeds, override)
+            logits = state.forward(positions, keep_outputs or ablated is not None)
+        return EdgeRun(logits, state.outputs if keep_outputs else None)
+
+    def receiver_gradients(
+        self,
+        tokens: Tokens,
+        positions: torch.Tensor,
+        objective,
+        input_embeds: torch.Tensor | None = None,
+        override: Mapping[int, torch.Tensor] | None = None,
+        keep_outputs: bool = False,
+    ) -> EdgeRun:
+        """d objective(logits) / d (each receiver's input), one backward for all receivers.
+
+        objective: (batch, vocab) logits at `positions` -> scalar.
+        """
+        state = _State(self, tokens, None, None, True, input_embeds, override)
+        with torch.enable_grad():
+            logits = state.forward(positions, keep_outputs)
+            leaves = state.leaves
+            grads = torch.autograd.grad(objective(logits), leaves)
+        batch, pos = tokens.input_ids.shape
+        grads = torch.cat([g.reshape(batch, pos, -1, self.model.d_model) for g in grads], dim=2)
+        return EdgeRun(logits.detach(), state.outputs if keep_outputs else None, grads)
+
+    def outputs(self, tokens: Tokens, input_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Sender outputs of an unpatched run: (batch, pos, sender, d_model)."""
+        positions = tokens.last_index
+        return self.run(tokens, positions, keep_outputs=True, input_embeds=input_embeds).outputs
+
+    def _check_mask(self, ablated: torch.Tensor) -> None:
+        shape = (self.graph.n_receivers, self.graph.n_senders)
+        if tuple(ablated.shape) != shape or ablated.dtype != torch.bool:
+            raise WildcircuitsError(
+                f"edge mask must be a bool tensor of shape {shape} (receiver, sender); got "
+                f"{ablated.dtype} {tuple(ablated.shape)}"
+            )
+
+
+class _State:
+    """One edge forward: running residual, sender outputs so far, receiver leaves."""
+
+    def __init__(
+        self, engine: EdgeForward, tokens, ablated, ablation, grad, input_embeds, override
+    ):
+        self.engine, self.model, self.graph = engine, engine.model, engine.graph
+        self.tokens = tokens.to(self.model.device)
+        self.ablated, self.ablation = ablated, ablation
+        self.grad = bool(grad)
+        self.input_embeds = input_embeds
+        self.override = dict(override or {})
+        self.leaves: list[torch.Tensor] = []
+        self.outputs: torch.Tensor | None = None
+
+    def forward(self, positions: torch.Tensor, keep_outputs: bool) -> torch.Tensor:
+        model, tokens = self.model, self.tokens
+        resid = self.input_embeds if self.input_embeds is not None else model.embed(tokens)
+        resid = self._override(0, resid)
+        batch, pos, d_model = resid.shape
+        if keep_outputs:
+            self.outputs = resid.new_zeros(batch, pos, self.graph.n_senders, d_model)
+            self.outputs[:, :, 0] = resid.detach()
+        masks = model.attention_masks(tokens, resid)
+        rotary = model.rotary_embeddings(tokens, resid)
+        for layer in range(model.n_layers):
+            layer_type = model.layer_types[layer]
+            resid = self._block(layer, resid, masks[layer_type], rotary.get(layer_type))
+        resid = self._receive(resid, self.graph.logits_receiver, self.graph.n_senders)
+        rows = torch.arange(batch, device=resid.device)
+        return model.unembed(resid[rows, positions.to(resid.device)])  # (batch, vocab)
+
+    # receivers --------------------------------------------------------------------------------
+    def _receive(self, x: torch.Tensor, rows: slice | int, n_up: int) -> torch.Tensor:
+        """x: the receivers' shared input (batch, pos, [1,] d_model) plus their own deltas."""
+        if self.ablated is not None:
+            mask = self.ablated[rows, :n_up]  # (receivers, senders) or (senders,)
+            if bool(mask.any()):
+                diff = self.ablation[:, :, :n_up] - self.outputs[:, :, :n_up]
+                if isinstance(rows, slice):
+                    x = x + torch.einsum("bpsd,rs->bprd", diff, mask)
+                else:
+                    x = x + torch.einsum("bpsd,s->bpd", diff, mask)
+        if self.grad:
+            leaf = torch.zeros_like(x, requires_grad=True)
+            self.leaves.append(leaf)
+            x = x + leaf
+        return x
+
+    def _override(self, sender: int, value: torch.Tensor) -> torch.Tensor:
+        return self.override.get(sender, value)
+
+    def _store(self, senders: slice | int, value: torch.Tensor) -> None:
+        if self.outputs is not None:
+            self.outputs[:, :, senders] = value.detach() if self.grad else value
+
+    # one block --------------------------------------------------------------------------------
+    def _block(self, layer: int, resid: torch.Tensor, mask, cos_sin) -> torch.Tensor:
+        model, graph = self.model, self.graph
+        block = model.layer_module(layer)
+        n_heads = model.n_heads
+        rows = graph.attention_receivers(layer)
+        shared = resid[:, :, None, :].expand(-1, -1, 3 * n_heads, -1)  # (batch, pos, 3*head, d)
+        x = self._receive(shared, rows, 1 + layer * (n_heads + 1))
+        normed = get_module(block, model.adapter.attn_norm)(x)
+        contributions, attn_out = self._attention(layer, block, normed, mask, cos_sin)
+        self._store(graph.head_senders(layer), contributions)
+        mid = resid + attn_out
+        mlp_row = graph.mlp_receiver(layer)
+        mlp_in = resid if model.parallel_residual else mid
+        mlp_in = self._receive(mlp_in, mlp_row, graph.n_upstream(graph.receivers[mlp_row]))
+        mlp_out = get_module(block, model.adapter.mlp)(
+            get_module(block, model.adapter.mlp_norm)(mlp_in)
+        )
+        if model.adapter.post_mlp_norm:
+            mlp_out = get_module(block, model.adapter.post_mlp_norm)(mlp_out)
+        mlp_out = self._override(graph.mlp_sender(layer), mlp_out)
+        self._store(graph.mlp_sender(layer), mlp_out)
+        return mid + mlp_out
+
+    def _attention(self, layer, block, normed, mask, cos_sin):
+        """Heads reading their own q / k / v inputs -> (per-head outputs, summed output)."""
+        model, w = self.model, self.engine._weights[layer]
+        n_heads = model.n_heads
+        attn = get_module(block, model.adapter.attention)
+        qkv = project_heads(normed, *self.engine._qkv[layer])  # (batch, pos, 3 * head, d_head)
+        q, k, v = qkv.split(n_heads, dim=2)  # (batch, pos, head, d_head) each
+        if model.adapter.qk_norm:
+            q = get_module(attn, model.adapter.qk_norm[0])(q)
+            k = get_module(attn, model.adapter.qk_norm[1])(k)
+        if cos_sin is not None:
+            q, k = model.apply_rotary(q, k, cos_sin)
+        scores = torch.matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)) * attn.scaling + mask
+        pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        z = torch.matmul(pattern, v.transpose(1, 2)).transpose(1, 2)  # (batch, pos, head, d_head)
+        result = torch.einsum("bphd,hdm->bphm", z, w.w_o)  # (batch, pos, head, d_model)
+        post = model.adapter.post_attn_norm
+        if post:
+            total = result.sum(dim=2)
+            norm = get_module(block, post)
+            factor = rms_post_norm_factor(norm, total, model.adapter.post_norm_weight_offset)
+            result = result * factor[:, :, None, :]
+        result = self._override_heads(layer, result)
+        attn_out = result.sum(dim=2)
+        if w.b_o is not None:
+            attn_out = attn_out + w.b_o
+        return result, attn_out
+
+    def _override_heads(self, layer: int, result: torch.Tensor) -> torch.Tensor:
+        senders = range(*self.graph.head_senders(layer).indices(self.graph.n_senders))
+        replaced = [(h, self.override[s]) for h, s in enumerate(senders) if s in self.override]
+        if not replaced:
+            return result
+        heads = list(result.unbind(dim=2))
+        for head, value in replaced:
+            heads[head] = value
+        return torch.stack(heads, dim=2)

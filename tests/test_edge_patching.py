@@ -1,0 +1,244 @@
+"""The edge graph and the one-pass edge patching engine against a slow, obvious reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.tiny_models import FAMILIES, tiny_model, tiny_tokens
+from wildcircuits.errors import WildcircuitsError
+from wildcircuits.graph.graph import (
+    Graph,
+    GraphError,
+    NodeKind,
+    Slot,
+    expected_edge_count,
+    parse_edge,
+)
+from wildcircuits.models.adapters import get_module
+from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.models.tokens import Tokens
+from wildcircuits.patching.edges import EdgeForward
+
+
+@pytest.mark.parametrize(
+    ("layers", "heads", "expected"), [(12, 12, 32_491), (30, 9, 123_211), (18, 4, 10_342)]
+)
+def test_edge_counts_follow_the_formula(layers, heads, expected):
+    graph = Graph(layers, heads)
+    assert graph.n_edges == expected == expected_edge_count(layers, heads) == len(graph.edges)
+
+
+def test_parallel_blocks_drop_same_layer_head_to_mlp_edges():
+    assert Graph(2, 3, parallel_attn_mlp=True).n_edges == Graph(2, 3).n_edges - 2 * 3
+
+
+def test_edge_names_round_trip_and_bad_names_raise():
+    graph = Graph(3, 2)
+    for edge in graph.edges:
+        assert parse_edge(edge.name) == edge
+        r, s = graph.edge_cell(edge.name)
+        assert graph.receivers[r] == edge.receiver and graph.senders[s] == edge.sender
+    with pytest.raises(GraphError, match="goes backwards"):
+        graph.edge_cell("a2.h0->a1.h0<q>")
+    with pytest.raises(GraphError, match="not in this graph"):
+        graph.edge_cell("a7.h0->logits")
+    with pytest.raises(GraphError, match="unknown node name"):
+        parse_edge("blocks.0->logits")
+    with pytest.raises(GraphError, match="<q>, <k> or <v>"):
+        parse_edge("input->a1.h0")
+
+
+def _corrupted_like(tokens: Tokens, seed: int) -> Tokens:
+    other = tiny_tokens(batch=tokens.batch, length=tokens.seq_len, seed=seed)
+    return Tokens(other.input_ids, tokens.attention_mask, tokens.position_ids, tokens.last_index)
+
+
+def _reference(model: InstrumentedModel, graph: Graph, tokens, ablated, ablation, positions):
+    """Slow and obvious: build every receiver's input from per-sender outputs, head by head,
+    using the model's own projection modules."""
+    outputs: dict[int, torch.Tensor] = {}
+    biases = torch.zeros(model.d_model)
+    embed = model.embed(tokens)
+    outputs[0] = embed
+    masks = model.attention_masks(tokens, embed)
+    rotary = model.rotary_embeddings(tokens, embed)
+
+    def receiver_input(row: int, constant: torch.Tensor) -> torch.Tensor:
+        total = constant.expand_as(embed).clone()
+        for s in range(graph.n_upstream(graph.receivers[row])):
+            total = total + (ablation[:, :, s] if ablated[row, s] else outputs[s])
+        return total
+
+    group = model.n_heads // model.n_kv_heads
+    for layer in range(model.n_layers):
+        block = model.layer_module(layer)
+        attn = get_module(block, model.adapter.attention)
+        out_proj = get_module(attn, model.adapter.out_proj)
+        kind = model.layer_types[layer]
+        rows = range(*graph.attention_receivers(layer).indices(graph.n_receivers))
+        results = []
+        for head in range(model.n_heads):
+            slots = []
+            for slot in range(3):
+                x = receiver_input(rows[slot * model.n_heads + head], biases)
+                q, k, v = model.project_qkv(attn, get_module(block, model.adapter.attn_norm)(x))
+                if kind in rotary:
+                    q, k = model.apply_rotary(q, k, rotary[kind])
+                slots.append((q[:, :, head], k[:, :, head // group], v[:, :, head // group])[slot])
+            q, k, v = slots  # (batch, pos, d_head) each
+            scores = q @ k.transpose(1, 2) * attn.scaling + masks[kind][:, 0]
+            z = torch.softmax(scores, dim=-1) @ v  # (batch, pos, d_head)
+            z_all = torch.zeros(*z.shape[:2], model.n_heads, model.d_head)
+            z_all[:, :, head] = z
+            result = out_proj(z_all.flatten(2))
+            if out_proj.bias is not None:
+                result = result - out_proj.bias
+            results.append(result)
+        total = torch.stack(results, 2).sum(2)
+        if out_proj.bias is not None:
+            biases = biases + out_proj.bias
+        if model.adapter.post_attn_norm:
+            norm = get_module(block, model.adapter.post_attn_norm)
+            factor = torch.rsqrt(total.pow(2).mean(-1, keepdim=True) + norm.eps) * (1 + norm.weight)
+            results = [r * factor for r in results]
+            torch.testing.assert_close(sum(results), norm(total), atol=1e-5, rtol=1e-5)
+        for head, result in enumerate(results):
+            outputs[graph.head_senders(layer).start + head] = result
+        mlp_x = receiver_input(graph.mlp_receiver(layer), biases)
+        mlp_out = get_module(block, model.adapter.mlp)(
+            get_module(block, model.adapter.mlp_norm)(mlp_x)
+        )
+        if model.adapter.post_mlp_norm:
+            mlp_out = get_module(block, model.adapter.post_mlp_norm)(mlp_out)
+        outputs[graph.mlp_sender(layer)] = mlp_out
+    final = receiver_input(graph.logits_receiver, biases)
+    return model.unembed(final[torch.arange(tokens.batch), positions])
+
+
+def _random_mask(graph: Graph, fraction: float, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(graph.valid.shape, generator=generator) < fraction) & graph.valid
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_ablation_reproduces_the_model(family):
+    model = tiny_model(family)
+    tokens = tiny_tokens()
+    run = EdgeForward(model).run(tokens, tokens.last_index)
+    expected = model.logits(tokens, positions=tokens.last_index)
+    torch.testing.assert_close(run.logits, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_full_circuit_gives_clean_and_empty_circuit_gives_corrupted(family):
+    model = tiny_model(family)
+    engine = EdgeForward(model)
+    clean = tiny_tokens()
+    corrupted = _corrupted_like(clean, seed=7)
+    ablation = engine.outputs(corrupted)
+    none = torch.zeros_like(engine.graph.valid)
+    full = engine.run(clean, clean.last_index, ablated=none, ablation=ablation).logits
+    empty = engine.run(clean, clean.last_index, ablated=engine.graph.valid, ablation=ablation)
+    torch.testing.assert_close(
+        full, model.logits(clean, positions=clean.last_index), atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(
+        empty.logits, model.logits(corrupted, positions=clean.last_index), atol=1e-5, rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
+def test_random_circuits_match_the_slow_reference(family, fraction):
+    model = tiny_model(family)
+    engine = EdgeForward(model)
+    clean = tiny_tokens()
+    ablation = engine.outputs(_corrupted_like(clean, seed=3))
+    mask = _random_mask(engine.graph, fraction, seed=11)
+    fast = engine.run(clean, clean.last_index, ablated=mask, ablation=ablation).logits
+    with torch.no_grad():
+        slow = _reference(model, engine.graph, clean, mask, ablation, clean.last_index)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+def test_mean_and_zero_ablation_match_the_reference():
+    model = tiny_model("llama")
+    engine = EdgeForward(model)
+    clean = tiny_tokens(padded=False)
+    mean = engine.outputs(_corrupted_like(clean, seed=3)).mean(0, keepdim=True)
+    mask = _random_mask(engine.graph, 0.3, seed=2)
+    for ablation in (mean, torch.zeros_like(mean)):
+        fast = engine.run(clean, clean.last_index, ablated=mask, ablation=ablation).logits
+        with torch.no_grad():
+            slow = _reference(
+                model,
+                engine.graph,
+                clean,
+                mask,
+                ablation.expand(clean.batch, -1, -1, -1),
+                clean.last_index,
+            )
+        torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+def test_ablating_an_edge_changes_only_its_receiver():
+    model = tiny_model("qwen2")
+    engine = EdgeForward(model)
+    clean = tiny_tokens()
+    ablation = engine.outputs(_corrupted_like(clean, seed=3))
+    graph = engine.graph
+    r, s = graph.edge_cell("a0.h1->a2.h3<v>")
+    mask = torch.zeros_like(graph.valid)
+    mask[r, s] = True
+    before = engine.run(clean, clean.last_index, keep_outputs=True).outputs
+    after = engine.run(clean, clean.last_index, ablated=mask, ablation=ablation, keep_outputs=True)
+    unchanged = graph.head_senders(2).start  # everything before layer 2's heads
+    torch.testing.assert_close(
+        after.outputs[:, :, :unchanged], before[:, :, :unchanged], atol=0, rtol=0
+    )
+    assert not torch.allclose(after.outputs[:, :, unchanged + 3], before[:, :, unchanged + 3])
+
+
+def test_receiver_gradients_match_finite_differences():
+    model = tiny_model("gemma3_text")
+    engine = EdgeForward(model)
+    tokens = tiny_tokens()
+    graph = engine.graph
+
+    def objective(logits):
+        return logits[:, 7].sum()
+
+    grads = engine.receiver_gradients(tokens, tokens.last_index, objective, keep_outputs=True)
+    outputs = grads.outputs
+    direction = torch.randn(
+        outputs.shape[:2] + (model.d_model,), generator=torch.Generator().manual_seed(0)
+    )
+    for name in ("input->a1.h2<q>", "a0.h3->a2.h0<k>", "m1->logits", "a1.h1->m1"):
+        r, s = graph.edge_cell(name)
+        mask = torch.zeros_like(graph.valid)
+        mask[r, s] = True
+
+        def shifted(eps, s=s, mask=mask):
+            ablation = outputs.clone()
+            ablation[:, :, s] += eps * direction
+            return objective(engine.run(tokens, tokens.last_index, mask, ablation).logits)
+
+        eps = 1e-2
+        numeric = (shifted(eps) - shifted(-eps)) / (2 * eps)
+        analytic = (grads.receiver_grads[:, :, r] * direction).sum()
+        torch.testing.assert_close(numeric, analytic, atol=2e-3, rtol=2e-2)
+    assert grads.receiver_grads.shape[2] == graph.n_receivers
+    assert graph.receivers[graph.logits_receiver].node.kind is NodeKind.LOGITS
+    assert graph.receivers[graph.attention_receivers(1).start].slot is Slot.Q
+
+
+def test_bad_masks_are_clear_errors():
+    model = tiny_model("llama")
+    engine = EdgeForward(model)
+    tokens = tiny_tokens()
+    ablation = engine.outputs(tokens)
+    with pytest.raises(WildcircuitsError, match="bool tensor of shape"):
+        engine.run(tokens, tokens.last_index, torch.zeros(3, 3, dtype=torch.bool), ablation)
+    with pytest.raises(WildcircuitsError, match="pass both"):
+        engine.run(tokens, tokens.last_index, ablated=engine.graph.valid)
