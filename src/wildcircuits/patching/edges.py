@@ -40,6 +40,25 @@ class EdgeRun:
     receiver_grads: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class Resume:
+    """A run's state at the start of `layer`: resid (batch, pos, d_model) entering the layer and
+    outputs (batch, pos, sender, d_model) with every sender before the layer filled in.
+
+    Edges into receivers at `layer` or later do not change anything before it, so candidate
+    circuits that differ only there can all start from one `Resume` (ACDC)."""
+
+    layer: int
+    resid: torch.Tensor
+    outputs: torch.Tensor
+
+    def repeat(self, copies: int) -> Resume:
+        """The same state for `copies` stacked copies of the batch (copy-major)."""
+        return Resume(
+            self.layer, self.resid.repeat(copies, 1, 1), self.outputs.repeat(copies, 1, 1, 1)
+        )
+
+
 class EdgeForward:
     """Forward passes of `model` over the edge graph (see the module docstring)."""
 
@@ -71,11 +90,7 @@ class EdgeForward:
     ) -> EdgeRun:
         """One forward with the edges marked in `ablated` (receiver, sender) ablated to
         `ablation` (batch or 1, pos, sender, d_model) sender outputs. No gradients."""
-        if (ablated is None) != (ablation is None):
-            raise WildcircuitsError("pass both `ablated` (edge mask) and `ablation` (values)")
-        if ablated is not None:
-            self._check_mask(ablated)
-            ablated = (ablated & self.graph.valid.to(ablated.device)).to(self.model.dtype)
+        ablated = self._prepare(ablated, ablation)
         with torch.no_grad():
             state = _State(self, tokens, ablated, ablation, None, input_embeds, override)
             logits = state.forward(positions, keep_outputs or ablated is not None)
@@ -108,6 +123,46 @@ class EdgeForward:
         positions = tokens.last_index
         return self.run(tokens, positions, keep_outputs=True, input_embeds=input_embeds).outputs
 
+    def state_at(
+        self,
+        tokens: Tokens,
+        layer: int,
+        ablated: torch.Tensor | None = None,
+        ablation: torch.Tensor | None = None,
+    ) -> Resume:
+        """The state of a (patched) run at the start of `layer` (no gradients)."""
+        mask = self._prepare(ablated, ablation)
+        with torch.no_grad():
+            state = _State(self, tokens, mask, ablation, None, None, None)
+            state.forward(tokens.last_index, True, stop=layer)
+        return state.resume
+
+    def run_from(
+        self,
+        start: Resume,
+        tokens: Tokens,
+        positions: torch.Tensor,
+        ablated: torch.Tensor | None = None,
+        ablation: torch.Tensor | None = None,
+        extra: Mapping[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Logits (batch, vocab) of a run resumed from `start`, with the edges in `ablated`
+        ablated and `extra[receiver row]` (batch, pos, d_model) added to those receivers'
+        inputs. Valid when `ablated` agrees with the run that made `start` on every receiver
+        before `start.layer`."""
+        mask = self._prepare(ablated, ablation)
+        with torch.no_grad():
+            state = _State(self, tokens, mask, ablation, None, None, None, extra)
+            return state.forward(positions, True, start=start)
+
+    def _prepare(self, ablated, ablation):
+        if (ablated is None) != (ablation is None):
+            raise WildcircuitsError("pass both `ablated` (edge mask) and `ablation` (values)")
+        if ablated is None:
+            return None
+        self._check_mask(ablated)
+        return (ablated & self.graph.valid.to(ablated.device)).to(self.model.dtype)
+
     def _check_mask(self, ablated: torch.Tensor) -> None:
         shape = (self.graph.n_receivers, self.graph.n_senders)
         if tuple(ablated.shape) != shape or ablated.dtype != torch.bool:
@@ -121,7 +176,15 @@ class _State:
     """One edge forward: running residual, sender outputs so far, receiver leaves."""
 
     def __init__(
-        self, engine: EdgeForward, tokens, ablated, ablation, grad, input_embeds, override
+        self,
+        engine: EdgeForward,
+        tokens,
+        ablated,
+        ablation,
+        grad,
+        input_embeds,
+        override,
+        extra=None,
     ):
         self.engine, self.model, self.graph = engine, engine.model, engine.graph
         self.tokens = tokens.to(self.model.device)
@@ -129,20 +192,39 @@ class _State:
         self.grad = bool(grad)
         self.input_embeds = input_embeds
         self.override = dict(override or {})
+        self.extra = dict(extra or {})
         self.leaves: list[torch.Tensor] = []
         self.outputs: torch.Tensor | None = None
+        self.resume: Resume | None = None
 
-    def forward(self, positions: torch.Tensor, keep_outputs: bool) -> torch.Tensor:
+    def forward(
+        self,
+        positions: torch.Tensor,
+        keep_outputs: bool,
+        start: Resume | None = None,
+        stop: int | None = None,
+    ) -> torch.Tensor | None:
+        """Logits (batch, vocab) at `positions`; with `stop`, record `self.resume` at the start
+        of that layer and return None; with `start`, resume from a recorded state."""
         model, tokens = self.model, self.tokens
-        resid = self.input_embeds if self.input_embeds is not None else model.embed(tokens)
-        resid = self._override(0, resid)
+        if start is None:
+            resid = self.input_embeds if self.input_embeds is not None else model.embed(tokens)
+            resid = self._override(0, resid)
+            first = 0
+        else:
+            resid, first = start.resid, start.layer
         batch, pos, d_model = resid.shape
-        if keep_outputs:
+        if start is not None:
+            self.outputs = start.outputs.clone()
+        elif keep_outputs:
             self.outputs = resid.new_zeros(batch, pos, self.graph.n_senders, d_model)
             self.outputs[:, :, 0] = resid.detach()
         masks = model.attention_masks(tokens, resid)
         rotary = model.rotary_embeddings(tokens, resid)
-        for layer in range(model.n_layers):
+        for layer in range(first, model.n_layers):
+            if layer == stop:
+                self.resume = Resume(layer, resid, self.outputs)
+                return None
             layer_type = model.layer_types[layer]
             resid = self._block(layer, resid, masks[layer_type], rotary.get(layer_type))
         resid = self._receive(resid, self.graph.logits_receiver, self.graph.n_senders)
@@ -160,11 +242,27 @@ class _State:
                     x = x + torch.einsum("bpsd,rs->bprd", diff, mask)
                 else:
                     x = x + torch.einsum("bpsd,s->bpd", diff, mask)
+        if self.extra:
+            x = self._add_extra(x, rows)
         if self.grad:
             leaf = torch.zeros_like(x, requires_grad=True)
             self.leaves.append(leaf)
             x = x + leaf
         return x
+
+    def _add_extra(self, x: torch.Tensor, rows: slice | int) -> torch.Tensor:
+        """Add `extra[row]` to the inputs of the receivers in `rows` that have one."""
+        if isinstance(rows, int):
+            return x + self.extra[rows] if rows in self.extra else x
+        hits = [
+            (row - rows.start, v) for row, v in self.extra.items() if rows.start <= row < rows.stop
+        ]
+        if not hits:
+            return x
+        add = torch.zeros_like(x)  # (batch, pos, receivers, d_model)
+        for index, value in hits:
+            add[:, :, index] += value
+        return x + add
 
     def _override(self, sender: int, value: torch.Tensor) -> torch.Tensor:
         return self.override.get(sender, value)
