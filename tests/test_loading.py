@@ -254,11 +254,15 @@ def test_gemma3_builtin_is_text_only(gemma3) -> None:
 @pytest.mark.parametrize("model_id", ["smollm2-135m-instruct", "gemma3-270m"])
 def test_cached_builtin_reload_under_two_seconds(request, model_id: str) -> None:
     request.getfixturevalue("smollm2" if model_id.startswith("smollm2") else "gemma3")
-    started = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     _, _, info = load_pretrained(model_id)
-    elapsed = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert info.model_id == model_id
-    assert elapsed < 2.0, f"cached load took {elapsed:.2f} s"
+    # CPU time, not wall time: the target is 2 s on an idle machine, and wall time on a shared,
+    # overloaded CI box says more about the neighbours (Gemma3: ~1.0 s CPU, 1.1 s wall when idle,
+    # 2.8 s wall at load average 10 on 2 cores). Re-conversion would cost ~50 s of CPU.
+    assert cpu < 2.0, f"cached load used {cpu:.2f} s of CPU ({wall:.2f} s wall)"
+    assert wall < 10.0, f"cached load took {wall:.2f} s wall"
 
 
 def test_multimodal_gemma3_folder_gives_text_only_model(tmp_path: Path) -> None:
