@@ -63,7 +63,7 @@ def normalized(model, problem, patched: float) -> float:
     m_corr = float(
         problem.score(model.logits(problem.corrupted, positions=problem.positions)).mean()
     )
-    return (patched - m_clean) / (m_clean - m_corr)
+    return (m_clean - patched) / (m_clean - m_corr)
 
 
 RECEIVER_SETS = [

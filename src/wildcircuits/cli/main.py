@@ -16,7 +16,16 @@ from collections.abc import Sequence
 
 from wildcircuits.errors import WildcircuitsError
 
-COMMANDS = ["models", "verify_model", "tasks", "probe", "attribute", "heads"]
+COMMANDS = [
+    "models",
+    "verify_model",
+    "tasks",
+    "probe",
+    "attribute",
+    "heads",
+    "ablate",
+    "path_patch",
+]
 
 EXIT_USAGE_ERROR = 2
 

@@ -13,8 +13,9 @@ Targets (`AttributionTarget`):
 - resid: resid_pre of each layer at each position -> layer x position.
 With `per_position=False`, mlp / resid sum over positions -> layer x one column ("all").
 
-Normalization, as for activation patching: estimate / (m_clean - m_corrupted) with metric means
-over the batch; denoising: 1 = restores the clean metric; noising: -1 = falls to the corrupted.
+Normalization, as for activation patching (metric means over the batch; 1 = full effect):
+denoising (m_patched - m_corrupted) / (m_clean - m_corrupted) with m_patched - m_corrupted
+estimated; noising (m_clean - m_patched) / (m_clean - m_corrupted), i.e. minus the estimate.
 Positions are absolute indices; with prompts of different lengths their labels are those of the
 first example.
 """
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.patching.activation_plan import Direction
 from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels, position_labels
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
@@ -42,17 +44,16 @@ class AttributionTarget(StrEnum):
     RESID = "resid"
 
 
-class Direction(StrEnum):
-    """Which run is patched: denoise = clean into corrupted; noise = corrupted into clean."""
-
-    DENOISE = "denoise"
-    NOISE = "noise"
-
-
 _COMPONENT = {
     AttributionTarget.HEADS: Component.Z,
     AttributionTarget.MLP: Component.MLP_OUT,
     AttributionTarget.RESID: Component.RESID_PRE,
+}
+
+
+_NORMALIZATION = {
+    Direction.DENOISE: "estimate of (m_patched - m_corrupted) / (m_clean - m_corrupted)",
+    Direction.NOISE: "estimate of (m_clean - m_patched) / (m_clean - m_corrupted)",
 }
 
 
@@ -126,7 +127,8 @@ def attribution_patch(
         total, clean, corrupted = total + scores, clean + m_clean, corrupted + m_corr
     n = problem.batch
     gap = float(clean - corrupted) / n if normalize else 1.0
-    values = (total / n / gap).detach().cpu()
+    sign = -1.0 if normalize and direction is Direction.NOISE else 1.0
+    values = (sign * total / n / gap).detach().cpu()
     grid = (values, clean / n, corrupted / n, normalize)
     return _grid(model, problem, target, direction, per_position, grid)
 
@@ -156,7 +158,7 @@ def _grid(model, problem, target, direction, per_position, result) -> ScoreGrid:
         "direction": direction.value,
         "target": target.value,
         "site": _COMPONENT[target].value,
-        "normalization": "estimate / (m_clean - m_corrupted)" if normalized else "none",
+        "normalization": _NORMALIZATION[direction] if normalized else "none (m_patched - m_base)",
         "gradient_at": "clean run" if direction is Direction.NOISE else "corrupted run",
         "clean_metric": float(clean),
         "corrupted_metric": float(corrupted),

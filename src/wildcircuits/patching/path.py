@@ -15,8 +15,10 @@ the KV head), an MLP's input (`L5:mlp`), or the logits (`logits`: the final resi
 step 3 is step 2's logits). A receiver's input is computed from its own copy of the residual
 stream: patching q of one head leaves the other heads of its layer on the clean stream.
 
-Score: (m_patched - m_clean) / (m_clean - m_corrupted), means over the batch: 0 = no effect,
--1 = the path carries the whole clean-vs-corrupted difference (negative when the sender helps).
+Score, as for noising activation patching: (m_clean - m_patched) / (m_clean - m_corrupted), means
+over the batch: 0 = no effect, 1 = the path carries the whole clean-vs-corrupted difference;
+positive when the sender's clean output supports the metric (name movers -> logits in IOI),
+negative when it opposes it (negative name movers).
 
 Speed: step 2 starts at the earliest sender layer and step 3 at the earliest receiver layer from
 the cached clean residual stream (nothing earlier changes), step 2 stops after the last receiver,
@@ -286,11 +288,11 @@ def path_patch(
 
 
 def _normalize(patched: float, cache: _Cache, normalize: bool = True) -> float:
-    """(patched - clean) / (clean - corrupted); NaN when clean == corrupted."""
+    """(clean - patched) / (clean - corrupted); NaN when clean == corrupted."""
     if not normalize:
         return patched - cache.m_clean
     gap = cache.m_clean - cache.m_corrupted
-    return (patched - cache.m_clean) / gap if gap != 0 else float("nan")
+    return (cache.m_clean - patched) / gap if gap != 0 else float("nan")
 
 
 def _provenance(problem, receivers, senders) -> dict[str, Any]:
@@ -299,7 +301,7 @@ def _provenance(problem, receivers, senders) -> dict[str, Any]:
         "method": "path_patching",
         "direction": "noise (corrupted senders into clean)",
         "freezing": "all other attention heads frozen to clean z; MLPs and norms recomputed",
-        "normalization": "(m_patched - m_clean) / (m_clean - m_corrupted)",
+        "normalization": "(m_clean - m_patched) / (m_clean - m_corrupted)",
         "receivers": [str(r) for r in receivers],
         "senders": senders,
     }
