@@ -1,0 +1,342 @@
+"""Circuit files: MIB JSON and MIB-style PT, both ways.
+
+JSON (what MIB / EAP-IG's `Graph.to_json` writes and `from_json` reads):
+    {"cfg": {"n_layers", "n_heads", "parallel_attn_mlp", "d_model"},
+     "nodes": {"a0.h1": {"in_graph": bool, "score"?: float}, ...},
+     "edges": {"a0.h1->a2.h3<q>": {"score": float, "in_graph": bool}, ...}}
+plus our own top-level "wildcircuits" block (method, settings, provenance, whether the scores are
+real), which MIB's reader ignores. Edge `in_graph` flags define the circuit; node flags are only
+checked (MIB re-derives nodes from edges when it prunes) and disagreements counted in the report.
+
+PT (MIB's `Graph.to_pt` layout, so either tool reads the other's files): a dict of plain values
+and tensors: cfg, src_nodes (sender names), dst_nodes (receiver names), edges_scores and
+edges_in_graph (src, dst), nodes_in_graph (src,), optional nodes_scores, plus "wildcircuits".
+Loaded with `torch.load(weights_only=True)`: a file holding any other object is refused, so a
+circuit file from elsewhere can never run code.
+
+Reading checks the model shape (a mismatch names both shapes), raises on any unknown edge or node
+name, and sets edges of this graph that the file lacks to "not in graph", counting them in the
+returned `ImportReport`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wildcircuits.graph.circuit import Circuit, EdgeScores
+from wildcircuits.graph.graph import Graph, GraphError, Receiver, parse_edge, parse_node
+from wildcircuits.results import atomic_write_bytes
+
+FORMAT = "wildcircuits.circuit/1"
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What a circuit file held, relative to this graph."""
+
+    path: str
+    n_edges_in_file: int
+    n_missing: int  # edges of this graph absent from the file (set to not in graph)
+    n_in_graph: int
+    has_scores: bool
+    n_node_conflicts: int = 0  # in-graph edges touching a node the file marks not in graph
+
+
+@dataclass(frozen=True)
+class CircuitFile:
+    circuit: Circuit
+    scores: EdgeScores | None
+    report: ImportReport
+
+
+# JSON -----------------------------------------------------------------------------------------
+def save_mib_json(
+    path: Path | str,
+    circuit: Circuit,
+    scores: EdgeScores | None = None,
+    d_model: int | None = None,
+    node_scores: torch.Tensor | None = None,
+) -> Path:
+    """Write `circuit` (and its edge scores, else 0.0) as MIB JSON, atomically.
+
+    `d_model` goes into cfg (MIB's reader needs it); `node_scores` is (sender,)."""
+    graph = circuit.graph
+    values = _scores_for(circuit, scores).values().tolist()
+    flags = circuit.edges[graph.valid].tolist()
+    edges = {
+        e.name: {"score": v, "in_graph": f}
+        for e, v, f in zip(graph.edges, values, flags, strict=True)
+    }
+    in_nodes = set(circuit.nodes())
+    nodes: dict[str, dict[str, Any]] = {}
+    for i, node in enumerate([*graph.senders, parse_node("logits")]):
+        nodes[node.name] = {"in_graph": node in in_nodes}
+        if node_scores is not None and i < graph.n_senders:
+            nodes[node.name]["score"] = float(node_scores[i])
+    document = {
+        "cfg": _cfg(graph, d_model),
+        "nodes": nodes,
+        "edges": edges,
+        "wildcircuits": _metadata(circuit, scores),
+    }
+    return atomic_write_bytes(path, json.dumps(document).encode())
+
+
+def load_mib_json(path: Path | str, graph: Graph, d_model: int | None = None) -> CircuitFile:
+    """Read a MIB JSON circuit for `graph`; see the module docstring for the checks."""
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise GraphError(f"cannot read MIB circuit {path}: {error}") from error
+    if not isinstance(document, dict) or not {"cfg", "edges"} <= document.keys():
+        raise GraphError(f"{path} is not a MIB circuit file (needs 'cfg' and 'edges')")
+    _check_cfg(path, document["cfg"], graph, d_model)
+    cells = _edge_cells(graph)
+    unknown = [name for name in document["edges"] if name not in cells]
+    if unknown:
+        _raise_unknown(path, unknown, graph)
+    entries = [(cells[name], *_edge_entry(path, name, e)) for name, e in document["edges"].items()]
+    in_graph = torch.zeros_like(graph.valid)
+    values = torch.zeros(graph.n_receivers, graph.n_senders)
+    if entries:
+        cell_list, flags, scores = zip(*entries, strict=True)
+        index = tuple(torch.tensor(cell_list, dtype=torch.long).reshape(-1, 2).T)  # (2, edge)
+        in_graph[index], values[index] = torch.tensor(flags), torch.tensor(scores)
+    circuit, scores = _assemble(path, graph, in_graph, values, document.get("wildcircuits"))
+    report = ImportReport(
+        str(path),
+        len(document["edges"]),
+        graph.n_edges - len(document["edges"]),
+        circuit.n_edges,
+        scores is not None,
+        _node_conflicts(path, circuit, _json_node_flags(path, document.get("nodes", {}))),
+    )
+    return CircuitFile(circuit, scores, report)
+
+
+# PT -------------------------------------------------------------------------------------------
+def save_circuit_pt(
+    path: Path | str,
+    circuit: Circuit,
+    scores: EdgeScores | None = None,
+    d_model: int | None = None,
+) -> Path:
+    """Write `circuit` (and scores) in MIB's PT layout, atomically; loads with weights_only."""
+    graph = circuit.graph
+    in_nodes = set(circuit.nodes())
+    data = {
+        "cfg": _cfg(graph, d_model),
+        "src_nodes": [node.name for node in graph.senders],
+        "dst_nodes": [receiver.name for receiver in graph.receivers],
+        "edges_scores": _scores_for(circuit, scores).scores.T.contiguous(),  # (src, dst)
+        "edges_in_graph": circuit.edges.T.contiguous(),  # (src, dst)
+        "nodes_in_graph": torch.tensor([node in in_nodes for node in graph.senders]),
+        "wildcircuits": _metadata(circuit, scores),
+    }
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_circuit_pt(path: Path | str, graph: Graph, d_model: int | None = None) -> CircuitFile:
+    """Read a MIB-style PT circuit for `graph` (weights_only=True; see the module docstring)."""
+    data = _safe_load(path)
+    required = {"cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_graph"}
+    if not isinstance(data, dict) or not required <= data.keys():
+        missing = sorted(required - set(data)) if isinstance(data, dict) else sorted(required)
+        raise GraphError(f"{path} is not a MIB PT circuit file (missing {', '.join(missing)})")
+    _check_cfg(path, data["cfg"], graph, d_model)
+    columns = [_sender_index(path, graph, name) for name in data["src_nodes"]]
+    rows = [_receiver_index(path, graph, name) for name in data["dst_nodes"]]
+    flags, stored = data["edges_in_graph"].bool(), data["edges_scores"].float()
+    if len(set(columns)) != len(columns) or len(set(rows)) != len(rows):
+        raise GraphError(f"{path}: src_nodes / dst_nodes repeat a name")
+    shape = (len(columns), len(rows))
+    if tuple(flags.shape) != shape or tuple(stored.shape) != shape:
+        raise GraphError(f"{path}: edge tensors must be (src, dst) = {shape}")
+    in_graph = torch.zeros_like(graph.valid)
+    values = torch.zeros(graph.n_receivers, graph.n_senders)
+    index = (torch.tensor(rows)[None, :], torch.tensor(columns)[:, None])  # (src, dst) cells
+    in_graph[index], values[index] = flags, stored
+    present = torch.zeros_like(graph.valid)
+    present[index] = True
+    backwards = in_graph & ~graph.valid
+    if bool(backwards.any()):
+        count = int(backwards.sum())
+        raise GraphError(f"{path}: {count} in-graph edges are not edges of {graph.describe()}")
+    circuit, scores = _assemble(path, graph, in_graph, values, data.get("wildcircuits"))
+    n_present = int((present & graph.valid).sum())
+    report = ImportReport(
+        str(path), n_present, graph.n_edges - n_present, circuit.n_edges, scores is not None
+    )
+    return CircuitFile(circuit, scores, report)
+
+
+def load_circuit(path: Path | str, graph: Graph, d_model: int | None = None) -> CircuitFile:
+    """By extension: `.json` -> MIB JSON, `.pt` -> PT."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        return load_mib_json(path, graph, d_model)
+    if suffix == ".pt":
+        return load_circuit_pt(path, graph, d_model)
+    raise GraphError(f"circuit file {path} must end in .json (MIB JSON) or .pt")
+
+
+# helpers --------------------------------------------------------------------------------------
+def _cfg(graph: Graph, d_model: int | None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "n_layers": graph.n_layers,
+        "n_heads": graph.n_heads,
+        "parallel_attn_mlp": graph.parallel_attn_mlp,
+    }
+    if d_model is not None:
+        cfg["d_model"] = int(d_model)
+    return cfg
+
+
+def _check_cfg(path, cfg: Any, graph: Graph, d_model: int | None) -> None:
+    if not isinstance(cfg, Mapping) or not {"n_layers", "n_heads"} <= cfg.keys():
+        raise GraphError(f"{path}: cfg must give n_layers and n_heads, got {cfg!r}")
+    stored = Graph(int(cfg["n_layers"]), int(cfg["n_heads"]), bool(cfg.get("parallel_attn_mlp")))
+    if (stored.n_layers, stored.n_heads, stored.parallel_attn_mlp) != (
+        graph.n_layers,
+        graph.n_heads,
+        graph.parallel_attn_mlp,
+    ):
+        raise GraphError(
+            f"{path} is a circuit for {stored.describe()}; this model's graph is {graph.describe()}"
+        )
+    if d_model is not None and cfg.get("d_model") not in (None, d_model):
+        raise GraphError(f"{path} is for d_model {cfg['d_model']}; this model has {d_model}")
+
+
+def _edge_cells(graph: Graph) -> dict[str, tuple[int, int]]:
+    cells = graph.valid.nonzero().tolist()
+    return {edge.name: (r, s) for edge, (r, s) in zip(graph.edges, cells, strict=True)}
+
+
+def _raise_unknown(path, unknown: list[str], graph: Graph) -> None:
+    shown = ", ".join(repr(name) for name in unknown[:5])
+    try:  # say why the first one is wrong (bad syntax, unknown node, or a backwards edge)
+        graph.edge_cell(unknown[0])
+        why = ""
+    except GraphError as error:
+        why = f" ({error})"
+    raise GraphError(
+        f"{path}: {len(unknown)} edge names are not edges of this graph "
+        f"({graph.describe()}): {shown}{why}"
+    )
+
+
+def _edge_entry(path, name: str, entry: Any) -> tuple[bool, float]:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("in_graph"), bool):
+        raise GraphError(f"{path}: edge {name} needs a boolean 'in_graph', got {entry!r}")
+    score = entry.get("score", 0.0)
+    if score is None:
+        score = 0.0
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        raise GraphError(f"{path}: edge {name} has a non-numeric score {score!r}")
+    return entry["in_graph"], float(score)
+
+
+def _json_node_flags(path, nodes: Any) -> dict[str, bool]:
+    flags = {}
+    for name, entry in nodes.items():
+        parse_node(name)  # unknown node names raise
+        flag = entry.get("in_graph") if isinstance(entry, Mapping) else entry  # old: name -> bool
+        if not isinstance(flag, bool):
+            raise GraphError(f"{path}: node {name} needs a boolean 'in_graph', got {entry!r}")
+        flags[name] = flag
+    return flags
+
+
+def _node_conflicts(path, circuit: Circuit, flags: dict[str, bool]) -> int:
+    for name in flags:
+        node = parse_node(name)
+        if node.name != "logits" and node not in circuit.graph.sender_index:
+            raise GraphError(f"{path}: node {name} is not in this graph")
+    excluded = {name for name, flag in flags.items() if not flag}
+    return sum(
+        edge.sender.name in excluded or edge.receiver.node.name in excluded
+        for edge in circuit.edge_list()
+    )
+
+
+def _sender_index(path, graph: Graph, name: str) -> int:
+    node = parse_node(name)
+    if node not in graph.sender_index:
+        raise GraphError(f"{path}: source node {name} is not in this graph ({graph.describe()})")
+    return graph.sender_index[node]
+
+
+def _receiver_index(path, graph: Graph, name: str) -> int:
+    receiver: Receiver = parse_edge(f"input->{name}").receiver
+    if receiver not in graph.receiver_index:
+        raise GraphError(f"{path}: destination {name} is not in this graph ({graph.describe()})")
+    return graph.receiver_index[receiver]
+
+
+def _safe_load(path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise GraphError(
+            f"refusing to load {path}: it holds objects other than tensors and plain values, "
+            f"and circuit files are loaded with weights_only=True so they cannot run code "
+            f"({str(error).splitlines()[0]})"
+        ) from error
+    except (OSError, RuntimeError, EOFError) as error:
+        raise GraphError(f"cannot read circuit file {path}: {error}") from error
+
+
+def _scores_for(circuit: Circuit, scores: EdgeScores | None) -> EdgeScores:
+    if scores is None:
+        return EdgeScores(circuit.graph, torch.zeros(circuit.graph.valid.shape), "none")
+    if scores.graph is not circuit.graph and (scores.graph.describe() != circuit.graph.describe()):
+        raise GraphError(
+            f"scores are for {scores.graph.describe()}, the circuit for {circuit.graph.describe()}"
+        )
+    return scores
+
+
+def _metadata(circuit: Circuit, scores: EdgeScores | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "description": circuit.description,
+        "has_scores": scores is not None,
+    }
+    if scores is not None:
+        meta |= {
+            "method": scores.method,
+            "settings": _plain(scores.settings),
+            "provenance": _plain(scores.provenance),
+        }
+    return meta
+
+
+def _assemble(path, graph, in_graph, values, meta) -> tuple[Circuit, EdgeScores | None]:
+    """The circuit and scores read from a file; `meta` is our "wildcircuits" block, if any."""
+    meta = meta if isinstance(meta, Mapping) else {}
+    if not bool(values.isfinite().all()):
+        raise GraphError(f"{path}: {int((~values.isfinite()).sum())} edge scores are not finite")
+    description = str(meta.get("description") or f"circuit from {Path(path).name}")
+    circuit = Circuit(graph, in_graph, description)
+    if meta and not meta.get("has_scores", True):
+        return circuit, None
+    provenance = {**dict(meta.get("provenance") or {}), "imported_from": str(path)}
+    method = str(meta.get("method") or "imported")
+    scores = EdgeScores(graph, values, method, dict(meta.get("settings") or {}), provenance)
+    return circuit, scores
+
+
+def _plain(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-plain copy (unknown objects become strings), safe for weights_only loading."""
+    return json.loads(json.dumps(dict(mapping), default=str))
