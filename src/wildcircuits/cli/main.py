@@ -23,6 +23,7 @@ COMMANDS = [
     "probe",
     "attribute",
     "heads",
+    "report",
     "ablate",
     "path_patch",
 ]

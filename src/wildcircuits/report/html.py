@@ -1,0 +1,315 @@
+"""`report.html`: one self-contained page built from a run folder's saved files alone.
+
+    from wildcircuits.report.html import build_report
+    build_report("runs/ioi")            # writes runs/ioi/report.html; no model is loaded
+
+Scripts, styles, data and PNG figures are inlined (data URIs); nothing is fetched. Every string
+from prompts, tokens or task files is escaped, and the JSON given to the page script has `<`, `>`
+and `&` written as `\\u003c`-style escapes, so no file content can close the `<script>` element.
+The schema of the run folder is docs/run_folder.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from wildcircuits.report.graph_view import (
+    GraphView,
+    build_graph_view,
+    display_name,
+    size_label,
+)
+from wildcircuits.report.run_folder import RunFiles, read_run, scores_from_pt
+from wildcircuits.report.sections import (
+    badge,
+    behaviour_section,
+    faithfulness_section,
+    image,
+    localise_section,
+    missing,
+    redteam_section,
+    table,
+    task_section,
+)
+from wildcircuits.report.svg import esc, fmt
+from wildcircuits.results import atomic_write_bytes
+
+SECTIONS = (
+    ("task", "Task and example prompts"),
+    ("behaviour", "Behaviour"),
+    ("localise", "Localisation"),
+    ("circuit", "Circuit"),
+    ("roles", "Node roles"),
+    ("faithfulness", "Faithfulness"),
+    ("redteam", "Red team"),
+    ("provenance", "Settings and provenance"),
+    ("figures", "Other figures"),
+)
+PROVENANCE_KEYS = (
+    "task",
+    "model",
+    "quantization",
+    "method",
+    "metric",
+    "ablation",
+    "split",
+    "seed",
+    "n_examples",
+    "device",
+)
+
+
+def script_json(data: Any) -> str:
+    """JSON safe inside `<script>`: no `</script>`, `<!--` or `&` can appear literally."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(char, escaped)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _asset(name: str) -> str:
+    return resources.files("wildcircuits.report").joinpath("assets", name).read_text("utf-8")
+
+
+def _roles(run: RunFiles) -> dict[str, Mapping[str, Any]]:
+    """node name -> {role, evidence, scores}: roles.json, else the first head-role label."""
+    part = run.part("roles.json")
+    if part.ok and isinstance(part.data.get("nodes"), Mapping):
+        return {str(k): v for k, v in part.data["nodes"].items() if isinstance(v, Mapping)}
+    localise = run.part("localise.json")
+    heads = (localise.data.get("head_roles") or {}).get("heads") if localise.ok else None
+    out = {}
+    for row in heads or []:
+        if row.get("labels") and "layer" in row and "index" in row:
+            name = f"a{row['layer']}.h{row['index']}"
+            out[name] = {"role": row["labels"][0], "evidence": "head-role scores (localise.json)"}
+    return out
+
+
+def _graph(run: RunFiles) -> GraphView | None:
+    circuit = run.part("circuit.json")
+    if not circuit.ok:
+        return None
+    sizes = run.part("circuit_sizes.json")
+    return build_graph_view(
+        circuit.data,
+        sizes.data if sizes.ok else None,
+        _roles(run),
+        lambda names: scores_from_pt(run.root, names),
+    )
+
+
+def _graph_total(run: RunFiles) -> int | None:
+    """Edges of the full graph, for percentages (from circuit.json's cfg)."""
+    from wildcircuits.graph.circuit import graph_from_config
+
+    cfg = run.part("circuit.json").data.get("cfg") or {}
+    try:
+        return graph_from_config(cfg).n_edges
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def circuit_section(run: RunFiles, view: GraphView | None) -> str:
+    if view is None:
+        return missing(run.part("circuit.json").note())
+    total = _graph_total(run)
+    labels = [size_label(s, total) for s in view.sizes]
+    sizes_part = run.part("circuit_sizes.json")
+    slider = (
+        f'<input id="size-slider" type="range" min="0" max="{len(view.sizes) - 1}" step="1" '
+        f'value="{view.selected}" aria-label="circuit size">'
+    )
+    if len(view.sizes) < 2:
+        slider = f'<span class="note no-print">{esc(sizes_part.note())}</span>'
+    legend = "".join(
+        f'<span><span class="swatch" style="background:{color}"></span>{esc(role)}</span>'
+        for role, color in view.roles.items()
+    )
+    legend += (
+        '<span class="note">edge width: |score|; blue positive, red negative; '
+        "solid q or MLP / logits input, dashed k, dotted v</span>"
+    )
+    skipped = ""
+    if view.skipped:
+        skipped = missing(f"{len(view.skipped)} names are not graph nodes/edges and were left out.")
+    return (
+        f'<div class="slider-row"><label for="size-slider">Circuit size</label>{slider}'
+        f'<span id="edge-count">{esc(labels[view.selected])}</span>'
+        f'<span id="node-count" class="note">{view.n_nodes} nodes</span></div>'
+        f'<div class="legend">{legend}</div>{skipped}'
+        f'<div class="figure-box">{view.svg}</div>'
+        '<p class="caption">Layers run top to bottom; hover a node or an edge for its scores. '
+        "The page starts at the selected circuit (circuit.json); printed, it shows the size "
+        "chosen on the slider.</p>"
+    )
+
+
+def roles_section(run: RunFiles) -> str:
+    part = run.part("roles.json")
+    if not part.ok:
+        return missing(part.note())
+    out = []
+    sentences = part.data.get("summary") or []
+    if sentences:
+        out.append("<ul>" + "".join(f"<li>{esc(s)}</li>" for s in sentences) + "</ul>")
+    nodes = part.data.get("nodes") or {}
+    rows = [
+        [_pretty(name), e.get("role", ""), e.get("evidence", "")]
+        for name, e in nodes.items()
+        if isinstance(e, Mapping)
+    ]
+    out.append(table(["node", "role", "evidence"], rows) if rows else "")
+    return "".join(out)
+
+
+def _pretty(name: str) -> str:
+    from wildcircuits.graph.graph import GraphError, parse_node
+
+    try:
+        return display_name(parse_node(name))
+    except GraphError:
+        return name
+
+
+def _settings(run: RunFiles) -> dict[str, Any]:
+    """The provenance keys the issue names, from config, manifest and the result files."""
+    model = run.manifest.get("model") or {}
+    found: dict[str, Any] = {
+        "model": model.get("model_id"),
+        "quantization": model.get("quantization"),
+    }
+    sources = [run.config]
+    for name in ("metrics.json", "behaviour.json"):
+        part = run.part(name)
+        if part.ok:
+            sources += [part.data, part.data.get("provenance") or {}]
+    for key in PROVENANCE_KEYS:
+        for source in sources:
+            if found.get(key) in (None, "") and source.get(key) not in (None, ""):
+                found[key] = source[key]
+    return found
+
+
+def provenance_section(run: RunFiles) -> str:
+    settings = _settings(run)
+    out = [table(["setting", "value"], [[k, settings.get(k)] for k in PROVENANCE_KEYS])]
+    manifest = run.manifest
+    facts = [
+        ["package version", manifest.get("package_version")],
+        ["git commit", manifest.get("git_commit")],
+        ["created", manifest.get("created")],
+        ["seeds", json.dumps(manifest.get("seeds"))],
+    ]
+    out.append("<h3>Provenance</h3>" + table(["", ""], facts))
+    steps = manifest.get("steps") or {}
+    rows = [
+        [name, _state(s), _seconds(s), (s or {}).get("error") or ""] for name, s in steps.items()
+    ]
+    out.append(
+        "<h3>Steps</h3>"
+        + (
+            table(["step", "state", "seconds", "error"], rows, {2})
+            if rows
+            else missing("No steps recorded.")
+        )
+    )
+    config_rows = [
+        [k, v if isinstance(v, str | int | float) else json.dumps(v)] for k, v in run.config.items()
+    ]
+    out.append(
+        "<h3>config.json (everything needed to rerun)</h3>" + table(["key", "value"], config_rows)
+    )
+    return "".join(out)
+
+
+def _seconds(step: Any) -> str:
+    value = step.get("seconds") if isinstance(step, Mapping) else None
+    return f"{value:.1f}" if isinstance(value, int | float) else "n/a"
+
+
+def _state(step: Any) -> Any:
+    state = (step or {}).get("state", "?") if isinstance(step, Mapping) else step
+    return badge(state)
+
+
+def figures_section(run: RunFiles) -> str:
+    folder = run.root / "figures"
+    named = _named_figures(run)
+    pngs = sorted(p for p in folder.glob("*.png") if f"figures/{p.name}" not in named)
+    if not pngs:
+        return missing("No other figures.")
+    items = [f"<h3>{esc(p.name)}</h3>{image(run, f'figures/{p.name}', p.stem)}" for p in pngs]
+    return "".join(items)
+
+
+def _named_figures(run: RunFiles) -> set[str]:
+    part = run.part("localise.json")
+    patterns = (part.data.get("attention_patterns") or []) if part.ok else []
+    return {str(p.get("figure")) for p in patterns if p.get("figure")} | {"figures/behaviour.png"}
+
+
+def _header(run: RunFiles) -> str:
+    settings = _settings(run)
+    title = f"{settings.get('task') or 'task'} on {settings.get('model') or 'model'}"
+    subtitle = f"method {fmt(settings.get('method'))}, ablation {fmt(settings.get('ablation'))}"
+    out = [f"<h1>wildcircuits: {esc(title)}</h1><p class='subtitle'>{esc(subtitle)}</p>"]
+    stopped = run.manifest.get("stopped")
+    if isinstance(stopped, Mapping):
+        text = f"The run stopped at step {stopped.get('step', '?')}: {stopped.get('reason', '')}"
+        out.append(f'<div class="banner">{esc(text)}</div>')
+    links = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in SECTIONS)
+    out.append(f'<nav class="toc">{links}</nav>')
+    return "".join(out)
+
+
+def render_report(run: RunFiles) -> str:
+    """The whole page as a string."""
+    view = _graph(run)
+    bodies = {
+        "task": task_section(run),
+        "behaviour": behaviour_section(run),
+        "localise": localise_section(run),
+        "circuit": circuit_section(run, view),
+        "roles": roles_section(run),
+        "faithfulness": faithfulness_section(run),
+        "redteam": redteam_section(run),
+        "provenance": provenance_section(run),
+        "figures": figures_section(run),
+    }
+    major = {"localise", "circuit", "faithfulness"}
+    sections = "".join(
+        f'<section id="{key}" class="{"major" if key in major else ""}"><h2>{esc(title)}</h2>'
+        f"{bodies[key]}</section>"
+        for key, title in SECTIONS
+    )
+    data = {"graph": None}
+    if view is not None:
+        total = _graph_total(run)
+        data["graph"] = view.slider_data() | {"labels": [size_label(s, total) for s in view.sizes]}
+    head_title = esc(_settings(run).get("task") or "run")
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>wildcircuits report: {head_title}</title><style>{_asset('report.css')}</style>"
+        f"</head><body><main>{_header(run)}{sections}</main>"
+        '<div id="wc-tooltip" hidden></div>'
+        f'<script type="application/json" id="wc-data">{script_json(data)}</script>'
+        f"<script>{_asset('report.js')}</script></body></html>\n"
+    )
+
+
+def build_report(run_dir: Path | str, out: Path | str | None = None) -> Path:
+    """Write `RUN_DIR/report.html` (or `out`) atomically from the saved files; returns its path."""
+    run = read_run(run_dir)
+    path = Path(out) if out is not None else run.root / "report.html"
+    atomic_write_bytes(path, render_report(run).encode("utf-8"))
+    path.chmod(0o644)  # a page to share: readable by others, unlike the temp file's 0600
+    return path
+
+
+__all__ = ["build_report", "render_report", "script_json"]

@@ -1,0 +1,305 @@
+"""A synthetic but well-formed run folder (docs/run_folder.md) on a tiny Graph(3, 2).
+
+Strings that reach the page carry HTML / script injections, so tests can check they arrive as text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wildcircuits.graph.circuit import Circuit, EdgeScores, graph_config
+from wildcircuits.graph.graph import Graph
+from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels, position_labels
+from wildcircuits.results import save_json
+from wildcircuits.tasks.probe import ProbeResult, Stats, VariationResult, Verdict
+from wildcircuits.tasks.probe_output import write_probe
+
+HOSTILE_PROMPT = 'When <script>alert("prompt")</script> and Mary went to the store, John gave'
+HOSTILE_TOKEN = "</script><script>alert('token')</script>"
+HOSTILE_EVIDENCE = "<img src=x onerror=alert('evidence')> attends to IO"
+FRACTIONS = (0.05, 0.1, 0.2, 0.5, 1.0)
+SELECTED = 1
+PROVENANCE = {
+    "model": "tiny-test-model",
+    "quantization": "none (synthetic)",
+    "metric": "logit_diff",
+    "task": "ioi-hostile",
+    "split": "test",
+    "seed": 0,
+    "method": "eap-ig",
+    "ablation": "counterfactual",
+}
+
+
+def _stats(mean: float, normalized: float) -> Stats:
+    return Stats(8, mean, 0.5, mean, 0.9 if normalized > 0.5 else 0.1, 0.8, None, None, normalized)
+
+
+def _behaviour(root: Path) -> None:
+    clean, corrupt = _stats(3.2, 1.0), _stats(0.1, 0.0)
+    variation = VariationResult(
+        "template=BABA", "a <b>bold</b> variation", 4, 2.9, 0.4, 0.9, 0.8, None, 0.9, Verdict.HOLDS
+    )
+    result = ProbeResult(
+        task="ioi-hostile",
+        description="IOI with a <script> in its prompt",
+        model={"model_id": "tiny-test-model", "quantization": "none (synthetic)"},
+        provenance={"seed": 0, "split": "all", "model_id": "tiny-test-model"},
+        n=8,
+        metric="logit_diff",
+        higher_is_better=True,
+        default_corruption="ABC",
+        clean=clean,
+        corrupted={"ABC": corrupt},
+        variations=[variation],
+        example={
+            "clean": HOSTILE_PROMPT,
+            "corrupted": {"ABC": "When Anna and Bob went"},
+            "answers": [" Mary"],
+            "distractors": [" John"],
+        },
+    )
+    write_probe(result, root)
+
+
+def _grid(name: str, values: torch.Tensor, rows: list[str], cols: list[str], col_axis: str):
+    return ScoreGrid(name, name, values, "layer", col_axis, rows, cols, PROVENANCE).to_dict()
+
+
+def _localise(root: Path, graph: Graph) -> None:
+    g = torch.Generator().manual_seed(1)
+    tokens = ["When", " Mary", HOSTILE_TOKEN, " John", " gave"]
+    layers, heads = layer_labels(graph.n_layers), head_labels(graph.n_heads)
+    head_grid = torch.randn(graph.n_layers, graph.n_heads, generator=g)
+    grids = {
+        "dla_layer": _grid(
+            "dla_layer", torch.randn(3, 2, generator=g), layers, ["attn", "mlp"], "part"
+        ),
+        "dla_head": _grid("dla_head", head_grid, layers, heads, "head"),
+        "patch_layer_pos": _grid(
+            "patch_layer_pos",
+            torch.randn(3, 5, generator=g),
+            layers,
+            position_labels(tokens),
+            "position",
+        ),
+        "patch_head": _grid("patch_head", head_grid.flip(0), layers, heads, "head"),
+    }
+    heads_rows = [
+        {
+            "head": f"L{layer}.H{h}",
+            "layer": layer,
+            "index": h,
+            "name_mover": float(head_grid[layer, h]),
+            "induction": 0.1 * h,
+            "labels": ["name mover"] if head_grid[layer, h] > 0.5 else [],
+        }
+        for layer in range(graph.n_layers)
+        for h in range(graph.n_heads)
+    ]
+    pattern = torch.softmax(torch.randn(5, 5, generator=g), -1).tril()
+    pattern = pattern / pattern.sum(-1, keepdim=True)
+    save_json(
+        root / "localise.json",
+        {
+            "provenance": PROVENANCE,
+            "grids": grids,
+            "head_roles": {"thresholds": {"name_mover": 0.5}, "units": {}, "heads": heads_rows},
+            "attention_patterns": [
+                {
+                    "head": "L2.H1",
+                    "why": "top <name> mover",
+                    "prompt_index": 0,
+                    "tokens": tokens,
+                    "pattern": pattern.tolist(),
+                },
+                {
+                    "head": "L1.H0",
+                    "why": "figure only",
+                    "prompt_index": 0,
+                    "figure": "figures/pattern_L1_H0_p0.png",
+                },
+            ],
+        },
+    )
+
+
+def _figures(root: Path) -> None:
+    from wildcircuits.report.figures import save_attention_pattern, save_lines
+
+    save_attention_pattern(
+        torch.eye(3).numpy(), ["a", "b", "c"], root / "figures" / "pattern_L1_H0_p0", "L1.H0", {}
+    )
+    save_lines([0.1, 1.0], {"x": [0.2, 1.0]}, root / "figures" / "extra_curve", "extra", "k", "f")
+
+
+def _circuits(root: Path, graph: Graph) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(0)
+    scores = EdgeScores(
+        graph,
+        torch.randn(graph.n_receivers, graph.n_senders, generator=g),
+        "eap-ig",
+        {"steps": 5},
+        PROVENANCE,
+    )
+    scores.save(root / "scores.pt")
+    ranked = [name for name, _ in scores.top(graph.n_edges)]
+    sizes, circuits = [], []
+    for fraction in FRACTIONS:
+        n = max(1, round(fraction * graph.n_edges))
+        circuit = Circuit.from_edges(graph, ranked[:n])
+        circuits.append(circuit)
+        sizes.append(
+            {
+                "fraction": fraction,
+                "n_edges": n,
+                "edges": ranked[:n],
+                "faithfulness": min(1.0, 0.3 + fraction),
+            }
+        )
+    save_json(
+        root / "circuit_sizes.json",
+        {"provenance": PROVENANCE, "selected": SELECTED, "sizes": sizes},
+    )
+    chosen = circuits[SELECTED]
+    in_nodes = {n.name for n in chosen.nodes()}
+    in_edges = {e.name for e in chosen.edge_list()}
+    all_nodes = {n.name for n in Circuit.full(graph).nodes()}
+    mib = {
+        "cfg": graph_config(graph) | {"d_model": 8},
+        "nodes": {n: {"in_graph": n in in_nodes} for n in sorted(all_nodes)},
+        "edges": {
+            e.name: {"score": scores.of(e), "in_graph": e.name in in_edges} for e in graph.edges
+        },
+    }
+    (root / "circuit.json").write_text(json.dumps(mib))
+    union = set().union(*({n.name for n in c.nodes()} for c in circuits)) | in_nodes
+    return {"circuit_nodes": len(in_nodes), "graph_nodes": len(union), "sizes": sizes}
+
+
+def _results(root: Path) -> None:
+    curve = {"fractions": list(FRACTIONS), "n_edges": [1, 2, 3, 4, 5]}
+    save_json(
+        root / "metrics.json",
+        {
+            "provenance": PROVENANCE,
+            "method": "eap-ig",
+            "metric": "logit_diff",
+            "ablation": "counterfactual",
+            "split": "test",
+            "curves": [
+                curve
+                | {
+                    "name": "eap-ig",
+                    "kind": "method",
+                    "cpr": 0.9,
+                    "cmd": 0.1,
+                    "faithfulness": [0.3, 0.55, 0.85, 0.95, 1.0],
+                    "log_area": 0.7,
+                },
+                curve
+                | {
+                    "name": "random",
+                    "kind": "random",
+                    "faithfulness": [0.0, 0.05, 0.1, 0.4, 1.0],
+                    "faithfulness_std": [0.02, 0.05, 0.05, 0.1, 0.0],
+                },
+            ],
+            "smallest_80": {"fraction": 0.2, "n_edges": 3, "faithfulness": 0.85},
+            "ablation_sensitivity": [{"ablation": "mean", "n_edges": 3, "faithfulness": 0.7}],
+            "held_out": [{"split": "test", "n": 8, "n_edges": 3, "faithfulness": 0.8}],
+        },
+    )
+    save_json(
+        root / "redteam.json",
+        {
+            "provenance": PROVENANCE,
+            "checks": [
+                {
+                    "name": "random_circuit",
+                    "question": "Does a random circuit of the same size do as well?",
+                    "verdict": "pass",
+                    "evidence": "circuit 0.85, random 0.10",
+                    "numbers": {"random": 0.1},
+                },
+                {
+                    "name": "single_component",
+                    "question": "Does one head carry most of the effect?",
+                    "verdict": "warn",
+                    "evidence": HOSTILE_EVIDENCE,
+                    "numbers": {"top_share": 0.6},
+                },
+            ],
+        },
+    )
+    save_json(
+        root / "roles.json",
+        {
+            "provenance": PROVENANCE,
+            "summary": ["L2.H1 moves the answer name <b>not bold</b>."],
+            "nodes": {
+                "a2.h1": {"role": "name mover", "evidence": HOSTILE_EVIDENCE},
+                "a0.h0": {"role": "previous token", "evidence": "attends to pos-1 (0.9)"},
+                "m1": {"role": "MLP", "evidence": "large DLA"},
+            },
+        },
+    )
+    save_json(
+        root / "examples.json",
+        {
+            "provenance": PROVENANCE,
+            "examples": [
+                {
+                    "clean": HOSTILE_PROMPT,
+                    "corrupted": {"ABC": "When Anna and Bob went"},
+                    "answers": [" Mary"],
+                    "distractors": [" John"],
+                },
+                {
+                    "clean": "When John and Mary went to the park, Mary gave a ball to",
+                    "corrupted": {"ABC": "When Ann and Sue went to the park, Tom gave a ball to"},
+                    "answers": [" John"],
+                    "distractors": [" Mary"],
+                },
+            ],
+        },
+    )
+
+
+def write_synthetic_run(root: Path) -> dict[str, Any]:
+    """Every file of the schema; returns facts the tests check the page against."""
+    root.mkdir(parents=True, exist_ok=True)
+    graph = Graph(3, 2)
+    config = {
+        "task": "ioi-hostile",
+        "model": "tiny-test-model",
+        "method": "eap-ig",
+        "n_examples": 8,
+        "seed": 0,
+        "device": "cpu",
+        "ablation": "counterfactual",
+        "steps": ["behaviour", "localise", "discover", "evaluate", "redteam", "summarise"],
+    }
+    save_json(root / "config.json", config, require_provenance=False)
+    save_json(
+        root / "manifest.json",
+        {
+            "package_version": "0.1.0",
+            "git_commit": "deadbeef",
+            "created": "2026-01-01T00:00:00Z",
+            "model": {"model_id": "tiny-test-model", "quantization": "none (synthetic)"},
+            "seeds": {"dataset": 0},
+            "steps": {s: {"state": "done", "seconds": 1.5} for s in config["steps"]},
+        },
+        require_provenance=False,
+    )
+    _behaviour(root)
+    _localise(root, graph)
+    _figures(root)
+    facts = _circuits(root, graph)
+    _results(root)
+    return facts | {"graph": graph}
