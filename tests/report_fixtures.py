@@ -1,4 +1,4 @@
-"""A synthetic but well-formed run folder (docs/run_folder.md) on a tiny Graph(3, 2).
+"""A synthetic but well-formed run folder (docs/run_folder.md), by default on a tiny Graph(3, 2).
 
 Strings that reach the page carry HTML / script injections, so tests can check they arrive as text.
 """
@@ -77,12 +77,16 @@ def _localise(root: Path, graph: Graph) -> None:
     head_grid = torch.randn(graph.n_layers, graph.n_heads, generator=g)
     grids = {
         "dla_layer": _grid(
-            "dla_layer", torch.randn(3, 2, generator=g), layers, ["attn", "mlp"], "part"
+            "dla_layer",
+            torch.randn(graph.n_layers, 2, generator=g),
+            layers,
+            ["attn", "mlp"],
+            "part",
         ),
         "dla_head": _grid("dla_head", head_grid, layers, heads, "head"),
         "patch_layer_pos": _grid(
             "patch_layer_pos",
-            torch.randn(3, 5, generator=g),
+            torch.randn(graph.n_layers, 5, generator=g),
             layers,
             position_labels(tokens),
             "position",
@@ -137,11 +141,11 @@ def _figures(root: Path) -> None:
     save_lines([0.1, 1.0], {"x": [0.2, 1.0]}, root / "figures" / "extra_curve", "extra", "k", "f")
 
 
-def _circuits(root: Path, graph: Graph) -> dict[str, Any]:
+def _circuits(root: Path, graph: Graph, fractions: tuple[float, ...]) -> dict[str, Any]:
     g = torch.Generator().manual_seed(0)
     scores = EdgeScores(
         graph,
-        torch.randn(graph.n_receivers, graph.n_senders, generator=g),
+        torch.randn(graph.n_receivers, graph.n_senders, generator=g) ** 3,  # a few large scores
         "eap-ig",
         {"steps": 5},
         PROVENANCE,
@@ -149,7 +153,7 @@ def _circuits(root: Path, graph: Graph) -> dict[str, Any]:
     scores.save(root / "scores.pt")
     ranked = [name for name, _ in scores.top(graph.n_edges)]
     sizes, circuits = [], []
-    for fraction in FRACTIONS:
+    for fraction in fractions:
         n = max(1, round(fraction * graph.n_edges))
         circuit = Circuit.from_edges(graph, ranked[:n])
         circuits.append(circuit)
@@ -158,7 +162,7 @@ def _circuits(root: Path, graph: Graph) -> dict[str, Any]:
                 "fraction": fraction,
                 "n_edges": n,
                 "edges": ranked[:n],
-                "faithfulness": min(1.0, 0.3 + fraction),
+                "faithfulness": round(0.35 + 0.6 * len(sizes) / max(len(fractions) - 1, 1), 3),
             }
         )
     save_json(
@@ -178,11 +182,18 @@ def _circuits(root: Path, graph: Graph) -> dict[str, Any]:
     }
     (root / "circuit.json").write_text(json.dumps(mib))
     union = set().union(*({n.name for n in c.nodes()} for c in circuits)) | in_nodes
-    return {"circuit_nodes": len(in_nodes), "graph_nodes": len(union), "sizes": sizes}
+    heads = [n.name for n in chosen.heads()]
+    return {
+        "circuit_nodes": len(in_nodes),
+        "graph_nodes": len(union),
+        "sizes": sizes,
+        "heads": heads,
+    }
 
 
-def _results(root: Path) -> None:
-    curve = {"fractions": list(FRACTIONS), "n_edges": [1, 2, 3, 4, 5]}
+def _results(root: Path, facts: dict[str, Any]) -> None:
+    sizes = facts["sizes"]
+    curve = {"fractions": [s["fraction"] for s in sizes], "n_edges": [s["n_edges"] for s in sizes]}
     save_json(
         root / "metrics.json",
         {
@@ -241,7 +252,8 @@ def _results(root: Path) -> None:
         {
             "provenance": PROVENANCE,
             "summary": ["L2.H1 moves the answer name <b>not bold</b>."],
-            "nodes": {
+            "nodes": _more_roles(facts["heads"])
+            | {
                 "a2.h1": {"role": "name mover", "evidence": HOSTILE_EVIDENCE},
                 "a0.h0": {"role": "previous token", "evidence": "attends to pos-1 (0.9)"},
                 "m1": {"role": "MLP", "evidence": "large DLA"},
@@ -270,10 +282,20 @@ def _results(root: Path) -> None:
     )
 
 
-def write_synthetic_run(root: Path) -> dict[str, Any]:
+def _more_roles(heads: list[str]) -> dict[str, dict[str, str]]:
+    """Roles for the circuit's heads in larger synthetic graphs (for pictures)."""
+    names = ("name mover", "S-inhibition", "induction", "duplicate token", "previous token")
+    return {
+        h: {"role": names[i % len(names)], "evidence": "synthetic"} for i, h in enumerate(heads)
+    }
+
+
+def write_synthetic_run(
+    root: Path, n_layers: int = 3, n_heads: int = 2, fractions: tuple[float, ...] = FRACTIONS
+) -> dict[str, Any]:
     """Every file of the schema; returns facts the tests check the page against."""
     root.mkdir(parents=True, exist_ok=True)
-    graph = Graph(3, 2)
+    graph = Graph(n_layers, n_heads)
     config = {
         "task": "ioi-hostile",
         "model": "tiny-test-model",
@@ -300,6 +322,6 @@ def write_synthetic_run(root: Path) -> dict[str, Any]:
     _behaviour(root)
     _localise(root, graph)
     _figures(root)
-    facts = _circuits(root, graph)
-    _results(root)
+    facts = _circuits(root, graph, fractions)
+    _results(root, facts)
     return facts | {"graph": graph}

@@ -250,11 +250,13 @@ def _edge(name, edge, sizes: set[int], score, top, layout, selected) -> str:
         d = f"M{x1:.1f},{y1 + half:.1f} C{x1:.1f},{mid:.1f} {x2:.1f},{mid:.1f} "
         d += f"{x2:.1f},{y2 - half:.1f}"
     stroke = "#8c8c8c" if score is None else ("#3b6ea5" if score >= 0 else "#c0392b")
-    width = 0.8 if score is None else 0.6 + 5.0 * abs(score) / top
+    strength = 0.3 if score is None else abs(score) / top
+    width, opacity = 0.6 + 5.0 * strength, 0.3 + 0.65 * strength  # weak edges fade
     tip = f"edge {name}\nscore {fmt(score, 4)}\ninput slot: {slot}"
     cls = "edge" if selected in sizes else "edge off"
     return (
         f'<path class="{cls}" d="{d}" stroke="{stroke}" stroke-width="{width:.2f}" '
+        f'stroke-opacity="{opacity:.2f}" '
         f'stroke-dasharray="{SLOT_DASH[slot]}" data-sizes="{" ".join(map(str, sorted(sizes)))}" '
         f'data-src="{esc(edge.sender.name)}" data-dst="{esc(edge.receiver.node.name)}" '
         f'data-tip="{esc(tip)}"><title>{esc(tip)}</title></path>'

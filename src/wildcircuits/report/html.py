@@ -131,7 +131,7 @@ def circuit_section(run: RunFiles, view: GraphView | None) -> str:
         for role, color in view.roles.items()
     )
     legend += (
-        '<span class="note">edge width: |score|; blue positive, red negative; '
+        '<span class="note">edge width and opacity: |score|; blue positive, red negative; '
         "solid q or MLP / logits input, dashed k, dotted v</span>"
     )
     skipped = ""
