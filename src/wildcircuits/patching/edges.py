@@ -130,7 +130,8 @@ class EdgeForward:
         ablated: torch.Tensor | None = None,
         ablation: torch.Tensor | None = None,
     ) -> Resume:
-        """The state of a (patched) run at the start of `layer` (no gradients)."""
+        """The state of a (patched) run at the start of `layer` (no gradients); `layer` may be
+        n_layers: the state the logits receiver reads."""
         mask = self._prepare(ablated, ablation)
         with torch.no_grad():
             state = _State(self, tokens, mask, ablation, None, None, None)
@@ -227,6 +228,9 @@ class _State:
                 return None
             layer_type = model.layer_types[layer]
             resid = self._block(layer, resid, masks[layer_type], rotary.get(layer_type))
+        if stop == model.n_layers:  # the state the logits receiver reads from
+            self.resume = Resume(stop, resid, self.outputs)
+            return None
         resid = self._receive(resid, self.graph.logits_receiver, self.graph.n_senders)
         rows = torch.arange(batch, device=resid.device)
         return model.unembed(resid[rows, positions.to(resid.device)])  # (batch, vocab)

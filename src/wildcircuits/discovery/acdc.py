@@ -1,0 +1,307 @@
+"""ACDC (Conmy et al. 2023): greedy edge pruning, made practical on a CPU.
+
+Receivers are visited in reverse topological order (logits, then each layer's MLP, v, k and q
+slots from the last layer down). For each incoming edge of a receiver (latest sender first) the
+edge is ablated on top of the current circuit; it is removed for good if the loss worsens by
+less than `threshold` (tau). Greedy, cumulative and order dependent, as in the original.
+
+The loss is KL(clean || circuit) at the metric position (true KL summed over the vocabulary,
+mean over the batch) by default, or the task metric's loss (-metric when higher is better).
+
+Speed-ups, none of which change the result:
+- every candidate forward starts at the receiver's layer from a cached state (edges into that
+  receiver change nothing before it; removals so far only touch later receivers);
+- candidates of one receiver are evaluated `candidates` at a time in one batched forward,
+  speculating that each is removed (copy j removes the first j candidates, cumulatively); a
+  rejected candidate invalidates the later copies, which are evaluated again;
+- logits are computed at the metric position only.
+Optional pre-filtering (`prefilter_top`) keeps only the edges with the largest |EAP| scores as
+candidates and removes the rest at the start; the filtered-out count is reported in the settings.
+
+Scores: the loss increase measured when the edge was tested, so `score >= threshold` is exactly
+the final ACDC circuit; pre-filtered edges get a score below every tested one.
+Progress is saved to `checkpoint` (atomic) after every receiver; a rerun with the same problem and
+settings resumes there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from wildcircuits.discovery.common import edge_scores
+from wildcircuits.discovery.registry import DiscoveryError, get_method, register
+from wildcircuits.graph.graph import NodeKind
+from wildcircuits.models.tokens import Tokens
+from wildcircuits.patching.edges import EdgeForward
+from wildcircuits.patching.problem import PatchingProblem
+from wildcircuits.results import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class AcdcConfig:
+    threshold: float = 0.01
+    loss: str = "kl"  # "kl" or "metric"
+    ablation: str = "counterfactual"  # "counterfactual", "mean" (over the corrupted batch), "zero"
+    candidates: int = 8  # candidate edges per batched forward (bounded by max_rows)
+    max_rows: int = 128  # batch rows per forward (candidates x examples)
+    prefilter_top: int | None = None  # keep only this many edges (by |EAP|) as candidates
+    checkpoint: str | None = None
+    progress: bool = True
+
+
+@register("acdc", AcdcConfig, "ACDC greedy edge pruning (KL or metric, threshold tau)")
+def acdc(model, problem: PatchingProblem, config: AcdcConfig):
+    """Run ACDC; returns EdgeScores whose `score >= config.threshold` edges form the circuit."""
+    _check(config)
+    search = _Search(model, problem, config)
+    search.run()
+    return edge_scores(
+        search.graph, search.final_scores(), "acdc", config, problem, extra=search.facts()
+    )
+
+
+def _check(config: AcdcConfig) -> None:
+    if config.loss not in ("kl", "metric"):
+        raise DiscoveryError(f"acdc loss must be 'kl' or 'metric', got {config.loss!r}")
+    if config.ablation not in ("counterfactual", "mean", "zero"):
+        raise DiscoveryError(
+            f"acdc ablation must be counterfactual, mean or zero, got {config.ablation!r}"
+        )
+    if config.candidates < 1 or config.max_rows < 1:
+        raise DiscoveryError("acdc candidates and max_rows must be >= 1")
+
+
+class _Search:
+    """The state of one ACDC run (current circuit, scores, counters), saved as it goes."""
+
+    def __init__(self, model, problem: PatchingProblem, config: AcdcConfig):
+        self.model, self.problem, self.config = model, problem, config
+        self.engine = EdgeForward(model)
+        self.graph = self.engine.graph
+        self.clean, self.positions = problem.clean, problem.positions
+        self.ablation = self._ablation_values()
+        self.clean_logits = model.logits(problem.clean, positions=problem.positions)
+        self.removed = torch.zeros_like(self.graph.valid)
+        self.scores = torch.full(self.graph.valid.shape, float("nan"))
+        self.done = 0  # receivers finished, in visiting order
+        self.forwards = 0
+        self.evaluations = 0
+        self.filtered = 0
+        self.seconds = 0.0
+        self.fingerprint = self._fingerprint()
+
+    # setup --------------------------------------------------------------------------------------
+    def _ablation_values(self) -> torch.Tensor:
+        corrupted = self.engine.outputs(self.problem.corrupted)  # (batch, pos, sender, d_model)
+        if self.config.ablation == "counterfactual":
+            return corrupted
+        if self.config.ablation == "mean":
+            return corrupted.mean(0, keepdim=True)
+        return torch.zeros_like(corrupted[:1])
+
+    def _fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for tensor in (self.clean.input_ids, self.problem.corrupted.input_ids, self.positions):
+            digest.update(tensor.cpu().numpy().tobytes())
+        settings = {
+            k: v for k, v in vars(self.config).items() if k not in ("progress", "checkpoint")
+        }
+        digest.update(repr(sorted(settings.items())).encode())
+        digest.update(self.model.info.model_id.encode())
+        return digest.hexdigest()
+
+    def _prefilter(self) -> None:
+        top = self.config.prefilter_top
+        if top is None or top >= self.graph.n_edges:
+            return
+        eap = get_method("eap")
+        scores = eap(self.model, self.problem, eap.config({"progress": self.config.progress}))
+        magnitude = torch.where(self.graph.valid, scores.scores.abs(), -1.0)
+        keep = torch.zeros(magnitude.numel(), dtype=torch.bool)
+        keep[magnitude.flatten().argsort(descending=True)[:top]] = True
+        keep = keep.reshape(magnitude.shape) & self.graph.valid
+        self.removed = self.graph.valid & ~keep
+        self.filtered = int(self.removed.sum())
+
+    # the search -----------------------------------------------------------------------------------
+    def run(self) -> None:
+        if not self._resume():
+            self._prefilter()
+            self.initial = self.removed.clone()
+        start = time.perf_counter() - self.seconds
+        self.loss_now = self._loss(
+            self.engine.run(self.clean, self.positions, self.removed, self.ablation).logits
+        )
+        self.forwards += 1
+        self.base_outputs = self.engine.run(
+            self.clean, self.positions, self.initial, self.ablation, keep_outputs=True
+        ).outputs
+        order = list(reversed(range(self.graph.n_receivers)))
+        bar = self._bar(order)
+        state_layer, state = None, None
+        for index, row in enumerate(order):
+            if index < self.done:
+                continue
+            layer = self._layer_of(row)
+            if layer != state_layer:
+                state = self.engine.state_at(self.clean, layer, self.initial, self.ablation)
+                state_layer = layer
+            self._visit(row, state, bar)
+            self.done = index + 1
+            self.seconds = time.perf_counter() - start
+            self._save()
+        if bar is not None:
+            bar.close()
+        self.seconds = time.perf_counter() - start
+
+    def _visit(self, row: int, state, bar) -> None:
+        """Test every remaining incoming edge of receiver `row`."""
+        n_up = self.graph.n_upstream(self.graph.receivers[row])
+        senders = [s for s in reversed(range(n_up)) if not self.removed[row, s]]
+        while senders:
+            chunk = senders[: self._copies()]
+            losses = self._evaluate(row, chunk, state)
+            consumed = 0
+            for sender, loss in zip(chunk, losses.tolist(), strict=True):
+                self.scores[row, sender] = loss - self.loss_now
+                self.evaluations += 1
+                consumed += 1
+                if bar is not None:
+                    bar.update(1)
+                if loss - self.loss_now >= self.config.threshold:
+                    break  # kept: the later copies assumed it removed, so test them again
+                self.removed[row, sender] = True
+                self.loss_now = loss
+            senders = senders[consumed:]
+
+    def _evaluate(self, row: int, chunk: list[int], state) -> torch.Tensor:
+        """Loss of each copy j: the first j+1 candidates of `chunk` removed (cumulative)."""
+        copies = len(chunk)
+        diffs = torch.stack([self._edge_diff(s) for s in chunk])  # (copy, batch, pos, d_model)
+        extra = diffs.cumsum(0).flatten(0, 1)  # (copy * batch, pos, d_model)
+        tokens = _repeat(self.clean, copies)
+        ablation = (
+            self.ablation if self.ablation.shape[0] == 1 else self.ablation.repeat(copies, 1, 1, 1)
+        )
+        logits = self.engine.run_from(
+            state.repeat(copies),
+            tokens,
+            self.positions.repeat(copies),
+            self.removed,
+            ablation,
+            extra={row: extra},
+        )
+        self.forwards += 1
+        return torch.tensor([self._loss(part) for part in logits.chunk(copies)])
+
+    def _edge_diff(self, sender: int) -> torch.Tensor:
+        """a_u - z_u for sender u in the run every candidate starts from: (batch, pos, d)."""
+        return (self.ablation[:, :, sender] - self.base_outputs[:, :, sender]).expand_as(
+            self.base_outputs[:, :, sender]
+        )
+
+    def _loss(self, logits: torch.Tensor) -> float:
+        if self.config.loss == "kl":
+            clean = torch.log_softmax(self.clean_logits.float(), dim=-1)
+            now = torch.log_softmax(logits.float(), dim=-1)
+            return float((clean.exp() * (clean - now)).sum(-1).mean())
+        sign = -1.0 if self.problem.higher_is_better else 1.0
+        return float(sign * self.problem.score(logits).mean())
+
+    def _copies(self) -> int:
+        return max(1, min(self.config.candidates, self.config.max_rows // self.problem.batch))
+
+    def _layer_of(self, row: int) -> int:
+        node = self.graph.receivers[row].node
+        return self.model.n_layers if node.kind is NodeKind.LOGITS else node.layer
+
+    def _bar(self, order):
+        if not self.config.progress:
+            return None
+        from tqdm import tqdm
+
+        remaining = int((self.graph.valid & ~self.removed).sum())
+        return tqdm(total=remaining, desc="acdc edges", unit="edge", file=sys.stderr)
+
+    # results --------------------------------------------------------------------------------------
+    def final_scores(self) -> torch.Tensor:
+        scores = self.scores.clone()
+        tested = ~torch.isnan(scores) & self.graph.valid
+        floor = float(scores[tested].min()) - 1.0 if bool(tested.any()) else -1.0
+        return torch.where(tested, scores, floor).nan_to_num(floor)
+
+    def facts(self) -> dict:
+        kept = int((self.graph.valid & ~self.removed).sum())
+        return {
+            "edges_kept": kept,
+            "edges_prefiltered": self.filtered,
+            "edge_evaluations": self.evaluations,
+            "batched_forwards": self.forwards,
+            "seconds": round(self.seconds, 2),
+            "order": "reverse topological; senders latest first",
+            "loss_definition": "KL(clean || circuit) summed over vocab, mean over batch"
+            if self.config.loss == "kl"
+            else "-metric (higher is better) / metric, batch mean",
+        }
+
+    # checkpoints ----------------------------------------------------------------------------------
+    def _save(self) -> None:
+        if not self.config.checkpoint:
+            return
+        buffer = io.BytesIO()
+        torch.save(
+            {
+                "fingerprint": self.fingerprint,
+                "removed": self.removed,
+                "initial": self.initial,
+                "scores": self.scores,
+                "done": self.done,
+                "forwards": self.forwards,
+                "evaluations": self.evaluations,
+                "filtered": self.filtered,
+                "seconds": self.seconds,
+            },
+            buffer,
+        )
+        atomic_write_bytes(self.config.checkpoint, buffer.getvalue())
+
+    def _resume(self) -> bool:
+        path = self.config.checkpoint
+        if not path or not Path(path).exists():
+            return False
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a corrupt checkpoint is rebuilt, never trusted
+            print(f"acdc: ignoring unreadable checkpoint {path} ({error})", file=sys.stderr)
+            return False
+        if data.get("fingerprint") != self.fingerprint:
+            print(
+                f"acdc: checkpoint {path} is for other settings or data; starting afresh",
+                file=sys.stderr,
+            )
+            return False
+        for key in (
+            "removed",
+            "initial",
+            "scores",
+            "done",
+            "forwards",
+            "evaluations",
+            "filtered",
+            "seconds",
+        ):
+            setattr(self, key, data[key])
+        return True
+
+
+def _repeat(tokens: Tokens, copies: int) -> Tokens:
+    """`copies` stacked copies of a batch (copy-major)."""
+    fields = (tokens.input_ids, tokens.attention_mask, tokens.position_ids, tokens.last_index)
+    return Tokens(*(t.repeat(copies, *([1] * (t.ndim - 1))) for t in fields))
