@@ -26,6 +26,7 @@ COMMANDS = [
     "report",
     "ablate",
     "path_patch",
+    "evaluate",
 ]
 
 EXIT_USAGE_ERROR = 2
