@@ -154,3 +154,21 @@ def test_bad_input_raises():
         ablate(model, problem, ["z.L1.H0"], "mean", groups=[0, 1])
     with pytest.raises(SiteError, match="out of range"):
         ablate(model, problem, ["z.L9.H0"], "zero")
+
+
+def test_cli_head_and_layer_parsing():
+    from wildcircuits.cli.ablate import parse_heads, parse_layers
+    from wildcircuits.cli.main import build_parser
+
+    assert parse_heads("L12.H3, L14.H0") == [(12, 3), (14, 0)]
+    assert parse_layers("5,6") == [5, 6] and parse_heads("") == []
+    with pytest.raises(SiteError, match="L<layer>.H<head>"):
+        parse_heads("12.3")
+    with pytest.raises(SiteError, match="MLP layers"):
+        parse_layers("L5")
+    args = build_parser().parse_args(
+        ["ablate", "ioi", "--heads", "L1.H2", "--ablation", "resample", "--out", "x"]
+    )
+    assert args.ablation == "resample" and args.heads == "L1.H2"
+    args = build_parser().parse_args(["path-patch", "ioi", "--receivers", "L3.H1:q", "--out", "x"])
+    assert args.receivers == "L3.H1:q"
