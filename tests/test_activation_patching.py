@@ -66,7 +66,8 @@ def assert_same(fast, reference) -> None:
 @pytest.mark.parametrize("kind", list(PatchKind))
 def test_fast_equals_reference_tiny(family: str, kind: PatchKind) -> None:
     model, problem = tiny_model(family), tiny_problem()
-    for direction in Direction:
+    both = family in ("llama", "gemma3_text")  # noising everywhere would double the test time
+    for direction in list(Direction) if both else [Direction.DENOISE]:
         args = dict(kind=kind, direction=direction, positions=PositionMode.NAMED, progress=False)
         fast = activation_patching(model, problem, max_rows=7, **args)  # 2 patches per forward
         reference = activation_patching_reference(model, problem, **args)

@@ -21,6 +21,7 @@ COMMANDS = [
     "verify_model",
     "tasks",
     "probe",
+    "patch",
     "attribute",
     "heads",
     "report",

@@ -42,6 +42,7 @@ KV-head columns (KV0, KV1, ...). q, z and pattern are per query head.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -99,6 +100,7 @@ def activation_patching(
     kind: PatchKind | str = PatchKind.HEADS,
     direction: Direction | str = Direction.DENOISE,
     positions: PositionMode | str = PositionMode.AUTO,
+    layers: Sequence[int] | None = None,
     max_rows: int = 320,
     progress: bool = True,
 ) -> PatchingResult:
@@ -106,13 +108,13 @@ def activation_patching(
 
     Grids: resid / attn_out / mlp_out (layer, position); heads, q, pattern (layer, head);
     k, v (layer, kv_head); heads_by_pos (layer.head, position). Up to `max_rows` rows
-    (patches x batch) run in one forward.
+    (patches x batch) run in one forward. `layers`: patch only these (other grid rows are NaN).
     """
     kind, direction = PatchKind(kind), Direction(direction)
     component = COMPONENT[kind]
     columns = columns_for(model, problem, kind, positions)
     runs = _cache_runs(model, problem, component, direction)
-    layers = plan(model, kind, columns)
+    layers = plan(model, kind, columns, layers)
     replicas = max(1, max_rows // problem.batch)
     values = empty_values(model, kind, columns)
     with tqdm(total=sum(map(len, layers)), desc=f"patch {kind.value}", disable=not progress) as bar:

@@ -160,12 +160,20 @@ def _str_tokens(model: InstrumentedModel, ids: torch.Tensor) -> list[str]:
 
 
 # the plan: which patches, where they go in the grid ------------------------------------------
-def plan(model: InstrumentedModel, kind: PatchKind, columns: Columns) -> list[list[PatchItem]]:
-    """Patches of each layer (outer list indexed by layer)."""
+def plan(
+    model: InstrumentedModel,
+    kind: PatchKind,
+    columns: Columns,
+    layers: Sequence[int] | None = None,
+) -> list[list[PatchItem]]:
+    """Patches of each chosen layer (default every layer), one list per layer."""
     n_heads = model.n_kv_heads if kind in KV_KINDS else model.n_heads
     n_columns = len(columns.labels)
     layers = []
-    for layer in range(model.n_layers):
+    chosen = range(model.n_layers) if layers is None else layers
+    for layer in chosen:
+        if not 0 <= layer < model.n_layers:
+            raise WildcircuitsError(f"layer {layer} out of range 0..{model.n_layers - 1}")
         if kind in BY_POSITION:
             items = [PatchItem(layer, None, c) for c in range(n_columns)]
         elif kind is PatchKind.HEADS_BY_POS:

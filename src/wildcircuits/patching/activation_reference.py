@@ -8,6 +8,8 @@ embeddings. Same conventions and result grids as `wildcircuits.patching.activati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from tqdm.auto import tqdm
 
@@ -38,13 +40,14 @@ def activation_patching_reference(
     kind: PatchKind | str = PatchKind.HEADS,
     direction: Direction | str = Direction.DENOISE,
     positions: PositionMode | str = PositionMode.AUTO,
+    layers: Sequence[int] | None = None,
     full_logits: bool = False,
     progress: bool = True,
 ) -> PatchingResult:
     """Same result as `activation_patching`, one full forward per patch.
 
     full_logits: compute logits at every position (as a plain hooked forward does) and read the
-    metric position afterwards; same numbers, slower.
+    metric position afterwards; same numbers, slower. `layers`: patch only these layers.
     """
     kind, direction = PatchKind(kind), Direction(direction)
     component = COMPONENT[kind]
@@ -55,7 +58,7 @@ def activation_patching_reference(
     denoise = direction is Direction.DENOISE
     source, target_tokens = (clean, problem.corrupted) if denoise else (corrupted, problem.clean)
     values = empty_values(model, kind, columns)
-    items = [item for layer in plan(model, kind, columns) for item in layer]
+    items = [item for layer in plan(model, kind, columns, layers) for item in layer]
     for item in tqdm(items, desc=f"patch {kind.value} (reference)", disable=not progress):
         intervention = reference_intervention(item, sites[item.layer], source, columns)
         if full_logits:
