@@ -1,0 +1,121 @@
+"""EAP with integrated gradients on activations (EAP-IG-activations).
+
+The senders are split into 2L + 1 layer groups: the input; each layer's attention heads; each
+layer's MLP. For group g and step k the clean run is repeated with g's outputs replaced by
+    z_g(k) = z_g(corrupted) + alpha_k * (z_g(clean) - z_g(corrupted))
+(`EdgeForward` override; every other node computes normally), and the gradient of the loss is
+read at every receiver downstream of g. For u in g:
+    s(u -> v) = sum over batch, pos, d_model of (z_u(corrupted) - z_u(clean)) * mean_k dL/dx_v(k).
+alpha_k follows the same pinned Riemann sum as EAP-IG-inputs (`eap_ig.Riemann`, LEFT default:
+k = 0 .. m-1). The input group's scores equal EAP-IG-inputs' input column exactly; with
+RIGHT and m = 1 every group is the clean run and the method is plain EAP.
+
+Cost: 2 forwards + m (2L + 1) (forward + backward) per chunk of rows; 61 m forward-backwards
+for SmolLM2-135M (L = 30), 37 m for Gemma3-270M (L = 18). Expensive: use a small n and m.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from wildcircuits.discovery.common import (
+    SIGN_CONVENTION,
+    chunks,
+    contract,
+    edge_scores,
+    loss_objective,
+    masked_diff,
+)
+from wildcircuits.discovery.eap_ig import Riemann, alphas
+from wildcircuits.discovery.registry import register
+from wildcircuits.graph.circuit import EdgeScores
+from wildcircuits.graph.graph import Graph
+from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.patching.edges import EdgeForward
+from wildcircuits.patching.problem import PatchingProblem
+
+
+@dataclass(frozen=True)
+class EAPIGActivationsConfig:
+    """steps: m per group; riemann: left (k = 0..m-1) or right (k = 1..m); batch_size: rows per
+    chunk; progress: a progress bar on stderr."""
+
+    steps: int = 5
+    riemann: Riemann = Riemann.LEFT
+    batch_size: int = 16
+    progress: bool = False
+
+
+def sender_groups(graph: Graph) -> list[list[int]]:
+    """The 2L + 1 groups of sender columns: [input], then per layer [heads], [mlp]."""
+    groups = [[0]]
+    for layer in range(graph.n_layers):
+        heads = graph.head_senders(layer)
+        groups.append(list(range(heads.start, heads.stop)))
+        groups.append([graph.mlp_sender(layer)])
+    return groups
+
+
+@register(
+    "eap-ig-activations",
+    EAPIGActivationsConfig,
+    "EAP with integrated gradients on each layer group's outputs (m (2L+1) backward passes)",
+)
+def eap_ig_activations(
+    model: InstrumentedModel, problem: PatchingProblem, config: EAPIGActivationsConfig
+) -> EdgeScores:
+    """EAP-IG (activations) scores of every edge: (receiver, sender)."""
+    engine = EdgeForward(model)
+    graph = engine.graph
+    weights = alphas(config.steps, config.riemann)
+    scores = torch.zeros(graph.n_receivers, graph.n_senders, device=model.device)
+    groups = sender_groups(graph)
+    for part in chunks(problem, config.batch_size, config.progress, "eap-ig-activations"):
+        clean = engine.outputs(part.clean)  # (batch, pos, sender, d_model)
+        corrupted = engine.outputs(part.corrupted)
+        for group in _progress(groups, config.progress):
+            columns = _group_scores(engine, part, problem.batch, weights, clean, corrupted, group)
+            scores[:, group] += columns
+    extra = {
+        "interpolated": "each layer group's outputs (input; heads of a layer; MLP of a layer)",
+        "groups": len(groups),
+        "alphas": weights,
+        "sign": SIGN_CONVENTION,
+    }
+    return edge_scores(graph, scores, "eap-ig-activations", config, problem, extra)
+
+
+def _group_scores(
+    engine: EdgeForward,
+    part: PatchingProblem,
+    total_rows: int,
+    weights: list[float],
+    clean: Tensor,
+    corrupted: Tensor,
+    group: list[int],
+) -> Tensor:
+    """(receiver, len(group)) scores of one group's senders on one chunk of rows."""
+    objective = loss_objective(part, total_rows)
+    grads = None  # (batch, pos, receiver, d_model) summed over steps
+    for alpha in weights:
+        override = {
+            s: corrupted[:, :, s] + alpha * (clean[:, :, s] - corrupted[:, :, s]) for s in group
+        }
+        run = engine.receiver_gradients(part.clean, part.positions, objective, override=override)
+        grads = run.receiver_grads if grads is None else grads.add_(run.receiver_grads)
+        del run
+    diff = masked_diff(corrupted[:, :, group], clean[:, :, group], part.clean.attention_mask)
+    return contract(diff, grads) / len(weights)
+
+
+def _progress(groups: list[list[int]], progress: bool):
+    if not progress:
+        return groups
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(groups, desc="layer groups", unit="group", file=sys.stderr, leave=False)
