@@ -124,6 +124,8 @@ def main() -> None:
             print(f"round {round_}: {name:<6} {seconds:8.2f} s", flush=True)
     median = {name: statistics.median(t) for name, t in times.items()}
     ours = values["ours"].double()
+    if any(bool(torch.isnan(v).any()) for v in values.values()):
+        raise SystemExit("a method left NaN entries: the comparison would be meaningless")
     print(
         f"max diff ours vs naive (patched logit diff): {(ours - values['naive']).abs().max():.2e}"
     )

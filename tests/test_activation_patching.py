@@ -144,6 +144,16 @@ def test_patch_at_layer_never_changes_earlier_layers(kind: PatchKind) -> None:
         assert not torch.equal(patched[last], unpatched[last]), f"{item} changed nothing"
 
 
+def test_layer_subset_fills_only_those_rows() -> None:
+    model, problem = tiny_model("llama"), tiny_problem()
+    full = activation_patching(model, problem, kind="heads", progress=False)
+    part = activation_patching(model, problem, kind="heads", layers=[2], progress=False)
+    assert torch.isnan(part.metric.values[:2]).all()
+    torch.testing.assert_close(part.metric.values[2], full.metric.values[2], **TOL)
+    with pytest.raises(WildcircuitsError, match="out of range"):
+        activation_patching(model, problem, kind="heads", layers=[3], progress=False)
+
+
 def test_kv_kinds_patch_kv_heads() -> None:
     model, problem = tiny_model("llama"), tiny_problem()
     result = activation_patching(model, problem, kind="v", progress=False)

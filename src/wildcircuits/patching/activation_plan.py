@@ -169,7 +169,7 @@ def plan(
     """Patches of each chosen layer (default every layer), one list per layer."""
     n_heads = model.n_kv_heads if kind in KV_KINDS else model.n_heads
     n_columns = len(columns.labels)
-    layers = []
+    planned = []
     chosen = range(model.n_layers) if layers is None else layers
     for layer in chosen:
         if not 0 <= layer < model.n_layers:
@@ -180,8 +180,8 @@ def plan(
             items = [PatchItem(layer, h, c) for h in range(n_heads) for c in range(n_columns)]
         else:
             items = [PatchItem(layer, h, None) for h in range(n_heads)]
-        layers.append(items)
-    return layers
+        planned.append(items)
+    return planned
 
 
 def grid_cell(model: InstrumentedModel, kind: PatchKind, item: PatchItem) -> tuple[int, int]:
