@@ -28,6 +28,7 @@ COMMANDS = [
     "ablate",
     "path_patch",
     "evaluate",
+    "discover",
 ]
 
 EXIT_USAGE_ERROR = 2

@@ -174,8 +174,11 @@ def save_lines(
     y_axis: str,
     provenance: Mapping[str, Any] | None = None,
     log_x: bool = False,
-) -> FigurePaths:
-    """Several named curves over one x axis (e.g. faithfulness vs circuit size)."""
+    html: bool = True,
+) -> FigurePaths | tuple[Path, None]:
+    """Several named curves over one x axis (e.g. faithfulness vs circuit size).
+
+    `html=False` writes the PNG only (run folders embed PNGs; no plotly.js beside them)."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     caption = provenance_caption(provenance or {})
@@ -196,6 +199,8 @@ def save_lines(
     png = stem.with_suffix(".png")
     fig.savefig(png, dpi=130)
     plt.close(fig)
+    if not html:
+        return png, None
     import plotly.graph_objects as go
 
     fig_html = go.Figure(

@@ -1,0 +1,75 @@
+"""`wildcircuits discover TASK`: behaviour -> localise -> discover -> evaluate -> red team ->
+summary -> report.html, in a run folder that can be resumed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from wildcircuits.pipeline.config import STEPS, DiscoverConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `discover` sub-command."""
+    defaults = DiscoverConfig()
+    parser = subparsers.add_parser(
+        "discover",
+        help="the whole workflow: from a behaviour to a verified circuit and a report",
+        description=(
+            "Probe the behaviour, localise it (DLA, activation patching, head roles), score every "
+            "edge, evaluate circuits on held-out data against a random baseline, red-team the "
+            "result, summarise node roles and write RUN_DIR/report.html."
+        ),
+    )
+    parser.add_argument("task", help="built-in task name or a .yaml / .jsonl task file")
+    parser.add_argument("--model", default=defaults.model)
+    parser.add_argument("--out", required=True, help="run folder (created if missing)")
+    parser.add_argument(
+        "--method", default=defaults.method, help=f"discovery method (default {defaults.method})"
+    )
+    parser.add_argument(
+        "--method-settings",
+        default="{}",
+        help="JSON object of method settings, e.g. '{\"steps\": 5}'",
+    )
+    parser.add_argument(
+        "--n-examples",
+        type=int,
+        default=defaults.n_examples,
+        help="train examples (the held-out test split has as many)",
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument(
+        "--ablation", default=defaults.ablation, choices=["counterfactual", "mean", "zero"]
+    )
+    parser.add_argument("--corruption", default=None, help="corruption (default: the task's)")
+    parser.add_argument(
+        "--steps", default=",".join(STEPS), help=f"comma-separated subset of: {','.join(STEPS)}"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="skip steps whose outputs are already in RUN_DIR"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from wildcircuits.errors import WildcircuitsError
+    from wildcircuits.pipeline.runner import discover
+
+    try:
+        settings = json.loads(args.method_settings)
+    except json.JSONDecodeError as error:
+        raise WildcircuitsError(f"--method-settings is not JSON: {error}") from None
+    config = DiscoverConfig(
+        task=args.task, model=args.model, method=args.method, n_examples=args.n_examples,
+        n_heldout=args.n_examples, seed=args.seed, device=args.device, ablation=args.ablation,
+        steps=tuple(s.strip() for s in args.steps.split(",") if s.strip()),
+        corruption=args.corruption, method_settings=settings,
+    )  # fmt: skip
+    folder = discover(config, args.out, resume=args.resume, progress=not args.quiet)
+    print(f"run folder: {folder}")
+    if (folder / "report.html").exists():
+        print(f"report: {folder / 'report.html'}")
+    return 0

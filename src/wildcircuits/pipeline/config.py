@@ -1,0 +1,65 @@
+"""Settings of one `discover` run: everything needed to rerun it (saved as config.json)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from wildcircuits.errors import WildcircuitsError
+
+STEPS = ("behaviour", "localise", "discover", "evaluate", "redteam", "summarise", "report")
+
+#: Clean accuracy below this (or a clean metric no better than the corrupted one) means the
+#: model does not do the task: the run stops after the behaviour step and says so.
+MIN_ACCURACY = 0.6
+
+
+@dataclass(frozen=True)
+class DiscoverConfig:
+    """Defaults are chosen so `make demo` finishes in minutes on 2 CPU cores: 16 examples
+    (train split) and 16 held-out (test split); EAP-IG on inputs with 5 steps, the best method
+    measured in benchmarks/ and docs/discovery.md at a cost of 2 forwards + 5 forward-backward
+    passes; counterfactual (corrupted-run) ablation."""
+
+    task: str = "ioi"
+    model: str = "smollm2-135m-instruct"
+    method: str = "eap-ig-inputs"
+    n_examples: int = 16
+    n_heldout: int = 16
+    seed: int = 0
+    device: str = "cpu"
+    ablation: str = "counterfactual"
+    steps: tuple[str, ...] = STEPS
+    corruption: str | None = None
+    method_settings: dict[str, Any] = field(default_factory=dict)
+    random_seeds: tuple[int, ...] = (1, 2, 3)
+    min_accuracy: float = MIN_ACCURACY
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.steps if s not in STEPS]
+        if unknown:
+            raise WildcircuitsError(f"unknown step(s) {unknown}; steps are {', '.join(STEPS)}")
+        if self.ablation not in ("counterfactual", "mean", "zero"):
+            raise WildcircuitsError(
+                f"unknown ablation {self.ablation!r}; use counterfactual, mean or zero"
+            )
+        if self.n_examples < 2:
+            raise WildcircuitsError("--n-examples must be at least 2")
+        object.__setattr__(self, "steps", tuple(s for s in STEPS if s in self.steps))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["steps"] = list(self.steps)
+        data["random_seeds"] = list(self.random_seeds)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DiscoverConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("steps", "random_seeds"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+    def with_(self, **changes: Any) -> DiscoverConfig:
+        return replace(self, **changes)

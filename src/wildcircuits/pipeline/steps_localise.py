@@ -1,0 +1,129 @@
+"""Steps 1-2: the behaviour probe (with the does-the-model-do-it gate) and localisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wildcircuits.pipeline.context import Context, StopRun
+from wildcircuits.results import save_json
+
+
+def behaviour(ctx: Context) -> list[str]:
+    """Probe the task; stop the run when the model does not do it (see `_gate`)."""
+    from wildcircuits.tasks import Split
+    from wildcircuits.tasks.probe import run_probe
+    from wildcircuits.tasks.probe_output import write_probe
+
+    config = ctx.config
+    ctx.say(f"behaviour: probing {config.task} on {config.n_examples} train examples")
+    result = run_probe(ctx.model, ctx.task, n=config.n_examples, seed=config.seed,
+                       split=Split.TRAIN, progress=ctx.progress)  # fmt: skip
+    write_probe(result, ctx.folder.root)
+    save_json(ctx.folder.path("examples.json"), _examples(ctx), require_provenance=False)
+    outputs = ["behaviour.json", "behaviour.png", "examples.json"]
+    reason = _gate(result.to_dict(), config.min_accuracy)
+    if reason:
+        raise StopRun(reason, outputs)
+    return outputs
+
+
+def _gate(data: dict[str, Any], min_accuracy: float) -> str | None:
+    """Why the model does not do the task, or None when it does.
+
+    It does when clean top-1 accuracy >= `min_accuracy` and the clean metric beats the default
+    corruption's in the metric's own direction.
+    """
+    clean = data["clean"]
+    corrupted = data["corrupted"][data["default_corruption"]]
+    better = clean["mean"] > corrupted["mean"]
+    if not data.get("higher_is_better", True):
+        better = clean["mean"] < corrupted["mean"]
+    if clean["accuracy"] < min_accuracy or not better:
+        return (
+            f"the model does not do the task: clean accuracy {clean['accuracy']:.2f} "
+            f"(threshold {min_accuracy:.2f}), clean {data['metric']} {clean['mean']:.3f} vs "
+            f"{corrupted['mean']:.3f} on the {data['default_corruption']} corruption; "
+            "there is no behaviour to find a circuit for"
+        )
+    return None
+
+
+def _examples(ctx: Context) -> dict[str, Any]:
+    data = ctx.train_data
+    rows = []
+    for example in data.examples[:5]:
+        rows.append({
+            "clean": example.clean.text,
+            "corrupted": {name: p.text for name, p in example.corrupted.items()},
+            "answers": list(example.answer_texts),
+            "distractors": list(example.distractor_texts),
+            "template": example.template,
+        })  # fmt: skip
+    return {"provenance": ctx.provenance(), "examples": rows}
+
+
+def localise(ctx: Context) -> list[str]:
+    """DLA by layer and head, activation patching (layer x position, heads), head roles."""
+    from wildcircuits.localise.dla import direct_logit_attribution
+    from wildcircuits.localise.head_roles import head_roles
+    from wildcircuits.patching.activation import activation_patching
+
+    model, problem = ctx.model, ctx.train
+    ctx.say("localise: direct logit attribution")
+    dla = direct_logit_attribution(model, problem, progress=ctx.progress)
+    ctx.say("localise: activation patching (residual stream x position, then every head)")
+    resid = activation_patching(model, problem, "resid", "denoise", progress=ctx.progress)
+    heads = activation_patching(model, problem, "heads", "denoise", progress=ctx.progress)
+    ctx.say("localise: head roles")
+    roles = head_roles(model, problem)
+    grids = {
+        "dla_layer": dla.layer_grid(),
+        "dla_head": dla.head_grid(),
+        "patch_layer_pos": resid.effect,
+        "patch_head": heads.effect,
+    }
+    key_heads = _key_heads(grids["dla_head"], grids["patch_head"])
+    data = {
+        "provenance": ctx.provenance(),
+        "grids": {name: grid.to_dict() for name, grid in grids.items()},
+        "head_roles": {
+            "thresholds": dict(vars(roles.thresholds)),
+            "heads": roles.table(),
+            "provenance": dict(roles.provenance),
+        },
+        "attention_patterns": _patterns(ctx, key_heads),
+        "clean_metric": resid.clean_metric,
+        "corrupted_metric": resid.corrupted_metric,
+    }
+    save_json(ctx.folder.path("localise.json"), data)
+    return ["localise.json"]
+
+
+def _key_heads(dla, patch, k: int = 4) -> list[tuple[int, int, str]]:
+    """The heads with the largest |DLA| and |patching effect| (layer, head, why)."""
+    chosen: dict[tuple[int, int], str] = {}
+    for grid, why in ((patch, "largest patching effect"), (dla, "largest direct logit effect")):
+        for row, col, value in grid.top(k):
+            key = (int(row[1:]), int(col[1:]))
+            chosen.setdefault(key, f"{why} ({value:+.2f})")
+    return [(layer, head, why) for (layer, head), why in list(chosen.items())[:k]]
+
+
+def _patterns(ctx: Context, heads: list[tuple[int, int, str]]) -> list[dict[str, Any]]:
+    from wildcircuits.localise.head_scores import head_patterns
+    from wildcircuits.patching.grid import head_name
+
+    model, tokens = ctx.model, ctx.train.clean
+    real = tokens.attention_mask[0].bool().cpu()
+    words = model.to_str_tokens(tokens.input_ids[0].cpu()[real])
+    patterns = head_patterns(model, tokens, [(layer, head) for layer, head, _ in heads], 0)
+    return [
+        {
+            "head": head_name(layer, head),
+            "why": why,
+            "prompt_index": 0,
+            "tokens": words,
+            "pattern": patterns[(layer, head)].tolist(),
+        }
+        for layer, head, why in heads
+    ]
