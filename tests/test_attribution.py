@@ -160,10 +160,12 @@ def test_grid_labels_and_provenance():
 
 
 def test_smollm2_ioi_heads_correlation(smollm2):
-    """SmolLM2-135M IOI (ABC corruption, 4 prompts of one length), every head, noising.
+    """SmolLM2-135M IOI (ABC corruption, 4 prompts of one length), heads of layers 15-29, noising.
 
-    Measured: Pearson 0.85 (noise) and 0.99 (denoise) against exact patching of each head's z;
-    threshold 0.75 leaves room for float noise but fails on any gradient / sign / index bug.
+    Measured against exact patching of each head's z: Pearson 0.85 over all 270 heads and 0.86
+    over layers 15-29 (noise), 0.99 (denoise). The test covers layers 15-29, where every head with
+    a sizeable effect lives, to keep the exact loop ~4x cheaper; threshold 0.75 leaves room for
+    float noise but fails on any gradient / sign / index bug.
     """
     from wildcircuits.models.instrumented import InstrumentedModel
     from wildcircuits.patching.problem import problem_from_dataset
@@ -174,11 +176,11 @@ def test_smollm2_ioi_heads_correlation(smollm2):
     rows = [i for i, e in enumerate(dataset.examples) if e.template.endswith("went")][:4]
     problem = problem_from_dataset(model, dataset.subset(rows))
     grid = attribution_patch(model, problem, AttributionTarget.HEADS, "noise")
-    exact = exact_heads_fast_start(model, problem)
-    assert pearson(grid.values, exact) > 0.75
+    exact = exact_heads_fast_start(model, problem, first_layer=15)
+    assert pearson(grid.values[15:], exact[15:]) > 0.75
 
 
-def exact_heads_fast_start(model, problem) -> torch.Tensor:
+def exact_heads_fast_start(model, problem, first_layer: int = 0) -> torch.Tensor:
     """Exact noising of each head's z, one forward per head started at the head's layer."""
     resid = [Site(Component.RESID_PRE, layer) for layer in range(model.n_layers)]
     z = [Site(Component.Z, layer) for layer in range(model.n_layers)]
@@ -187,7 +189,7 @@ def exact_heads_fast_start(model, problem) -> torch.Tensor:
     m_clean = float(problem.score(clean.logits).mean())
     gap = m_clean - float(problem.score(corrupt.logits).mean())
     out = torch.zeros(model.n_layers, model.n_heads)
-    for layer in range(model.n_layers):
+    for layer in range(first_layer, model.n_layers):
         for head in range(model.n_heads):
             patch = Intervention(
                 Site(Component.Z, layer, head), Mode.REPLACE, corrupt[z[layer]][:, :, head]
