@@ -29,6 +29,7 @@ COMMANDS = [
     "path_patch",
     "evaluate",
     "discover",
+    "discover_edges",
 ]
 
 EXIT_USAGE_ERROR = 2

@@ -1,0 +1,62 @@
+"""`wildcircuits discover-edges`: option plumbing, output files and errors (tiny model)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.discovery_fixtures import tiny_problem
+from tests.tiny_models import tiny_model
+from wildcircuits.cli.main import main
+from wildcircuits.graph.circuit import EdgeScores
+
+
+@pytest.fixture
+def tiny_task(monkeypatch):
+    """Make the CLI's problem loader return a tiny model and problem (no real model, no task)."""
+    model = tiny_model("llama")
+    problem = tiny_problem(model)
+    monkeypatch.setattr("wildcircuits.cli.attribute.load_problem", lambda args: (model, problem))
+    return model, problem
+
+
+def test_discover_edges_writes_scores_and_summary(tiny_task, tmp_path, capsys):
+    model, problem = tiny_task
+    status = main(["discover-edges", "ioi", "--method", "eap-ig-inputs", "--steps", "2",
+                   "--riemann", "right", "--batch-size", "2", "--top", "5", "--quiet",
+                   "--out", str(tmp_path)])  # fmt: skip
+    assert status == 0
+    scores = EdgeScores.load(tmp_path / "scores.pt")
+    assert scores.method == "eap-ig-inputs"
+    assert scores.settings["steps"] == 2 and scores.settings["riemann"] == "right"
+    assert scores.settings["batch_size"] == 2
+    summary = json.loads((tmp_path / "discovery.json").read_text())
+    assert [row["edge"] for row in summary["top_edges"]] == [e for e, _ in scores.top(5)]
+    assert summary["provenance"]["model"] == "tiny-llama"
+    assert summary["provenance"]["method"] == "eap-ig-inputs"
+    assert summary["n_examples"] == problem.batch
+    out = capsys.readouterr().out
+    assert summary["top_edges"][0]["edge"] in out
+
+
+def test_discover_edges_seed_reaches_the_random_method(tiny_task, tmp_path):
+    for seed in (1, 2):
+        main(["discover-edges", "ioi", "--method", "random", "--seed", str(seed),
+              "--out", str(tmp_path / str(seed))])  # fmt: skip
+    one = EdgeScores.load(tmp_path / "1" / "scores.pt")
+    two = EdgeScores.load(tmp_path / "2" / "scores.pt")
+    assert one.settings["seed"] == 1 and not torch.equal(one.scores, two.scores)
+
+
+def test_discover_edges_rejects_unknown_methods_and_settings(tiny_task, tmp_path, capsys):
+    assert main(["discover-edges", "ioi", "--method", "magic", "--out", str(tmp_path)]) == 2
+    assert "known methods" in capsys.readouterr().err
+    assert main(["discover-edges", "ioi", "--method", "eap", "--steps", "3",
+                 "--out", str(tmp_path)]) == 2  # fmt: skip
+    assert "no steps setting" in capsys.readouterr().err
+    assert main(["discover-edges", "ioi", "--method", "eap", "--set", "tau=1",
+                 "--out", str(tmp_path)]) == 2  # fmt: skip
+    assert "no setting" in capsys.readouterr().err
+    assert not (tmp_path / "scores.pt").exists()
