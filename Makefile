@@ -40,14 +40,13 @@ browser: setup
 test: setup browser
 	$(BIN)/python -m pytest -q
 
+# The main job on the built-in default model: behaviour -> localise -> discover -> evaluate ->
+# red team -> node roles -> runs/demo/report.html. --resume reuses finished steps of a rerun.
+DEMO_OUT ?= runs/demo
 demo: setup
-	$(BIN)/wildcircuits models
-	@# verify-model loads the real default model and checks exact instrumentation parity.
-	@if $(BIN)/wildcircuits verify-model --help >/dev/null 2>&1; then \
-		$(BIN)/wildcircuits verify-model smollm2-135m-instruct; \
-	else \
-		echo "(verify-model is not available yet)"; \
-	fi
+	$(BIN)/wildcircuits verify-model smollm2-135m-instruct > /dev/null && echo "verify-model: exact parity with HF eager"
+	$(BIN)/wildcircuits discover ioi --model smollm2-135m-instruct --out $(DEMO_OUT) --resume
+	@echo "open $(DEMO_OUT)/report.html"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
