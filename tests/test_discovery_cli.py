@@ -37,6 +37,7 @@ def test_discover_edges_writes_scores_and_summary(tiny_task, tmp_path, capsys):
     assert summary["provenance"]["model"] == "tiny-llama"
     assert summary["provenance"]["method"] == "eap-ig-inputs"
     assert summary["n_examples"] == problem.batch
+    assert len(summary["top_nodes"]) == 5 and "outgoing" in summary["node_score"]
     out = capsys.readouterr().out
     assert summary["top_edges"][0]["edge"] in out
 

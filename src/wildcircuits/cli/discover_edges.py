@@ -1,8 +1,8 @@
 """`wildcircuits discover-edges TASK --method M --model MODEL --out DIR`: score every edge.
 
 Writes DIR/scores.pt (`EdgeScores.save`: (receiver, sender) scores, method, settings,
-provenance) and DIR/discovery.json (settings, timing, clean / corrupted metric, top edges and
-nodes, provenance). Method settings: `--steps`, `--riemann`, `--batch-size` where the method has
+provenance) and DIR/discovery.json (settings, timing, clean / corrupted metric, top edges,
+top nodes, provenance). Method settings: `--steps`, `--riemann`, `--batch-size` where the method has
 them, any other config field with `--set NAME=VALUE` (repeatable; VALUE parsed as JSON, else a
 string). `--seed` seeds the dataset and, for methods with a `seed` setting, the method.
 """
@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
 def _summary(model, problem, scores, seconds: float, top: int) -> dict[str, Any]:
     clean = problem.score(model.logits(problem.clean, positions=problem.positions)).mean()
     corrupted = problem.score(model.logits(problem.corrupted, positions=problem.positions)).mean()
-    per_sender = scores.scores.abs().sum(0)  # (sender,)
-    order = per_sender.argsort(descending=True)[:top].tolist()
+    nodes = _node_totals(scores)  # (sender,)
+    order = nodes.abs().argsort(descending=True)[:top].tolist()
     return {
         "method": scores.method,
         "settings": dict(scores.settings),
@@ -112,12 +112,22 @@ def _summary(model, problem, scores, seconds: float, top: int) -> dict[str, Any]
         "seconds": round(seconds, 3),
         "metric": {"clean": float(clean), "corrupted": float(corrupted)},
         "top_edges": [{"edge": e, "score": s} for e, s in scores.top(top)],
-        "top_senders_by_abs_outgoing": [
-            {"node": scores.graph.senders[i].name, "sum_abs_score": float(per_sender[i])}
-            for i in order
+        "top_nodes": [
+            {"node": scores.graph.senders[i].name, "score": float(nodes[i])} for i in order
         ],
+        "node_score": "the node's own score"
+        if scores.method == "node-attribution"
+        else "sum of the node's outgoing edge scores",
         "provenance": {**dict(scores.provenance), "package_version": _version()},
     }
+
+
+def _node_totals(scores):
+    """One value per sender: node-attribution's node score (every sender feeds the logits
+    receiver, whose row holds it), else the sum of the sender's outgoing edge scores."""
+    if scores.method == "node-attribution":
+        return scores.scores[scores.graph.logits_receiver]
+    return scores.scores.sum(0)
 
 
 def _print(summary: dict[str, Any], out: Path) -> None:
@@ -130,6 +140,9 @@ def _print(summary: dict[str, Any], out: Path) -> None:
     print("top edges (score ~ loss increase when the edge is corrupted):")
     for row in summary["top_edges"]:
         print(f"  {row['edge']:<28} {row['score']:+.5f}")
+    print(f"top nodes ({summary['node_score']}):")
+    for row in summary["top_nodes"][:10]:
+        print(f"  {row['node']:<28} {row['score']:+.5f}")
     print(f"wrote {out / 'scores.pt'} and {out / 'discovery.json'}")
 
 
