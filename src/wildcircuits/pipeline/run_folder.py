@@ -13,8 +13,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.pipeline.config import DiscoverConfig
 from wildcircuits.results import load_json, save_json
@@ -97,6 +95,8 @@ def _readable(path: Path) -> bool:
         if path.suffix == ".json":
             json.loads(path.read_text())
         elif path.suffix == ".pt":
+            import torch
+
             torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # any parse failure means: recompute this step
         return False
