@@ -213,7 +213,15 @@ def test_fast_equals_reference_smollm2(smollm2, kind: PatchKind) -> None:
     problem = problem_from_prompts(
         model, IOI_CLEAN, IOI_CORRUPT, [" Mary", " Anna"], [" John", " Tom"]
     )
-    fast = activation_patching(model, problem, kind=kind, progress=False)
-    reference = activation_patching_reference(model, problem, kind=kind, progress=False)
-    assert_same(fast, reference)
+    # Three layers (first, middle, last) keep this under a minute; the tiny-model tests above
+    # cover every layer of every family.
+    layers = [0, 15, 29]
+    fast = activation_patching(model, problem, kind=kind, layers=layers, progress=False)
+    reference = activation_patching_reference(model, problem, kind=kind, layers=layers,
+                                              progress=False)  # fmt: skip
+    rows = layers if kind is not PatchKind.HEADS_BY_POS else None
+    for grid in ("metric", "effect"):
+        got, want = getattr(fast, grid).values[rows], getattr(reference, grid).values[rows]
+        torch.testing.assert_close(got, want, **TOL)
+        assert not torch.isnan(got).any()
     assert fast.clean_metric - fast.corrupted_metric > 1.0  # a real IOI effect
