@@ -113,7 +113,8 @@ class EdgeForward:
         with torch.enable_grad():
             logits = state.forward(positions, keep_outputs)
             leaves = state.leaves
-            grads = torch.autograd.grad(objective(logits), leaves)
+            # materialize: receivers whose only path runs through an override get zeros
+            grads = torch.autograd.grad(objective(logits), leaves, materialize_grads=True)
         batch, pos = tokens.input_ids.shape
         grads = torch.cat([g.reshape(batch, pos, -1, self.model.d_model) for g in grads], dim=2)
         return EdgeRun(logits.detach(), state.outputs if keep_outputs else None, grads)
