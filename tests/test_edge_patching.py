@@ -277,7 +277,7 @@ def test_resuming_at_a_layer_with_extra_receiver_inputs_equals_ablating_the_edge
         # the same candidate stacked with a no-op copy: batched candidates agree
         twice = engine.run_from(
             state.repeat(2),
-            _stack(clean, 2),
+            clean.repeat(2),
             clean.last_index.repeat(2),
             present,
             ablation.repeat(2, 1, 1, 1),
@@ -286,17 +286,3 @@ def test_resuming_at_a_layer_with_extra_receiver_inputs_equals_ablating_the_edge
         torch.testing.assert_close(twice[: clean.batch], expected, atol=1e-5, rtol=1e-5)
         kept = engine.run(clean, clean.last_index, present, ablation).logits
         torch.testing.assert_close(twice[clean.batch :], kept, atol=1e-5, rtol=1e-5)
-
-
-def _stack(tokens: Tokens, copies: int) -> Tokens:
-    return Tokens(
-        *(
-            t.repeat(copies, *([1] * (t.ndim - 1)))
-            for t in (
-                tokens.input_ids,
-                tokens.attention_mask,
-                tokens.position_ids,
-                tokens.last_index,
-            )
-        )
-    )

@@ -38,7 +38,6 @@ import torch
 from wildcircuits.discovery.common import edge_scores
 from wildcircuits.discovery.registry import DiscoveryError, get_method, register
 from wildcircuits.graph.graph import NodeKind
-from wildcircuits.models.tokens import Tokens
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.results import atomic_write_bytes
@@ -186,7 +185,7 @@ class _Search:
         copies = len(chunk)
         diffs = torch.stack([self._edge_diff(s) for s in chunk])  # (copy, batch, pos, d_model)
         extra = diffs.cumsum(0).flatten(0, 1)  # (copy * batch, pos, d_model)
-        tokens = _repeat(self.clean, copies)
+        tokens = self.clean.repeat(copies)
         ablation = (
             self.ablation if self.ablation.shape[0] == 1 else self.ablation.repeat(copies, 1, 1, 1)
         )
@@ -299,9 +298,3 @@ class _Search:
         ):
             setattr(self, key, data[key])
         return True
-
-
-def _repeat(tokens: Tokens, copies: int) -> Tokens:
-    """`copies` stacked copies of a batch (copy-major)."""
-    fields = (tokens.input_ids, tokens.attention_mask, tokens.position_ids, tokens.last_index)
-    return Tokens(*(t.repeat(copies, *([1] * (t.ndim - 1))) for t in fields))

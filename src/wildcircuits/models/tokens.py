@@ -38,6 +38,10 @@ class Tokens:
         """A sub-batch (rows of every field)."""
         return Tokens(*(t[rows] for t in self._fields()))
 
+    def repeat(self, copies: int) -> Tokens:
+        """`copies` stacked copies of the batch (copy-major: row j * batch + i is row i)."""
+        return Tokens(*(t.repeat(copies, *([1] * (t.ndim - 1))) for t in self._fields()))
+
     def _fields(self) -> tuple[torch.Tensor, ...]:
         return (self.input_ids, self.attention_mask, self.position_ids, self.last_index)
 
