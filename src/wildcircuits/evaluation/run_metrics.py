@@ -1,9 +1,10 @@
 """An `EvaluationReport` as the run folder's `metrics.json` (schema: docs/run_folder.md).
 
-The headline circuit is the smallest signed top-k circuit reaching 80% faithfulness; the
-sensitivity and held-out rows give the faithfulness of that same size under each ablation and on
-each split (empty lists when no size reaches 80%). Extra keys (CPR / CMD per ablation, the
-absolute curve) are allowed by the schema and kept.
+The headline circuit is the smallest top-k circuit reaching 80% faithfulness, signed or
+absolute ranking, whichever is smaller (its `ordering` is recorded); the sensitivity and held-out
+rows give the faithfulness of that same size and ranking under each ablation and on each split
+(empty lists when no size reaches 80%). Extra keys (CPR / CMD per ablation, the absolute curve)
+are allowed by the schema and kept.
 """
 
 from __future__ import annotations
@@ -59,18 +60,19 @@ def metrics_json(report) -> dict[str, Any]:
             "n_samples": len(report.random.seeds),
             "cpr": summary["cpr"], "cmd": summary["cmd"],
         })  # fmt: skip
-    small = smallest_faithful(signed)
+    candidates = [(s, r) for r in Ranking if (s := smallest_faithful(report.curves[r])) is not None]
+    small, ranking = min(candidates, key=lambda c: c[0].fraction) if candidates else (None, None)
     sensitivity, held_out = [], []
     if small is not None:
         for row in report.sensitivity:
-            point = _at(row.signed, small.fraction)
+            point = _at(row.signed if ranking is Ranking.SIGNED else row.absolute, small.fraction)
             if point is not None:
                 sensitivity.append({"ablation": row.ablation, **point,
                                     "cpr": if_defined(cpr, row.signed),
                                     "cmd": if_defined(cmd, row.absolute)})  # fmt: skip
         if report.heldout is not None:
             for split, pair in (("train", report.heldout.train), ("test", report.heldout.test)):
-                point = _at(pair[Ranking.SIGNED], small.fraction)
+                point = _at(pair[ranking], small.fraction)
                 n = pair[Ranking.SIGNED].provenance.get("n_examples")
                 if point is not None:
                     held_out.append({"split": split, "n": n, **point})
@@ -82,7 +84,7 @@ def metrics_json(report) -> dict[str, Any]:
         "split": report.provenance.get("split"),
         "curves": curves,
         "smallest_80": None if small is None else {
-            "fraction": small.fraction, "n_edges": small.n_edges,
+            "ordering": ranking.value, "fraction": small.fraction, "n_edges": small.n_edges,
             "faithfulness": small.faithfulness,
             "interpolated_fraction": small.interpolated_fraction,
         },
