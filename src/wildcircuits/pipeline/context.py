@@ -81,6 +81,17 @@ class Context:
 
         return EdgeScores.load(self.folder.path("scores.pt"), self.engine.graph)
 
+    def method(self, progress: bool):
+        """The configured discovery method and its config (user settings; progress as asked
+        unless the user set it)."""
+        from wildcircuits.discovery.registry import get_method
+
+        spec = get_method(self.config.method)
+        settings = dict(self.config.method_settings)
+        if "progress" in spec.config_type.__dataclass_fields__:
+            settings.setdefault("progress", progress)
+        return spec, spec.config(settings)
+
     def provenance(self, problem=None, **extra: Any) -> dict[str, Any]:
         """Provenance for numbers computed on `problem` (default: the train problem)."""
         problem = problem if problem is not None else self.train

@@ -20,13 +20,7 @@ SLIDER_MAX_EDGES = 3000
 
 def discover_step(ctx: Context) -> list[str]:
     """Score every edge on the train problem; write scores.pt."""
-    from wildcircuits.discovery.registry import get_method
-
-    spec = get_method(ctx.config.method)
-    settings = dict(ctx.config.method_settings)
-    if "progress" in {f for f in spec.config_type.__dataclass_fields__}:
-        settings.setdefault("progress", ctx.progress)
-    config = spec.config(settings)
+    spec, config = ctx.method(ctx.progress)
     ctx.say(f"discover: {ctx.config.method} over {ctx.engine.graph.n_edges} edges, "
             f"{ctx.train.batch} train examples")  # fmt: skip
     scores = spec(ctx.model, ctx.train, config)

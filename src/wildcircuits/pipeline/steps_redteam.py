@@ -81,17 +81,13 @@ def _random_circuit(ctx: Context, circuit, f_circuit: float) -> dict[str, Any]:
 
 
 def _other_seed(ctx: Context, circuit, f_circuit: float) -> dict[str, Any]:
-    from wildcircuits.discovery.registry import get_method
     from wildcircuits.graph.build import Ranking, top_n
 
     seed = ctx.config.seed + 1
     train = ctx.problem_of(ctx.dataset("train", seed=seed))
     test = ctx.problem_of(ctx.dataset("test", seed=seed))
-    spec = get_method(ctx.config.method)
-    settings = dict(ctx.config.method_settings)
-    if "progress" in spec.config_type.__dataclass_fields__:
-        settings["progress"] = False
-    other = top_n(spec(ctx.model, train, spec.config(settings)), circuit.n_edges, Ranking.SIGNED)
+    spec, config = ctx.method(progress=False)
+    other = top_n(spec(ctx.model, train, config), circuit.n_edges, Ranking.SIGNED)
     both = circuit.edges & other.edges
     either = circuit.edges | other.edges
     overlap = float(both.sum()) / max(1, int(either.sum()))
