@@ -89,3 +89,44 @@ def test_gqa_grouping_is_reported(model):
     assert run[Site(Component.K, 0)].shape[2] == model.n_kv_heads
     assert run[Site(Component.Q, 0)].shape[2] == model.n_heads
     assert model.n_heads % model.n_kv_heads == 0
+
+
+def test_edge_engine_full_and_empty_circuits_on_the_real_model(model):
+    """The exact edge engine on the real model: nothing ablated = the clean run, every edge
+    ablated = the corrupted run, and a small circuit (kept edges from a few senders: the
+    complement path) matches ablating the same edges one sender group at a time."""
+    from wildcircuits.patching.edges import EdgeForward
+
+    engine = EdgeForward(model)
+    graph = engine.graph
+    clean = model.tokenize([IOI, "When Tom and Anna went to the park, Tom gave a ball to"])
+    corrupted = model.tokenize(
+        [
+            "When John and Mary went to the store, Paul gave a drink to",
+            "When Tom and Anna went to the park, Mark gave a ball to",
+        ]
+    )
+    assert clean.input_ids.shape == corrupted.input_ids.shape
+    at = clean.last_index
+    ablation = engine.outputs(corrupted)
+    none = torch.zeros_like(graph.valid)
+    full = engine.run(clean, at, ablated=none, ablation=ablation).logits
+    empty = engine.run(clean, at, ablated=graph.valid, ablation=ablation).logits
+    with torch.no_grad():
+        assert (full - model.logits(clean, positions=at)).abs().max().item() <= 1e-4
+        assert (empty - model.logits(corrupted, positions=at)).abs().max().item() <= 1e-3
+    # a small circuit (edges out of the embeddings and layers 0-2 kept):
+    # the engine sums "all senders minus the kept ones"; the slow reference sums each receiver
+    # input sender by sender
+    from tests.test_edge_patching import _reference
+
+    kept = torch.zeros_like(graph.valid)
+    kept[:, : 1 + 3 * (model.n_heads + 1)] = True  # input and every node of layers 0-2
+    ablated = graph.valid & ~kept
+    small = engine.run(clean, at, ablated=ablated, ablation=ablation).logits
+    with torch.no_grad():
+        slow = _reference(model, graph, clean, ablated, ablation, at)
+    error, effect = (small - slow).abs().max().item(), (small - empty).abs().max().item()
+    print(f"{model.info.family}: fast vs slow {error:.2e}, small vs empty {effect:.3f}")
+    assert error <= 1e-4
+    assert effect > 100 * max(error, 1e-5)  # the kept edges matter, well above rounding
