@@ -86,6 +86,7 @@ class _Search:
         self.graph = self.engine.graph
         self.clean, self.positions = problem.clean, problem.positions
         self.ablation = self._ablation_values()
+        self._ablation_copies: dict[int, torch.Tensor] = {}  # stacked copies, by count
         self.clean_logits = model.logits(problem.clean, positions=problem.positions)
         self.removed = torch.zeros_like(self.graph.valid)
         self.scores = torch.full(self.graph.valid.shape, float("nan"))
@@ -185,20 +186,25 @@ class _Search:
         copies = len(chunk)
         diffs = torch.stack([self._edge_diff(s) for s in chunk])  # (copy, batch, pos, d_model)
         extra = diffs.cumsum(0).flatten(0, 1)  # (copy * batch, pos, d_model)
-        tokens = self.clean.repeat(copies)
-        ablation = (
-            self.ablation if self.ablation.shape[0] == 1 else self.ablation.repeat(copies, 1, 1, 1)
-        )
         logits = self.engine.run_from(
             state.repeat(copies),
-            tokens,
+            self.clean.repeat(copies),
             self.positions.repeat(copies),
             self.removed,
-            ablation,
+            self._repeated_ablation(copies),
             extra={row: extra},
+            owned=True,
         )
         self.forwards += 1
         return torch.tensor([self._loss(part) for part in logits.chunk(copies)])
+
+    def _repeated_ablation(self, copies: int) -> torch.Tensor:
+        """The ablation values for `copies` stacked batches, built once per number of copies."""
+        if self.ablation.shape[0] == 1:
+            return self.ablation
+        if copies not in self._ablation_copies:
+            self._ablation_copies[copies] = self.ablation.repeat(copies, 1, 1, 1)
+        return self._ablation_copies[copies]
 
     def _edge_diff(self, sender: int) -> torch.Tensor:
         """a_u - z_u for sender u in the run every candidate starts from: (batch, pos, d)."""

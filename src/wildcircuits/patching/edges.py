@@ -147,15 +147,17 @@ class EdgeForward:
         ablated: torch.Tensor | None = None,
         ablation: torch.Tensor | None = None,
         extra: Mapping[int, torch.Tensor] | None = None,
+        owned: bool = False,
     ) -> torch.Tensor:
         """Logits (batch, vocab) of a run resumed from `start`, with the edges in `ablated`
         ablated and `extra[receiver row]` (batch, pos, d_model) added to those receivers'
         inputs. Valid when `ablated` agrees with the run that made `start` on every receiver
-        before `start.layer`."""
+        before `start.layer`. owned: `start` is a copy made for this run alone (e.g. from
+        `Resume.repeat`), so the run writes into it instead of copying it first."""
         mask = self._prepare(ablated, ablation)
         with torch.no_grad():
             state = _State(self, tokens, mask, ablation, None, None, None, extra)
-            return state.forward(positions, True, start=start)
+            return state.forward(positions, True, start=start, owned=owned)
 
     def _prepare(self, ablated, ablation):
         if (ablated is None) != (ablation is None):
@@ -207,6 +209,7 @@ class _State:
         keep_outputs: bool,
         start: Resume | None = None,
         stop: int | None = None,
+        owned: bool = False,
     ) -> torch.Tensor | None:
         """Logits (batch, vocab) at `positions`; with `stop`, record `self.resume` at the start
         of that layer and return None; with `start`, resume from a recorded state."""
@@ -219,7 +222,7 @@ class _State:
             resid, first = start.resid, start.layer
         batch, pos, d_model = resid.shape
         if start is not None:
-            self.outputs = start.outputs.clone()
+            self.outputs = start.outputs if owned else start.outputs.clone()
         elif keep_outputs:
             self.outputs = resid.new_zeros(batch, pos, self.graph.n_senders, d_model)
             self.outputs[:, :, 0] = resid.detach()
