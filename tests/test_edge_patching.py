@@ -265,6 +265,38 @@ def test_receiver_gradients_match_finite_differences():
     assert graph.receivers[graph.attention_receivers(1).start].slot is Slot.Q
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma3_text", "gpt2"])
+def test_receiver_gradients_resumed_at_a_layer_equal_the_full_run(family):
+    """Resuming the gradient run at layer l (overrides at l or later) gives the full run's
+    gradients for every receiver from l on, and zeros before l."""
+    model = tiny_model(family)
+    engine = EdgeForward(model)
+    graph = engine.graph
+    tokens = tiny_tokens()
+    outputs = engine.outputs(tokens)
+    layer = 1
+    sender = graph.head_senders(layer).start + 1
+    override = {sender: outputs[:, :, sender] * 0.5}
+
+    def objective(logits):
+        return logits[:, 3].sum() - logits[:, 5].sum()
+
+    full = engine.receiver_gradients(tokens, tokens.last_index, objective, override=override)
+    start = engine.state_at(tokens, layer)
+    resumed = engine.receiver_gradients(
+        tokens, tokens.last_index, objective, override=override, start=start
+    )
+    first = engine.n_receivers_before(layer)
+    assert resumed.receiver_grads.shape == full.receiver_grads.shape
+    torch.testing.assert_close(resumed.logits, full.logits, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        resumed.receiver_grads[:, :, first:], full.receiver_grads[:, :, first:],
+        atol=1e-6, rtol=1e-5,
+    )  # fmt: skip
+    assert bool((resumed.receiver_grads[:, :, :first] == 0).all())
+    assert float(full.receiver_grads[:, :, :first].abs().sum()) > 0  # the full run had some
+
+
 def test_bad_masks_are_clear_errors():
     model = tiny_model("llama")
     engine = EdgeForward(model)

@@ -104,20 +104,35 @@ class EdgeForward:
         input_embeds: torch.Tensor | None = None,
         override: Mapping[int, torch.Tensor] | None = None,
         keep_outputs: bool = False,
+        start: Resume | None = None,
     ) -> EdgeRun:
         """d objective(logits) / d (each receiver's input), one backward for all receivers.
 
-        objective: (batch, vocab) logits at `positions` -> scalar.
+        objective: (batch, vocab) logits at `positions` -> scalar. With `start` (a `state_at`
+        of the same unpatched run), the forward resumes there: receivers before `start.layer`
+        get zero gradients, which is exact when `override` only replaces senders at or after
+        that layer (nothing before it can then reach the objective differently).
         """
         state = _State(self, tokens, None, None, True, input_embeds, override)
         with torch.enable_grad():
-            logits = state.forward(positions, keep_outputs)
+            logits = state.forward(positions, keep_outputs, start=start)
             leaves = state.leaves
             # materialize: receivers whose only path runs through an override get zeros
             grads = torch.autograd.grad(objective(logits), leaves, materialize_grads=True)
         batch, pos = tokens.input_ids.shape
-        grads = torch.cat([g.reshape(batch, pos, -1, self.model.d_model) for g in grads], dim=2)
+        grads = [g.reshape(batch, pos, -1, self.model.d_model) for g in grads]
+        skipped = self.n_receivers_before(start.layer) if start is not None else 0
+        if skipped:
+            grads.insert(0, grads[0].new_zeros(batch, pos, skipped, self.model.d_model))
+        grads = torch.cat(grads, dim=2)
         return EdgeRun(logits.detach(), state.outputs if keep_outputs else None, grads)
+
+    def n_receivers_before(self, layer: int) -> int:
+        """Receiver rows that read the residual stream before `layer` (n_layers: all but the
+        logits)."""
+        if layer >= self.model.n_layers:
+            return self.graph.logits_receiver
+        return self.graph.attention_receivers(layer).start
 
     def outputs(self, tokens: Tokens, input_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Sender outputs of an unpatched run: (batch, pos, sender, d_model)."""
