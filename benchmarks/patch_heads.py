@@ -2,13 +2,16 @@
 
 SmolLM2-135M (270 heads), 32 IOI pairs from the built-in `ioi` task (ABC corruption), logit diff:
 - ours: `activation_patching` (forwards start at the patched layer; 9 heads per batched forward);
-- naive: `activation_patching_reference`, one full forward per head with one intervention (logits
-  only at the metric position, the strongest naive baseline; `--naive-full-logits` for all);
+- naive: `activation_patching_reference`, one full forward per head with one intervention and
+  logits at every position, as a plain hooked forward of the HF model computes them;
+- naive-end: the same loop with logits only at the metric position (the strongest naive
+  baseline; `--no-naive-end` skips it);
 - bridge: TransformerLens 4.x `TransformerBridge` over a copy of the same HF model, one
   `run_with_hooks` per head patching `blocks.{l}.attn.hook_z[:, :, h]` from a cached clean run
   (what a TransformerLens user writes).
 All run in this process; rounds are interleaved and the median time of each method is used. The
-last lines print `speedup: X` (naive / ours) and `vs-bridge: Y` (bridge / ours).
+last lines print `speedup: X` (naive / ours), `speedup-end-only: Z` (naive-end / ours) and
+`vs-bridge: Y` (bridge / ours).
 
     python benchmarks/patch_heads.py [--n 32] [--rounds 1] [--device cpu]
 """
@@ -80,7 +83,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--naive-full-logits", action="store_true")
+    parser.add_argument("--no-naive-end", action="store_true", help="skip the END-only loop")
     parser.add_argument("--no-bridge", action="store_true")
     parser.add_argument(
         "--layers", help="comma-separated layers to patch (default all; e.g. 0,5,10,15,20,25)"
@@ -100,14 +103,18 @@ def main() -> None:
         result = activation_patching(model, problem, "heads", layers=layers, progress=False)
         return result.metric.values[chosen]
 
-    def naive() -> torch.Tensor:
-        result = activation_patching_reference(
-            model, problem, "heads", layers=layers, full_logits=args.naive_full_logits,
-            progress=False,
-        )  # fmt: skip
-        return result.metric.values[chosen]
+    def naive_loop(full_logits: bool):
+        def run() -> torch.Tensor:
+            result = activation_patching_reference(
+                model, problem, "heads", layers=layers, full_logits=full_logits, progress=False
+            )
+            return result.metric.values[chosen]
 
-    methods = {"ours": ours, "naive": naive}
+        return run
+
+    methods = {"ours": ours, "naive": naive_loop(True)}
+    if not args.no_naive_end:
+        methods["naive-end"] = naive_loop(False)
     bridge_reason = "--no-bridge" if args.no_bridge else None
     if bridge_reason is None:
         try:
@@ -121,7 +128,7 @@ def main() -> None:
         for name in order:
             seconds, values[name] = timed(methods[name])
             times[name].append(seconds)
-            print(f"round {round_}: {name:<6} {seconds:8.2f} s", flush=True)
+            print(f"round {round_}: {name:<9} {seconds:8.2f} s", flush=True)
     median = {name: statistics.median(t) for name, t in times.items()}
     ours = values["ours"].double()
     if any(bool(torch.isnan(v).any()) for v in values.values()):
@@ -133,7 +140,12 @@ def main() -> None:
         print(f"max diff ours vs bridge (patched logit diff): "
               f"{(ours - values['bridge']).abs().max():.2e}")  # fmt: skip
     print("median seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in median.items()))
+    if "naive-end" in values:
+        print(f"max diff ours vs naive-end (patched logit diff): "
+              f"{(ours - values['naive-end']).abs().max():.2e}")  # fmt: skip
     print(f"speedup: {median['naive'] / median['ours']:.2f}")
+    if "naive-end" in median:
+        print(f"speedup-end-only: {median['naive-end'] / median['ours']:.2f}")
     if "bridge" in median:
         print(f"vs-bridge: {median['bridge'] / median['ours']:.2f}")
     else:
