@@ -70,7 +70,7 @@ def smallest(summary: dict) -> str:
     if not found:
         return "none"
     best = min(found, key=lambda s: s["n_edges"])
-    return f"{best['n_edges']} ({100 * best['fraction']:.2g}%)"
+    return f"{best['n_edges']} ({100 * best['fraction']:.3g}%)"
 
 
 def main() -> None:
