@@ -38,7 +38,7 @@ browser: setup
 		echo "WARNING: could not install playwright: the browser test will be quarantined"
 
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The main job on the built-in default model: behaviour -> localise -> discover -> evaluate ->
 # red team -> node roles -> runs/demo/report.html. --resume reuses finished steps of a rerun.
