@@ -297,6 +297,23 @@ def test_receiver_gradients_resumed_at_a_layer_equal_the_full_run(family):
     assert float(full.receiver_grads[:, :, :first].abs().sum()) > 0  # the full run had some
 
 
+@pytest.mark.parametrize("family", ["gpt_neox", "qwen2"])
+def test_receiver_gradients_accumulate_in_place(family):
+    """`accumulate` adds the gradients into the given buffer (integrated gradients' sum)."""
+    model = tiny_model(family)
+    engine = EdgeForward(model)
+    tokens = tiny_tokens()
+
+    def objective(logits):
+        return logits[:, 2].sum()
+
+    plain = engine.receiver_gradients(tokens, tokens.last_index, objective).receiver_grads
+    buffer = torch.ones_like(plain)
+    run = engine.receiver_gradients(tokens, tokens.last_index, objective, accumulate=buffer)
+    assert run.receiver_grads is buffer
+    torch.testing.assert_close(buffer, plain + 1, atol=1e-6, rtol=1e-6)
+
+
 def test_bad_masks_are_clear_errors():
     model = tiny_model("llama")
     engine = EdgeForward(model)

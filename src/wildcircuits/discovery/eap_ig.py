@@ -93,16 +93,18 @@ def _chunk_scores(
     corrupted_embeds = model.embed(part.corrupted)
     objective = loss_objective(part, total_rows)
     outputs: dict[float, Tensor] = {}
-    grads = None  # (batch, pos, receiver, d_model), summed over steps
+    batch, pos = part.clean.input_ids.shape
+    # (batch, pos, receiver, d_model), summed over steps in place
+    grads = clean_embeds.new_zeros(batch, pos, engine.graph.n_receivers, model.d_model)
     for alpha in weights:
         embeds = corrupted_embeds + alpha * (clean_embeds - corrupted_embeds)
         keep = alpha in (0.0, 1.0)  # an endpoint run: its sender outputs are needed anyway
         run = engine.receiver_gradients(
-            part.clean, part.positions, objective, input_embeds=embeds, keep_outputs=keep
-        )
+            part.clean, part.positions, objective, input_embeds=embeds, keep_outputs=keep,
+            accumulate=grads,
+        )  # fmt: skip
         if keep:
             outputs[alpha] = run.outputs
-        grads = run.receiver_grads if grads is None else grads.add_(run.receiver_grads)
         del run
     clean = outputs.get(1.0)
     if clean is None:

@@ -111,16 +111,16 @@ def _group_scores(
     forward-backwards resume at the group's layer from the clean run's `start` (everything
     before it is the clean run whatever alpha is)."""
     objective = loss_objective(part, total_rows)
-    grads = None  # (batch, pos, receiver, d_model) summed over steps
+    batch, pos, _, d_model = clean.shape
+    grads = clean.new_zeros(batch, pos, engine.graph.n_receivers, d_model)  # summed over steps
     for alpha in weights:
         override = {
             s: corrupted[:, :, s] + alpha * (clean[:, :, s] - corrupted[:, :, s]) for s in group
         }
-        run = engine.receiver_gradients(
-            part.clean, part.positions, objective, override=override, start=start
-        )
-        grads = run.receiver_grads if grads is None else grads.add_(run.receiver_grads)
-        del run
+        engine.receiver_gradients(
+            part.clean, part.positions, objective, override=override, start=start,
+            accumulate=grads,
+        )  # fmt: skip
     diff = masked_diff(corrupted[:, :, group], clean[:, :, group], part.clean.attention_mask)
     return contract(diff, grads) / len(weights)
 

@@ -105,26 +105,40 @@ class EdgeForward:
         override: Mapping[int, torch.Tensor] | None = None,
         keep_outputs: bool = False,
         start: Resume | None = None,
+        accumulate: torch.Tensor | None = None,
     ) -> EdgeRun:
         """d objective(logits) / d (each receiver's input), one backward for all receivers.
 
         objective: (batch, vocab) logits at `positions` -> scalar. With `start` (a `state_at`
         of the same unpatched run), the forward resumes there: receivers before `start.layer`
         get zero gradients, which is exact when `override` only replaces senders at or after
-        that layer (nothing before it can then reach the objective differently).
+        that layer (nothing before it can then reach the objective differently). With
+        `accumulate` ((batch, pos, receiver, d_model)), the gradients are added into it in place
+        (no new (batch, pos, receiver, d_model) tensor; integrated gradients sum over steps) and
+        it is returned as `receiver_grads`.
         """
         state = _State(self, tokens, None, None, True, input_embeds, override)
         with torch.enable_grad():
             logits = state.forward(positions, keep_outputs, start=start)
-            leaves = state.leaves
+            leaves = [leaf.tensor for leaf in state.leaves]
             # materialize: receivers whose only path runs through an override get zeros
             grads = torch.autograd.grad(objective(logits), leaves, materialize_grads=True)
         batch, pos = tokens.input_ids.shape
-        grads = [g.reshape(batch, pos, -1, self.model.d_model) for g in grads]
+        grads = [
+            leaf.receiver_grads(g).reshape(batch, pos, -1, self.model.d_model)
+            for leaf, g in zip(state.leaves, grads, strict=True)
+        ]
         skipped = self.n_receivers_before(start.layer) if start is not None else 0
-        if skipped:
-            grads.insert(0, grads[0].new_zeros(batch, pos, skipped, self.model.d_model))
-        grads = torch.cat(grads, dim=2)
+        if accumulate is not None:
+            row = skipped
+            for part in grads:
+                accumulate[:, :, row : row + part.shape[2]] += part
+                row += part.shape[2]
+            grads = accumulate
+        else:
+            if skipped:
+                grads.insert(0, grads[0].new_zeros(batch, pos, skipped, self.model.d_model))
+            grads = torch.cat(grads, dim=2)
         return EdgeRun(logits.detach(), state.outputs if keep_outputs else None, grads)
 
     def n_receivers_before(self, layer: int) -> int:
@@ -191,6 +205,32 @@ class EdgeForward:
             )
 
 
+@dataclass(frozen=True)
+class _Leaf:
+    """A zero tensor added in a gradient run, whose gradient gives some receivers' gradients.
+
+    Either added to the receivers' inputs (MLP, logits: its gradient is theirs), or, for a
+    layer's q / k / v receivers, which all read the same residual `norm_input` in a gradient run,
+    added to their projections (batch, pos, 3 * head, d_head). Receiver r's input then has the
+    gradient J_norm(norm_input)^T W_r^T g_r: the projection's transpose, then the attention
+    norm's vector-Jacobian product, batched over the receivers (`torch.func.vjp` + `vmap`, so
+    any norm module works). Exact, and much cheaper than running the norm and the projection on
+    3 * head copies of the residual stream and back."""
+
+    tensor: torch.Tensor
+    weight: torch.Tensor | None = None  # (3 * head, d_head, d_model)
+    norm: torch.nn.Module | None = None
+    norm_input: torch.Tensor | None = None  # (batch, pos, d_model)
+
+    def receiver_grads(self, grad: torch.Tensor) -> torch.Tensor:
+        if self.weight is None:
+            return grad
+        through_proj = torch.einsum("bphd,hdm->bphm", grad, self.weight)  # (b, pos, 3*head, d)
+        _, vjp = torch.func.vjp(self.norm, self.norm_input.detach())
+        (per_receiver,) = torch.vmap(vjp, in_dims=2, out_dims=2)(through_proj)
+        return per_receiver
+
+
 class _State:
     """One edge forward: running residual, sender outputs so far, receiver leaves."""
 
@@ -212,7 +252,7 @@ class _State:
         self.input_embeds = input_embeds
         self.override = dict(override or {})
         self.extra = dict(extra or {})
-        self.leaves: list[torch.Tensor] = []
+        self.leaves: list[_Leaf] = []
         self.outputs: torch.Tensor | None = None
         self.resume: Resume | None = None
         self._prefix: torch.Tensor | None = None  # running sum of (a_u - z_u), u < _prefix_done
@@ -267,7 +307,7 @@ class _State:
             x = self._add_extra(x, rows)
         if self.grad:
             leaf = torch.zeros_like(x, requires_grad=True)
-            self.leaves.append(leaf)
+            self.leaves.append(_Leaf(leaf))
             x = x + leaf
         return x
 
@@ -321,6 +361,12 @@ class _State:
             self._prefix_done = n_up
         return self._prefix
 
+    def _untouched(self, rows: slice, n_up: int) -> bool:
+        """True when no receiver in `rows` has an ablated in-edge or an extra input."""
+        if self.ablated is not None and bool(self.ablated[rows, :n_up].any()):
+            return False
+        return not any(rows.start <= row < rows.stop for row in self.extra)
+
     def _add_extra(self, x: torch.Tensor, rows: slice | int) -> torch.Tensor:
         """Add `extra[row]` to the inputs of the receivers in `rows` that have one."""
         if isinstance(rows, int):
@@ -348,10 +394,19 @@ class _State:
         block = model.layer_module(layer)
         n_heads = model.n_heads
         rows = graph.attention_receivers(layer)
-        shared = resid[:, :, None, :].expand(-1, -1, 3 * n_heads, -1)  # (batch, pos, 3*head, d)
-        x = self._receive(shared, rows, 1 + layer * (n_heads + 1))
-        normed = get_module(block, model.adapter.attn_norm)(x)
-        contributions, attn_out = self._attention(layer, block, normed, mask, cos_sin)
+        attn_norm = get_module(block, model.adapter.attn_norm)
+        n_up = 1 + layer * (n_heads + 1)
+        if self._untouched(rows, n_up):
+            # every q / k / v receiver reads `resid` itself: one shared norm (in gradient runs
+            # the per-receiver gradients come from the projection leaves, see _Leaf)
+            normed = attn_norm(resid)  # (batch, pos, d_model)
+        else:
+            shared = resid[:, :, None, :].expand(-1, -1, 3 * n_heads, -1)  # (b, pos, 3*head, d)
+            x = self._receive(shared, rows, n_up)
+            normed = attn_norm(x)  # (batch, pos, 3 * head, d_model)
+        contributions, attn_out = self._attention(
+            layer, block, normed, mask, cos_sin, norm=(attn_norm, resid)
+        )
         self._store(graph.head_senders(layer), contributions)
         mid = resid + attn_out
         mlp_row = graph.mlp_receiver(layer)
@@ -366,12 +421,25 @@ class _State:
         self._store(graph.mlp_sender(layer), mlp_out)
         return mid + mlp_out
 
-    def _attention(self, layer, block, normed, mask, cos_sin):
-        """Heads reading their own q / k / v inputs -> (per-head outputs, summed output)."""
+    def _attention(self, layer, block, normed, mask, cos_sin, norm):
+        """Heads reading their own q / k / v inputs -> (per-head outputs, summed output).
+
+        normed: (batch, pos, 3 * head, d_model), each receiver's own normed input, or (batch,
+        pos, d_model) shared by all (gradient runs; `norm` = (module, its input) then)."""
         model, w = self.model, self.engine._weights[layer]
         n_heads = model.n_heads
         attn = get_module(block, model.adapter.attention)
-        qkv = project_heads(normed, *self.engine._qkv[layer])  # (batch, pos, 3 * head, d_head)
+        weight, bias = self.engine._qkv[layer]
+        if normed.dim() == 3:
+            flat = weight.reshape(-1, weight.shape[-1])  # (3 * head * d_head, d_model)
+            qkv = (normed @ flat.T).unflatten(-1, weight.shape[:2])  # (b, pos, 3 * head, d_head)
+            qkv = qkv if bias is None else qkv + bias
+            if self.grad:
+                leaf = torch.zeros_like(qkv, requires_grad=True)
+                self.leaves.append(_Leaf(leaf, weight, *norm))
+                qkv = qkv + leaf
+        else:
+            qkv = project_heads(normed, weight, bias)  # (batch, pos, 3 * head, d_head)
         q, k, v = qkv.split(n_heads, dim=2)  # (batch, pos, head, d_head) each
         if model.adapter.qk_norm:
             q = get_module(attn, model.adapter.qk_norm[0])(q)
