@@ -12,12 +12,15 @@ the MLP output before adding them (post-norms): a head's output is then its resu
 post-norm factor of *this run's* sum (scale frozen from the run), so head outputs still sum to
 the block's real contribution. The same convention holds in every run, so the full circuit gives
 the clean run and the empty circuit the corrupted run exactly (up to float rounding).
+
+Cost: for each receiver group the engine sums whichever side of its in-edges is smaller (ablated
+or kept; the rest comes from running prefix sums), and a layer no ablated edge touches, like every
+layer of a gradient run, normalises and projects its shared input once (`edge_parts`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
 
@@ -27,36 +30,15 @@ from wildcircuits.models.adapters import get_module
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.models.tokens import Tokens
 from wildcircuits.models.weights import head_weights, project_heads, rms_post_norm_factor
+from wildcircuits.patching.edge_parts import (
+    EdgeRun,
+    GradLeaf,
+    Resume,
+    shared_projection,
+    shared_qkv,
+)
 
-
-@dataclass(frozen=True)
-class EdgeRun:
-    """logits: (batch, vocab) at the requested positions; outputs: (batch, pos, sender, d_model)
-    sender outputs of this run (None unless asked); receiver_grads: (batch, pos, receiver,
-    d_model) gradient of the objective w.r.t. each receiver's input (gradient runs only)."""
-
-    logits: torch.Tensor
-    outputs: torch.Tensor | None = None
-    receiver_grads: torch.Tensor | None = None
-
-
-@dataclass(frozen=True)
-class Resume:
-    """A run's state at the start of `layer`: resid (batch, pos, d_model) entering the layer and
-    outputs (batch, pos, sender, d_model) with every sender before the layer filled in.
-
-    Edges into receivers at `layer` or later do not change anything before it, so candidate
-    circuits that differ only there can all start from one `Resume` (ACDC)."""
-
-    layer: int
-    resid: torch.Tensor
-    outputs: torch.Tensor
-
-    def repeat(self, copies: int) -> Resume:
-        """The same state for `copies` stacked copies of the batch (copy-major)."""
-        return Resume(
-            self.layer, self.resid.repeat(copies, 1, 1), self.outputs.repeat(copies, 1, 1, 1)
-        )
+__all__ = ["EdgeForward", "EdgeRun", "Resume"]
 
 
 class EdgeForward:
@@ -73,6 +55,9 @@ class EdgeForward:
         self._weights = [head_weights(model, layer) for layer in range(model.n_layers)]
         # q, k, v of every head in one (3 * head, d_head, d_model) stack: one einsum per layer.
         self._qkv = [(w.w_qkv, w.b_qkv) for w in self._weights]
+        # the same from one shared input: q of every head, k and v once per KV head (GQA)
+        self._qkv_shared = [shared_projection(w, model.n_heads // model.n_kv_heads)
+                            for w in self._weights]  # fmt: skip
         post = model.adapter.post_attn_norm
         if post and any(w.b_o is not None for w in self._weights):
             raise WildcircuitsError("a post-attention norm with an output bias is not supported")
@@ -205,32 +190,6 @@ class EdgeForward:
             )
 
 
-@dataclass(frozen=True)
-class _Leaf:
-    """A zero tensor added in a gradient run, whose gradient gives some receivers' gradients.
-
-    Either added to the receivers' inputs (MLP, logits: its gradient is theirs), or, for a
-    layer's q / k / v receivers, which all read the same residual `norm_input` in a gradient run,
-    added to their projections (batch, pos, 3 * head, d_head). Receiver r's input then has the
-    gradient J_norm(norm_input)^T W_r^T g_r: the projection's transpose, then the attention
-    norm's vector-Jacobian product, batched over the receivers (`torch.func.vjp` + `vmap`, so
-    any norm module works). Exact, and much cheaper than running the norm and the projection on
-    3 * head copies of the residual stream and back."""
-
-    tensor: torch.Tensor
-    weight: torch.Tensor | None = None  # (3 * head, d_head, d_model)
-    norm: torch.nn.Module | None = None
-    norm_input: torch.Tensor | None = None  # (batch, pos, d_model)
-
-    def receiver_grads(self, grad: torch.Tensor) -> torch.Tensor:
-        if self.weight is None:
-            return grad
-        through_proj = torch.einsum("bphd,hdm->bphm", grad, self.weight)  # (b, pos, 3*head, d)
-        _, vjp = torch.func.vjp(self.norm, self.norm_input.detach())
-        (per_receiver,) = torch.vmap(vjp, in_dims=2, out_dims=2)(through_proj)
-        return per_receiver
-
-
 class _State:
     """One edge forward: running residual, sender outputs so far, receiver leaves."""
 
@@ -252,7 +211,7 @@ class _State:
         self.input_embeds = input_embeds
         self.override = dict(override or {})
         self.extra = dict(extra or {})
-        self.leaves: list[_Leaf] = []
+        self.leaves: list[GradLeaf] = []
         self.outputs: torch.Tensor | None = None
         self.resume: Resume | None = None
         self._prefix: torch.Tensor | None = None  # running sum of (a_u - z_u), u < _prefix_done
@@ -307,7 +266,7 @@ class _State:
             x = self._add_extra(x, rows)
         if self.grad:
             leaf = torch.zeros_like(x, requires_grad=True)
-            self.leaves.append(_Leaf(leaf))
+            self.leaves.append(GradLeaf(leaf))
             x = x + leaf
         return x
 
@@ -398,7 +357,7 @@ class _State:
         n_up = 1 + layer * (n_heads + 1)
         if self._untouched(rows, n_up):
             # every q / k / v receiver reads `resid` itself: one shared norm (in gradient runs
-            # the per-receiver gradients come from the projection leaves, see _Leaf)
+            # the per-receiver gradients come from the projection leaves, see GradLeaf)
             normed = attn_norm(resid)  # (batch, pos, d_model)
         else:
             shared = resid[:, :, None, :].expand(-1, -1, 3 * n_heads, -1)  # (b, pos, 3*head, d)
@@ -431,12 +390,10 @@ class _State:
         attn = get_module(block, model.adapter.attention)
         weight, bias = self.engine._qkv[layer]
         if normed.dim() == 3:
-            flat = weight.reshape(-1, weight.shape[-1])  # (3 * head * d_head, d_model)
-            qkv = (normed @ flat.T).unflatten(-1, weight.shape[:2])  # (b, pos, 3 * head, d_head)
-            qkv = qkv if bias is None else qkv + bias
+            qkv = shared_qkv(normed, self.engine._qkv_shared[layer], n_heads, weight.shape[1])
             if self.grad:
                 leaf = torch.zeros_like(qkv, requires_grad=True)
-                self.leaves.append(_Leaf(leaf, weight, *norm))
+                self.leaves.append(GradLeaf(leaf, weight, *norm))
                 qkv = qkv + leaf
         else:
             qkv = project_heads(normed, weight, bias)  # (batch, pos, 3 * head, d_head)
