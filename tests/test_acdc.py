@@ -101,3 +101,22 @@ def test_acdc_is_registered_and_rejects_bad_settings():
     assert spec.config({"threshold": 0.5}).threshold == 0.5
     with pytest.raises(DiscoveryError, match="loss must be"):
         acdc(tiny_model("llama"), _problem(tiny_model("llama")), AcdcConfig(loss="l2"))
+
+
+def test_prefiltered_edges_score_zero_and_rank_last_by_magnitude():
+    """With an EAP pre-filter, untested edges are outside the circuit (score 0 < tau) and come
+    after every tested edge with a non-zero score when edges are ranked by |score|."""
+    model = tiny_model("llama")
+    problem = _problem(model)
+    config = AcdcConfig(threshold=2e-4, prefilter_top=30, progress=False)
+    scores = acdc(model, problem, config)
+    graph = scores.graph
+    assert scores.settings["edges_prefiltered"] == graph.n_edges - 30
+    values = scores.scores[graph.valid]
+    untested = values == 0
+    assert int(untested.sum()) >= graph.n_edges - 30
+    assert bool((values[untested] < config.threshold).all())
+    order = values.abs().argsort(descending=True)
+    first_untested = int(untested[order].nonzero()[0])
+    assert bool((values[order][:first_untested] != 0).all())
+    assert first_untested >= int((values != 0).sum())

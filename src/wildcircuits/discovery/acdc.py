@@ -19,7 +19,9 @@ Optional pre-filtering (`prefilter_top`) keeps only the edges with the largest |
 candidates and removes the rest at the start; the filtered-out count is reported in the settings.
 
 Scores: the loss increase measured when the edge was tested, so `score >= threshold` is exactly
-the final ACDC circuit; pre-filtered edges get a score below every tested one.
+the final ACDC circuit. Pre-filtered (never tested) edges score 0 when tau > 0: outside the
+circuit, and last when edges are ranked by |score| (a large negative floor would put them first
+there); with tau <= 0 they score below every tested edge.
 Progress is saved to `checkpoint` (atomic) after every receiver; a rerun with the same problem and
 settings resumes there.
 """
@@ -239,7 +241,10 @@ class _Search:
     def final_scores(self) -> torch.Tensor:
         scores = self.scores.clone()
         tested = ~torch.isnan(scores) & self.graph.valid
-        floor = float(scores[tested].min()) - 1.0 if bool(tested.any()) else -1.0
+        if self.config.threshold > 0:
+            floor = 0.0
+        else:
+            floor = float(scores[tested].min()) - 1.0 if bool(tested.any()) else -1.0
         return torch.where(tested, scores, floor).nan_to_num(floor)
 
     def facts(self) -> dict:
