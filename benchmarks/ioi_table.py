@@ -99,7 +99,7 @@ def main() -> None:
     print("| model | method | CPR | CMD | log area | smallest f>=0.8 | discovery s |")
     print("|---|---|---|---|---|---|---|")
     for model, method, found, summary in rows:
-        seconds = found.get("seconds")
+        seconds = found["settings"].get("seconds", found.get("seconds"))  # ACDC: incl. resumes
         print(
             f"| {model} | {method} | {summary['cpr']:.3f} | {summary['cmd']:.3f} | "
             f"{summary['log_area_signed']:.3f} | {smallest(summary)} | {seconds} |"
