@@ -78,12 +78,11 @@ def eap_ig_activations(
     for part in chunks(problem, config.batch_size, config.progress, "eap-ig-activations"):
         clean = engine.outputs(part.clean)  # (batch, pos, sender, d_model)
         corrupted = engine.outputs(part.corrupted)
-        states: dict[int, Resume] = {}  # the clean run entering each group's layer
+        start: Resume | None = None  # the clean run entering the current group's layer
         for group in _progress(groups, config.progress):
-            layer = _layer_of(graph, group[0])
-            if layer > 0 and layer not in states:
-                states = {layer: engine.state_at(part.clean, layer)}  # groups go layer by layer
-            start = states.get(layer)
+            layer = max(graph.senders[group[0]].layer, 0)  # the input node has layer -1
+            if layer > 0 and (start is None or start.layer != layer):
+                start = engine.state_at(part.clean, layer)  # groups go layer by layer
             columns = _group_scores(
                 engine, part, problem.batch, weights, clean, corrupted, group, start
             )
@@ -123,13 +122,6 @@ def _group_scores(
         )  # fmt: skip
     diff = masked_diff(corrupted[:, :, group], clean[:, :, group], part.clean.attention_mask)
     return contract(diff, grads) / len(weights)
-
-
-def _layer_of(graph: Graph, sender: int) -> int:
-    """The layer whose forward first uses `sender`'s output (0 for the input)."""
-    if sender == 0:
-        return 0
-    return (sender - 1) // (graph.n_heads + 1)
 
 
 def _progress(groups: list[list[int]], progress: bool):
