@@ -79,25 +79,22 @@ def test_eap_ig_inputs_equals_finite_differences_at_each_step(family):
         ablated = torch.zeros_like(graph.valid)
         ablated[r, s] = True
         steps = [
-            _finite_difference_at(engine, problem, ablated, embeds, outputs, diff)
+            _finite_difference_at(engine, problem, ablated, outputs, diff, input_embeds=embeds)
             for embeds, outputs in runs
         ]
         expected = sum(steps) / len(steps)
         assert float(scores[r, s]) == pytest.approx(expected, rel=1e-3, abs=5e-5 * scale)
 
 
-def _finite_difference_at(engine, problem, ablated, embeds, outputs, diff, h=2e-2):
-    """d/dt of the loss of the run on `embeds` with `ablated` edges reading outputs + t diff."""
+def _finite_difference_at(engine, problem, ablated, outputs, diff, h=2e-2, **run):
+    """d/dt of the loss of the run (`run`: input_embeds or override) with `ablated` edges
+    reading outputs + t diff; Richardson-extrapolated central differences."""
 
     def loss(t):
-        run = engine.run(
-            problem.clean,
-            problem.positions,
-            ablated=ablated,
-            ablation=outputs + t * diff,
-            input_embeds=embeds,
+        result = engine.run(
+            problem.clean, problem.positions, ablated=ablated, ablation=outputs + t * diff, **run
         )
-        return float(loss_value(problem, run.logits))
+        return float(loss_value(problem, result.logits))
 
     def central(step):
         return (loss(step) - loss(-step)) / (2 * step)
@@ -179,26 +176,11 @@ def test_eap_ig_activations_equals_finite_differences_with_the_group_interpolate
             outputs = engine.run(
                 problem.clean, problem.positions, keep_outputs=True, override=override
             ).outputs
-            steps.append(_fd_override(engine, problem, ablated, outputs, diff, override))
+            steps.append(
+                _finite_difference_at(engine, problem, ablated, outputs, diff, override=override)
+            )
         expected = sum(steps) / len(steps)
         assert float(scores[r, s]) == pytest.approx(expected, rel=1e-3, abs=5e-5 * scale)
-
-
-def _fd_override(engine, problem, ablated, outputs, diff, override, h=2e-2):
-    def loss(t):
-        run = engine.run(
-            problem.clean,
-            problem.positions,
-            ablated=ablated,
-            ablation=outputs + t * diff,
-            override=override,
-        )
-        return float(loss_value(problem, run.logits))
-
-    def central(step):
-        return (loss(step) - loss(-step)) / (2 * step)
-
-    return (4 * central(h / 2) - central(h)) / 3
 
 
 def test_group_scores_approach_patching_the_group_as_steps_grow():
