@@ -357,13 +357,39 @@ def test_resuming_at_a_layer_with_extra_receiver_inputs_equals_ablating_the_edge
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
         # the same candidate stacked with a no-op copy: batched candidates agree
         twice = engine.run_from(
-            state.repeat(2),
-            clean.repeat(2),
-            clean.last_index.repeat(2),
-            present,
-            ablation.repeat(2, 1, 1, 1),
-            extra={r: torch.cat([extra, torch.zeros_like(extra)])},
-        )
+            state, clean, clean.last_index, present, ablation,
+            extra={r: torch.cat([extra, torch.zeros_like(extra)])}, copies=2,
+        )  # fmt: skip
         torch.testing.assert_close(twice[: clean.batch], expected, atol=1e-5, rtol=1e-5)
         kept = engine.run(clean, clean.last_index, present, ablation).logits
         torch.testing.assert_close(twice[clean.batch :], kept, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text", "gpt_neox"])
+@pytest.mark.parametrize("kind", ["counterfactual", "mean"])
+def test_stacked_copies_of_a_resumed_run_equal_separate_runs(family, kind):
+    """copies > 1 shares the senders before the resume layer across copies (computed once, on
+    one batch); each copy must still equal its own run, whatever side of the mask is summed."""
+    model = tiny_model(family)
+    engine = EdgeForward(model)
+    graph = engine.graph
+    clean = tiny_tokens()
+    ablation = engine.outputs(_corrupted_like(clean, seed=4))
+    if kind == "mean":
+        ablation = ablation.mean(0, keepdim=True)
+    generator = torch.Generator().manual_seed(11)
+    for fraction, layer in ((0.2, 1), (0.9, 1), (0.5, 2)):
+        mask = _random_mask(graph, fraction, seed=int(fraction * 10) + layer)
+        state = engine.state_at(clean, layer, mask, ablation)
+        row = graph.attention_receivers(layer).start + 1
+        shape = (clean.batch, clean.input_ids.shape[1], model.d_model)
+        extras = [0.1 * torch.randn(shape, generator=generator) for _ in range(3)]
+        stacked = engine.run_from(
+            state, clean, clean.last_index, mask, ablation, extra={row: torch.cat(extras)},
+            copies=3,
+        )  # fmt: skip
+        for copy, extra in enumerate(extras):
+            alone = engine.run_from(state, clean, clean.last_index, mask, ablation, {row: extra})
+            part = stacked[copy * clean.batch : (copy + 1) * clean.batch]
+            torch.testing.assert_close(part, alone, atol=1e-5, rtol=1e-5)
+        assert not torch.equal(stacked[: clean.batch], stacked[clean.batch : 2 * clean.batch])

@@ -88,8 +88,9 @@ class _Search:
         self.graph = self.engine.graph
         self.clean, self.positions = problem.clean, problem.positions
         self.ablation = self._ablation_values()
-        self._ablation_copies: dict[int, torch.Tensor] = {}  # stacked copies, by count
-        self.clean_logits = model.logits(problem.clean, positions=problem.positions)
+        clean_logits = model.logits(problem.clean, positions=problem.positions).float()
+        self.clean_logprobs = torch.log_softmax(clean_logits, dim=-1)  # (batch, vocab)
+        self.clean_probs = self.clean_logprobs.exp()
         self.removed = torch.zeros_like(self.graph.valid)
         self.scores = torch.full(self.graph.valid.shape, float("nan"))
         self.done = 0  # receivers finished, in visiting order
@@ -189,24 +190,11 @@ class _Search:
         diffs = torch.stack([self._edge_diff(s) for s in chunk])  # (copy, batch, pos, d_model)
         extra = diffs.cumsum(0).flatten(0, 1)  # (copy * batch, pos, d_model)
         logits = self.engine.run_from(
-            state.repeat(copies),
-            self.clean.repeat(copies),
-            self.positions.repeat(copies),
-            self.removed,
-            self._repeated_ablation(copies),
-            extra={row: extra},
-            owned=True,
-        )
+            state, self.clean, self.positions, self.removed, self.ablation,
+            extra={row: extra}, copies=copies,
+        )  # fmt: skip
         self.forwards += 1
         return torch.tensor([self._loss(part) for part in logits.chunk(copies)])
-
-    def _repeated_ablation(self, copies: int) -> torch.Tensor:
-        """The ablation values for `copies` stacked batches, built once per number of copies."""
-        if self.ablation.shape[0] == 1:
-            return self.ablation
-        if copies not in self._ablation_copies:
-            self._ablation_copies[copies] = self.ablation.repeat(copies, 1, 1, 1)
-        return self._ablation_copies[copies]
 
     def _edge_diff(self, sender: int) -> torch.Tensor:
         """a_u - z_u for sender u in the run every candidate starts from: (batch, pos, d)."""
@@ -216,9 +204,8 @@ class _Search:
 
     def _loss(self, logits: torch.Tensor) -> float:
         if self.config.loss == "kl":
-            clean = torch.log_softmax(self.clean_logits.float(), dim=-1)
             now = torch.log_softmax(logits.float(), dim=-1)
-            return float((clean.exp() * (clean - now)).sum(-1).mean())
+            return float((self.clean_probs * (self.clean_logprobs - now)).sum(-1).mean())
         sign = -1.0 if self.problem.higher_is_better else 1.0
         return float(sign * self.problem.score(logits).mean())
 

@@ -182,6 +182,10 @@ class Graph:
         start = 1 + layer * (self.n_heads + 1)
         return slice(start, start + self.n_heads)
 
+    def first_sender(self, layer: int) -> int:
+        """Senders computed before `layer` (n_layers: every sender)."""
+        return 1 + layer * (self.n_heads + 1)
+
     def mlp_sender(self, layer: int) -> int:
         return 1 + layer * (self.n_heads + 1) + self.n_heads
 

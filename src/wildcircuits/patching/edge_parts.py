@@ -38,12 +38,6 @@ class Resume:
     resid: torch.Tensor
     outputs: torch.Tensor
 
-    def repeat(self, copies: int) -> Resume:
-        """The same state for `copies` stacked copies of the batch (copy-major)."""
-        return Resume(
-            self.layer, self.resid.repeat(copies, 1, 1), self.outputs.repeat(copies, 1, 1, 1)
-        )
-
 
 def shared_projection(w, group: int):
     """(weight (out, d_model), bias (out,) or None, group) projecting one shared input to q of

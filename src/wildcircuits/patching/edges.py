@@ -37,6 +37,7 @@ from wildcircuits.patching.edge_parts import (
     shared_projection,
     shared_qkv,
 )
+from wildcircuits.patching.edge_senders import SenderOutputs
 
 __all__ = ["EdgeForward", "EdgeRun", "Resume"]
 
@@ -161,17 +162,18 @@ class EdgeForward:
         ablated: torch.Tensor | None = None,
         ablation: torch.Tensor | None = None,
         extra: Mapping[int, torch.Tensor] | None = None,
-        owned: bool = False,
+        copies: int = 1,
     ) -> torch.Tensor:
-        """Logits (batch, vocab) of a run resumed from `start`, with the edges in `ablated`
-        ablated and `extra[receiver row]` (batch, pos, d_model) added to those receivers'
-        inputs. Valid when `ablated` agrees with the run that made `start` on every receiver
-        before `start.layer`. owned: `start` is a copy made for this run alone (e.g. from
-        `Resume.repeat`), so the run writes into it instead of copying it first."""
+        """Logits (copies * batch, vocab) of a run resumed from `start`, with the edges in
+        `ablated` ablated and `extra[receiver row]` ((copies * batch, pos, d_model)) added to
+        those receivers' inputs. Valid when `ablated` agrees with the run that made `start` on
+        every receiver before `start.layer`. `start`, `tokens`, `positions` and `ablation` are
+        for one batch; with `copies` > 1 the run stacks that many copies of it (copy-major),
+        which differ only through `extra`. `start` is read, never written."""
         mask = self._prepare(ablated, ablation)
         with torch.no_grad():
             state = _State(self, tokens, mask, ablation, None, None, None, extra)
-            return state.forward(positions, True, start=start, owned=owned)
+            return state.forward(positions, True, start=start, copies=copies)
 
     def _prepare(self, ablated, ablation):
         if (ablated is None) != (ablation is None):
@@ -212,10 +214,13 @@ class _State:
         self.override = dict(override or {})
         self.extra = dict(extra or {})
         self.leaves: list[GradLeaf] = []
-        self.outputs: torch.Tensor | None = None
+        self.senders: SenderOutputs | None = None
         self.resume: Resume | None = None
-        self._prefix: torch.Tensor | None = None  # running sum of (a_u - z_u), u < _prefix_done
-        self._prefix_done = 0
+
+    @property
+    def outputs(self) -> torch.Tensor | None:
+        """(rows, pos, sender, d_model) sender outputs of this run, if kept."""
+        return None if self.senders is None else self.senders.full()
 
     def forward(
         self,
@@ -223,25 +228,34 @@ class _State:
         keep_outputs: bool,
         start: Resume | None = None,
         stop: int | None = None,
-        owned: bool = False,
+        copies: int = 1,
     ) -> torch.Tensor | None:
         """Logits (batch, vocab) at `positions`; with `stop`, record `self.resume` at the start
-        of that layer and return None; with `start`, resume from a recorded state."""
-        model, tokens = self.model, self.tokens
+        of that layer and return None; with `start`, resume from a recorded state (`copies`
+        stacked copies of it, see `EdgeForward.run_from`)."""
+        model, graph = self.model, self.graph
         if start is None:
-            resid = self.input_embeds if self.input_embeds is not None else model.embed(tokens)
+            resid = self.input_embeds if self.input_embeds is not None else model.embed(self.tokens)
             resid = self._override(0, resid)
             first = 0
+            if keep_outputs:
+                self.senders = SenderOutputs.fresh(
+                    resid, graph.n_senders, self.ablated, self.ablation
+                )
+                self._store(0, resid)
         else:
             resid, first = start.resid, start.layer
-        batch, pos, d_model = resid.shape
-        if start is not None:
-            self.outputs = start.outputs if owned else start.outputs.clone()
-        elif keep_outputs:
-            self.outputs = resid.new_zeros(batch, pos, self.graph.n_senders, d_model)
-            self.outputs[:, :, 0] = resid.detach()
-        masks = model.attention_masks(tokens, resid)
-        rotary = model.rotary_embeddings(tokens, resid)
+            if copies > 1:
+                resid = resid.repeat(copies, 1, 1)
+                self.tokens = self.tokens.repeat(copies)
+                positions = positions.repeat(copies)
+            if keep_outputs:
+                self.senders = SenderOutputs.resumed(
+                    start.outputs, graph.first_sender(first), copies, self.ablated, self.ablation
+                )
+        batch = resid.shape[0]
+        masks = model.attention_masks(self.tokens, resid)
+        rotary = model.rotary_embeddings(self.tokens, resid)
         for layer in range(first, model.n_layers):
             if layer == stop:
                 self.resume = Resume(layer, resid, self.outputs)
@@ -251,7 +265,7 @@ class _State:
         if stop == model.n_layers:  # the state the logits receiver reads from
             self.resume = Resume(stop, resid, self.outputs)
             return None
-        resid = self._receive(resid, self.graph.logits_receiver, self.graph.n_senders)
+        resid = self._receive(resid, graph.logits_receiver, graph.n_senders)
         rows = torch.arange(batch, device=resid.device)
         return model.unembed(resid[rows, positions.to(resid.device)])  # (batch, vocab)
 
@@ -259,7 +273,7 @@ class _State:
     def _receive(self, x: torch.Tensor, rows: slice | int, n_up: int) -> torch.Tensor:
         """x: the receivers' shared input (batch, pos, [1,] d_model) plus their own deltas."""
         if self.ablated is not None:
-            delta = self._ablation_delta(rows, n_up)
+            delta = self.senders.delta(rows, n_up)
             if delta is not None:
                 x = x + delta
         if self.extra:
@@ -269,56 +283,6 @@ class _State:
             self.leaves.append(GradLeaf(leaf))
             x = x + leaf
         return x
-
-    def _ablation_delta(self, rows: slice | int, n_up: int) -> torch.Tensor | None:
-        """sum over the ablated in-edges (u -> r) of (a_u - z_u), for each receiver r in `rows`.
-
-        Every sender before `n_up` feeds these receivers, so the same sum is also "all senders
-        minus the kept ones": whichever side touches fewer senders is summed explicitly, and the
-        all-senders total comes from running prefix sums. A small circuit (almost everything
-        ablated) and a large one (almost nothing) both cost little beyond a plain forward."""
-        mask = self.ablated[rows, :n_up]
-        single = mask.dim() == 1
-        if single:
-            mask = mask[None]  # (receivers, senders)
-        ablated_cols = mask.bool().any(dim=0)
-        n_ablated = int(ablated_cols.sum())
-        if n_ablated == 0:
-            return None
-        kept = 1.0 - mask
-        kept_cols = kept.bool().any(dim=0)
-        n_kept = int(kept_cols.sum())
-        if n_kept < n_ablated:
-            delta = self._prefix_difference(n_up)[:, :, None, :]  # every sender ablated
-            if n_kept:
-                delta = delta - self._weighted_difference(kept, kept_cols)
-        else:
-            delta = self._weighted_difference(mask, ablated_cols)
-        return delta[:, :, 0] if single else delta
-
-    def _weighted_difference(self, weights: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """sum_u weights[r, u] (a_u - z_u) over the senders in `cols`: (batch, pos, r, d_model)."""
-        n = weights.shape[1]
-        if int(cols.sum()) == n:  # every sender: views, no copies
-            ablation, outputs = self.ablation[:, :, :n], self.outputs[:, :, :n]
-        else:
-            index = cols.nonzero().squeeze(1)
-            weights = weights[:, index]
-            ablation = self.ablation.index_select(2, index)
-            outputs = self.outputs.index_select(2, index)
-        return torch.matmul(weights, ablation) - torch.matmul(weights, outputs)
-
-    def _prefix_difference(self, n_up: int) -> torch.Tensor:
-        """sum over senders u < n_up of (a_u - z_u): (batch, pos, d_model), kept as running sums
-        (receivers are visited in topological order, so `n_up` never decreases)."""
-        done = self._prefix_done
-        if n_up > done:
-            added = self.ablation[:, :, done:n_up].sum(dim=2) - self.outputs[:, :, done:n_up].sum(
-                dim=2
-            )
-            self._prefix = added if self._prefix is None else self._prefix + added
-            self._prefix_done = n_up
-        return self._prefix
 
     def _untouched(self, rows: slice, n_up: int) -> bool:
         """True when no receiver in `rows` has an ablated in-edge or an extra input."""
@@ -344,8 +308,8 @@ class _State:
         return self.override.get(sender, value)
 
     def _store(self, senders: slice | int, value: torch.Tensor) -> None:
-        if self.outputs is not None:
-            self.outputs[:, :, senders] = value.detach() if self.grad else value
+        if self.senders is not None:
+            self.senders.store(senders, value.detach() if self.grad else value)
 
     # one block --------------------------------------------------------------------------------
     def _block(self, layer: int, resid: torch.Tensor, mask, cos_sin) -> torch.Tensor:
