@@ -23,11 +23,13 @@ def _problem(model, seed: int = 3) -> PatchingProblem:
     return PatchingProblem(clean, corrupted, clean.last_index, targets, provenance=provenance)
 
 
-def _naive_acdc(model, problem, threshold):
+def _naive_acdc(model, problem, threshold, ablation_kind="counterfactual"):
     """One full forward per edge, receivers in reverse order, senders latest first."""
     engine = EdgeForward(model)
     graph = engine.graph
     ablation = engine.outputs(problem.corrupted)
+    if ablation_kind == "mean":
+        ablation = ablation.mean(0, keepdim=True)
     clean = torch.log_softmax(model.logits(problem.clean, positions=problem.positions), -1)
 
     def loss(mask):
@@ -67,6 +69,20 @@ def test_fast_acdc_matches_the_naive_loop(family, candidates):
     assert scores.settings["edges_kept"] == kept
 
 
+def test_fast_acdc_with_mean_ablation_matches_the_naive_loop():
+    """The mean is over the whole padded batch, then cut to each padding group's columns."""
+    model = tiny_model("qwen2")
+    problem = _problem(model, seed=5)
+    assert len(problem.by_length()) == 3  # full, right-padded and left-padded rows
+    removed, naive_scores = _naive_acdc(model, problem, 2e-4, "mean")
+    config = AcdcConfig(threshold=2e-4, candidates=4, ablation="mean", progress=False)
+    scores = acdc(model, problem, config)
+    graph = scores.graph
+    assert torch.equal((scores.scores >= 2e-4) & graph.valid, graph.valid & ~removed)
+    tested = ~torch.isnan(naive_scores)
+    torch.testing.assert_close(scores.scores[tested], naive_scores[tested], atol=2e-6, rtol=1e-4)
+
+
 def test_acdc_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     model = tiny_model("qwen2")
     problem = _problem(model)
@@ -78,11 +94,11 @@ def test_acdc_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     original = module._Search._visit
     calls = {"n": 0}
 
-    def crash_after_some(self, row, state, bar):
+    def crash_after_some(self, row, bar):
         calls["n"] += 1
         if calls["n"] == 12:
             raise KeyboardInterrupt("simulated kill")
-        return original(self, row, state, bar)
+        return original(self, row, bar)
 
     monkeypatch.setattr(module._Search, "_visit", crash_after_some)
     with pytest.raises(KeyboardInterrupt):
@@ -120,3 +136,22 @@ def test_prefiltered_edges_score_zero_and_rank_last_by_magnitude():
     first_untested = int(untested[order].nonzero()[0])
     assert bool((values[order][:first_untested] != 0).all())
     assert first_untested >= int((values != 0).sum())
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_length_groups_drop_padding_and_keep_every_real_logit(family):
+    model = tiny_model(family)
+    problem = _problem(model)
+    whole = model.logits(problem.clean, positions=problem.positions)
+    groups = problem.by_length()
+    seen = torch.cat([group.rows for group in groups]).sort().values
+    assert torch.equal(seen, torch.arange(problem.batch))  # every row once
+    for group in groups:
+        part = group.problem
+        assert bool(part.clean.attention_mask.any(dim=0).all())  # no all-padding column left
+        logits = model.logits(part.clean, positions=part.positions)
+        torch.testing.assert_close(logits, whole[group.rows], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(part.score(logits), problem.score(whole)[group.rows])
+    assert (
+        sum(g.problem.clean.seq_len * len(g.rows) for g in groups) < problem.clean.input_ids.numel()
+    )

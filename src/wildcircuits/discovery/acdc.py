@@ -14,7 +14,10 @@ Speed-ups, none of which change the result:
 - candidates of one receiver are evaluated `candidates` at a time in one batched forward,
   speculating that each is removed (copy j removes the first j candidates, cumulatively); a
   rejected candidate invalidates the later copies, which are evaluated again;
-- logits are computed at the metric position only.
+- logits are computed at the metric position only;
+- rows are grouped by their padding (`PatchingProblem.by_length`) and each group runs without
+  the padding columns it shares (IOI on Gemma3: 14% fewer token positions);
+- copies share the senders before the resume layer (`EdgeForward.run_from(copies=...)`).
 Optional pre-filtering (`prefilter_top`) keeps only the edges with the largest |EAP| scores as
 candidates and removes the rest at the start; the filtered-out count is reported in the settings.
 
@@ -40,7 +43,7 @@ import torch
 from wildcircuits.discovery.common import edge_scores
 from wildcircuits.discovery.registry import DiscoveryError, get_method, register
 from wildcircuits.graph.graph import NodeKind
-from wildcircuits.patching.edges import EdgeForward
+from wildcircuits.patching.edges import EdgeForward, Resume
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.results import atomic_write_bytes
 
@@ -79,6 +82,32 @@ def _check(config: AcdcConfig) -> None:
         raise DiscoveryError("acdc candidates and max_rows must be >= 1")
 
 
+@dataclass
+class _Part:
+    """One padding group of the problem: ablation values, clean log-probs at the metric position,
+    and (set during the search) the base run's sender outputs and the current resume state."""
+
+    problem: PatchingProblem
+    ablation: torch.Tensor  # (rows or 1, pos, sender, d_model)
+    clean_logprobs: torch.Tensor  # (rows, vocab)
+    clean_probs: torch.Tensor
+    base_outputs: torch.Tensor | None = None  # (rows, pos, sender, d_model)
+    state: Resume | None = None
+
+    def edge_diff(self, sender: int) -> torch.Tensor:
+        """a_u - z_u for sender u in the run every candidate starts from: (rows, pos, d)."""
+        base = self.base_outputs[:, :, sender]
+        return (self.ablation[:, :, sender] - base).expand_as(base)
+
+    def losses(self, logits: torch.Tensor, loss: str) -> torch.Tensor:
+        """(copy, rows, vocab) logits -> (copy, rows) per-example losses."""
+        if loss == "kl":
+            now = torch.log_softmax(logits, dim=-1)
+            return (self.clean_probs * (self.clean_logprobs - now)).sum(-1)
+        sign = -1.0 if self.problem.higher_is_better else 1.0
+        return sign * torch.stack([self.problem.score(copy) for copy in logits])
+
+
 class _Search:
     """The state of one ACDC run (current circuit, scores, counters), saved as it goes."""
 
@@ -87,10 +116,7 @@ class _Search:
         self.engine = EdgeForward(model)
         self.graph = self.engine.graph
         self.clean, self.positions = problem.clean, problem.positions
-        self.ablation = self._ablation_values()
-        clean_logits = model.logits(problem.clean, positions=problem.positions).float()
-        self.clean_logprobs = torch.log_softmax(clean_logits, dim=-1)  # (batch, vocab)
-        self.clean_probs = self.clean_logprobs.exp()
+        self.parts = self._parts()
         self.removed = torch.zeros_like(self.graph.valid)
         self.scores = torch.full(self.graph.valid.shape, float("nan"))
         self.done = 0  # receivers finished, in visiting order
@@ -101,13 +127,27 @@ class _Search:
         self.fingerprint = self._fingerprint()
 
     # setup --------------------------------------------------------------------------------------
-    def _ablation_values(self) -> torch.Tensor:
-        corrupted = self.engine.outputs(self.problem.corrupted)  # (batch, pos, sender, d_model)
-        if self.config.ablation == "counterfactual":
-            return corrupted
-        if self.config.ablation == "mean":
-            return corrupted.mean(0, keepdim=True)
-        return torch.zeros_like(corrupted[:1])
+    def _parts(self) -> list[_Part]:
+        """The problem split by padding (`PatchingProblem.by_length`), with each part's
+        ablation values and clean log-probs; the mean is taken over the whole corrupted batch."""
+        groups = self.problem.by_length()
+        if self.config.ablation != "counterfactual":
+            corrupted = self.engine.outputs(self.problem.corrupted)  # (batch, pos, sender, d)
+            if self.config.ablation == "mean":
+                whole = corrupted.mean(0, keepdim=True)
+            else:
+                whole = torch.zeros_like(corrupted[:1])
+        parts = []
+        for group in groups:
+            part = group.problem
+            if self.config.ablation == "counterfactual":
+                ablation = self.engine.outputs(part.corrupted)
+            else:
+                ablation = whole[:, group.start : group.start + part.clean.seq_len]
+            logits = self.model.logits(part.clean, positions=part.positions).float()
+            logprobs = torch.log_softmax(logits, dim=-1)  # (rows, vocab)
+            parts.append(_Part(part, ablation, logprobs, logprobs.exp()))
+        return parts
 
     def _fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -139,24 +179,27 @@ class _Search:
             self._prefilter()
             self.initial = self.removed.clone()
         start = time.perf_counter() - self.seconds
-        self.loss_now = self._loss(
-            self.engine.run(self.clean, self.positions, self.removed, self.ablation).logits
-        )
+        self.loss_now = float(self._loss_of(lambda part: self._run(part, self.removed), 1)[0])
         self.forwards += 1
-        self.base_outputs = self.engine.run(
-            self.clean, self.positions, self.initial, self.ablation, keep_outputs=True
-        ).outputs
+        for part in self.parts:
+            part.base_outputs = self.engine.run(
+                part.problem.clean, part.problem.positions, self.initial, part.ablation,
+                keep_outputs=True,
+            ).outputs  # fmt: skip
         order = list(reversed(range(self.graph.n_receivers)))
         bar = self._bar(order)
-        state_layer, state = None, None
+        state_layer = None
         for index, row in enumerate(order):
             if index < self.done:
                 continue
             layer = self._layer_of(row)
             if layer != state_layer:
-                state = self.engine.state_at(self.clean, layer, self.initial, self.ablation)
+                for part in self.parts:
+                    part.state = self.engine.state_at(
+                        part.problem.clean, layer, self.initial, part.ablation
+                    )
                 state_layer = layer
-            self._visit(row, state, bar)
+            self._visit(row, bar)
             self.done = index + 1
             self.seconds = time.perf_counter() - start
             self._save()
@@ -164,13 +207,13 @@ class _Search:
             bar.close()
         self.seconds = time.perf_counter() - start
 
-    def _visit(self, row: int, state, bar) -> None:
+    def _visit(self, row: int, bar) -> None:
         """Test every remaining incoming edge of receiver `row`."""
         n_up = self.graph.n_upstream(self.graph.receivers[row])
         senders = [s for s in reversed(range(n_up)) if not self.removed[row, s]]
         while senders:
             chunk = senders[: self._copies()]
-            losses = self._evaluate(row, chunk, state)
+            losses = self._evaluate(row, chunk)
             consumed = 0
             for sender, loss in zip(chunk, losses.tolist(), strict=True):
                 self.scores[row, sender] = loss - self.loss_now
@@ -184,30 +227,33 @@ class _Search:
                 self.loss_now = loss
             senders = senders[consumed:]
 
-    def _evaluate(self, row: int, chunk: list[int], state) -> torch.Tensor:
+    def _evaluate(self, row: int, chunk: list[int]) -> torch.Tensor:
         """Loss of each copy j: the first j+1 candidates of `chunk` removed (cumulative)."""
         copies = len(chunk)
-        diffs = torch.stack([self._edge_diff(s) for s in chunk])  # (copy, batch, pos, d_model)
-        extra = diffs.cumsum(0).flatten(0, 1)  # (copy * batch, pos, d_model)
-        logits = self.engine.run_from(
-            state, self.clean, self.positions, self.removed, self.ablation,
-            extra={row: extra}, copies=copies,
-        )  # fmt: skip
+
+        def run(part: _Part) -> torch.Tensor:
+            diffs = torch.stack([part.edge_diff(s) for s in chunk])  # (copy, rows, pos, d)
+            extra = diffs.cumsum(0).flatten(0, 1)  # (copy * rows, pos, d_model)
+            problem = part.problem
+            return self.engine.run_from(
+                part.state, problem.clean, problem.positions, self.removed, part.ablation,
+                extra={row: extra}, copies=copies,
+            )  # fmt: skip
+
         self.forwards += 1
-        return torch.tensor([self._loss(part) for part in logits.chunk(copies)])
+        return self._loss_of(run, copies)
 
-    def _edge_diff(self, sender: int) -> torch.Tensor:
-        """a_u - z_u for sender u in the run every candidate starts from: (batch, pos, d)."""
-        return (self.ablation[:, :, sender] - self.base_outputs[:, :, sender]).expand_as(
-            self.base_outputs[:, :, sender]
-        )
+    def _run(self, part: _Part, removed: torch.Tensor) -> torch.Tensor:
+        problem = part.problem
+        return self.engine.run(problem.clean, problem.positions, removed, part.ablation).logits
 
-    def _loss(self, logits: torch.Tensor) -> float:
-        if self.config.loss == "kl":
-            now = torch.log_softmax(logits.float(), dim=-1)
-            return float((self.clean_probs * (self.clean_logprobs - now)).sum(-1).mean())
-        sign = -1.0 if self.problem.higher_is_better else 1.0
-        return float(sign * self.problem.score(logits).mean())
+    def _loss_of(self, run, copies: int) -> torch.Tensor:
+        """(copies,) batch-mean losses, from `run(part)` -> (copies * rows, vocab) per part."""
+        total = torch.zeros(copies, dtype=torch.float64)
+        for part in self.parts:
+            logits = run(part).float().unflatten(0, (copies, -1))  # (copy, rows, vocab)
+            total += part.losses(logits, self.config.loss).sum(-1).double()
+        return total / self.problem.batch
 
     def _copies(self) -> int:
         return max(1, min(self.config.candidates, self.config.max_rows // self.problem.batch))

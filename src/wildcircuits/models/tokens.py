@@ -38,6 +38,16 @@ class Tokens:
         """A sub-batch (rows of every field)."""
         return Tokens(*(t[rows] for t in self._fields()))
 
+    def columns(self, start: int, stop: int) -> Tokens:
+        """The positions start..stop-1 of every row (e.g. to drop padding every row shares);
+        `last_index` is shifted to the new positions."""
+        return Tokens(
+            self.input_ids[:, start:stop],
+            self.attention_mask[:, start:stop],
+            self.position_ids[:, start:stop],
+            self.last_index - start,
+        )
+
     def repeat(self, copies: int) -> Tokens:
         """`copies` stacked copies of the batch (copy-major: row j * batch + i is row i)."""
         return Tokens(*(t.repeat(copies, *([1] * (t.ndim - 1))) for t in self._fields()))

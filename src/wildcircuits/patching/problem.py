@@ -23,6 +23,16 @@ Rows = slice | Sequence[int] | torch.Tensor
 
 
 @dataclass(frozen=True)
+class LengthGroup:
+    """rows: indices into the whole problem; start: its first column there; problem: the rows,
+    columns start.. on (positions shifted to match)."""
+
+    rows: torch.Tensor
+    start: int
+    problem: PatchingProblem
+
+
+@dataclass(frozen=True)
 class PatchingProblem:
     """Clean and corrupted batches of equal shape, the metric, and where it is read.
 
@@ -84,6 +94,30 @@ class PatchingProblem:
             (slice(s, min(s + size, self.batch)), self.select(slice(s, min(s + size, self.batch))))
             for s in range(0, self.batch, size)
         ]
+
+    def by_length(self) -> list[LengthGroup]:
+        """Sub-problems of the rows with the same padding, each without the padding columns
+        all its rows share. The real tokens are computed exactly as in the padded batch
+        (padding is masked out), with less work per forward."""
+        real = self.clean.attention_mask.bool() | self.corrupted.attention_mask.bool()
+        groups: dict[bytes, list[int]] = {}
+        for row, pattern in enumerate(real.cpu()):
+            groups.setdefault(pattern.numpy().tobytes(), []).append(row)
+        parts = []
+        for rows in groups.values():
+            index = torch.tensor(rows)
+            columns = real[index].any(dim=0).nonzero().squeeze(1)
+            start, stop = int(columns[0]), int(columns[-1]) + 1
+            part = self.select(index.to(self.positions.device))
+            part = replace(
+                part,
+                clean=part.clean.columns(start, stop),
+                corrupted=part.corrupted.columns(start, stop),
+                positions=part.positions - start,
+                named_positions={k: v - start for k, v in part.named_positions.items()},
+            )
+            parts.append(LengthGroup(index, start, part))
+        return parts
 
     def with_clean_logits(self, model: InstrumentedModel) -> PatchingProblem:
         """This problem with its clean logits at `positions` filled in (for KL-to-clean)."""
