@@ -102,3 +102,20 @@ def test_models_command_does_not_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.splitlines()[-1] == "False False"
+
+
+def test_malloc_tuning_applies_on_glibc_and_changes_no_number():
+    import platform
+
+    import torch
+
+    from tests.tiny_models import tiny_model, tiny_tokens
+    from wildcircuits.runtime import keep_freed_memory
+
+    model = tiny_model("llama")
+    tokens = tiny_tokens()
+    before = model.logits(tokens, positions=tokens.last_index)
+    applied = keep_freed_memory()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied
+    assert torch.equal(model.logits(tokens, positions=tokens.last_index), before)

@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    from wildcircuits.runtime import keep_freed_memory
+
+    keep_freed_memory()  # faster long runs on glibc (see wildcircuits.runtime)
     try:
         status = args.func(args)
     except WildcircuitsError as error:
