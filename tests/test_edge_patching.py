@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.edge_reference import edge_patching_reference
 from tests.tiny_models import FAMILIES, tiny_model, tiny_tokens
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.graph.graph import (
@@ -15,8 +16,6 @@ from wildcircuits.graph.graph import (
     expected_edge_count,
     parse_edge,
 )
-from wildcircuits.models.adapters import get_module
-from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.models.tokens import Tokens
 from wildcircuits.patching.edges import EdgeForward
 
@@ -31,6 +30,25 @@ def test_edge_counts_follow_the_formula(layers, heads, expected):
 
 def test_parallel_blocks_drop_same_layer_head_to_mlp_edges():
     assert Graph(2, 3, parallel_attn_mlp=True).n_edges == Graph(2, 3).n_edges - 2 * 3
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_receiver_and_sender_layout_by_layer(parallel):
+    graph = Graph(4, 3, parallel_attn_mlp=parallel)
+    for row, receiver in enumerate(graph.receivers):
+        layer = graph.receiver_layer(row)
+        expected = graph.n_layers if receiver.node.name == "logits" else receiver.node.layer
+        assert layer == expected
+        assert graph.first_receiver(layer) <= row < graph.first_receiver(layer + 1) or (
+            layer == graph.n_layers and row == graph.logits_receiver
+        )
+        # a receiver reads only senders computed before its layer, or its own layer's heads
+        assert graph.n_upstream(receiver) >= graph.first_sender(layer)
+    assert graph.first_receiver(graph.n_layers) == graph.logits_receiver
+    assert graph.first_sender(graph.n_layers) == graph.n_senders
+    for layer in range(graph.n_layers):
+        assert graph.first_receiver(layer) == graph.attention_receivers(layer).start
+        assert graph.first_sender(layer) == graph.head_senders(layer).start
 
 
 def test_edge_names_round_trip_and_bad_names_raise():
@@ -52,68 +70,6 @@ def test_edge_names_round_trip_and_bad_names_raise():
 def _corrupted_like(tokens: Tokens, seed: int) -> Tokens:
     other = tiny_tokens(batch=tokens.batch, length=tokens.seq_len, seed=seed)
     return Tokens(other.input_ids, tokens.attention_mask, tokens.position_ids, tokens.last_index)
-
-
-def _reference(model: InstrumentedModel, graph: Graph, tokens, ablated, ablation, positions):
-    """Slow and obvious: build every receiver's input from per-sender outputs, head by head,
-    using the model's own projection modules."""
-    outputs: dict[int, torch.Tensor] = {}
-    biases = torch.zeros(model.d_model)
-    embed = model.embed(tokens)
-    outputs[0] = embed
-    masks = model.attention_masks(tokens, embed)
-    rotary = model.rotary_embeddings(tokens, embed)
-
-    def receiver_input(row: int, constant: torch.Tensor) -> torch.Tensor:
-        total = constant.expand_as(embed).clone()
-        for s in range(graph.n_upstream(graph.receivers[row])):
-            total = total + (ablation[:, :, s] if ablated[row, s] else outputs[s])
-        return total
-
-    group = model.n_heads // model.n_kv_heads
-    for layer in range(model.n_layers):
-        block = model.layer_module(layer)
-        attn = get_module(block, model.adapter.attention)
-        out_proj = get_module(attn, model.adapter.out_proj)
-        kind = model.layer_types[layer]
-        rows = range(*graph.attention_receivers(layer).indices(graph.n_receivers))
-        results = []
-        for head in range(model.n_heads):
-            slots = []
-            for slot in range(3):
-                x = receiver_input(rows[slot * model.n_heads + head], biases)
-                q, k, v = model.project_qkv(attn, get_module(block, model.adapter.attn_norm)(x))
-                if kind in rotary:
-                    q, k = model.apply_rotary(q, k, rotary[kind])
-                slots.append((q[:, :, head], k[:, :, head // group], v[:, :, head // group])[slot])
-            q, k, v = slots  # (batch, pos, d_head) each
-            scores = q @ k.transpose(1, 2) * attn.scaling + masks[kind][:, 0]
-            z = torch.softmax(scores, dim=-1) @ v  # (batch, pos, d_head)
-            z_all = torch.zeros(*z.shape[:2], model.n_heads, model.d_head)
-            z_all[:, :, head] = z
-            result = out_proj(z_all.flatten(2))
-            if out_proj.bias is not None:
-                result = result - out_proj.bias
-            results.append(result)
-        total = torch.stack(results, 2).sum(2)
-        if out_proj.bias is not None:
-            biases = biases + out_proj.bias
-        if model.adapter.post_attn_norm:
-            norm = get_module(block, model.adapter.post_attn_norm)
-            factor = torch.rsqrt(total.pow(2).mean(-1, keepdim=True) + norm.eps) * (1 + norm.weight)
-            results = [r * factor for r in results]
-            torch.testing.assert_close(sum(results), norm(total), atol=1e-4, rtol=1e-4)
-        for head, result in enumerate(results):
-            outputs[graph.head_senders(layer).start + head] = result
-        mlp_x = receiver_input(graph.mlp_receiver(layer), biases)
-        mlp_out = get_module(block, model.adapter.mlp)(
-            get_module(block, model.adapter.mlp_norm)(mlp_x)
-        )
-        if model.adapter.post_mlp_norm:
-            mlp_out = get_module(block, model.adapter.post_mlp_norm)(mlp_out)
-        outputs[graph.mlp_sender(layer)] = mlp_out
-    final = receiver_input(graph.logits_receiver, biases)
-    return model.unembed(final[torch.arange(tokens.batch), positions])
 
 
 def _random_mask(graph: Graph, fraction: float, seed: int) -> torch.Tensor:
@@ -150,7 +106,7 @@ def test_full_circuit_gives_clean_and_empty_circuit_gives_corrupted(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
-def test_random_circuits_match_the_slow_reference(family, fraction):
+def test_random_circuits_match_the_slowedge_patching_reference(family, fraction):
     model = tiny_model(family)
     engine = EdgeForward(model)
     clean = tiny_tokens()
@@ -158,7 +114,7 @@ def test_random_circuits_match_the_slow_reference(family, fraction):
     mask = _random_mask(engine.graph, fraction, seed=11)
     fast = engine.run(clean, clean.last_index, ablated=mask, ablation=ablation).logits
     with torch.no_grad():
-        slow = _reference(model, engine.graph, clean, mask, ablation, clean.last_index)
+        slow = edge_patching_reference(model, engine.graph, clean, mask, ablation, clean.last_index)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
 
 
@@ -173,7 +129,7 @@ def _column_mask(graph: Graph, columns: list[int], ablate_them: bool) -> torch.T
 @pytest.mark.parametrize(
     "pattern", ["ablate_two_senders", "keep_two_senders", "keep_few_edges", "ablate_few_edges"]
 )
-def test_sparse_and_complement_circuits_match_the_slow_reference(family, pattern):
+def test_sparse_and_complement_circuits_match_the_slowedge_patching_reference(family, pattern):
     """The engine sums whichever side of each receiver's edges is smaller (ablated or kept):
     circuits near empty, near full and concentrated on a few senders all take those paths."""
     model = tiny_model(family)
@@ -190,11 +146,11 @@ def test_sparse_and_complement_circuits_match_the_slow_reference(family, pattern
     }[pattern]()
     fast = engine.run(clean, clean.last_index, ablated=mask, ablation=ablation).logits
     with torch.no_grad():
-        slow = _reference(model, graph, clean, mask, ablation, clean.last_index)
+        slow = edge_patching_reference(model, graph, clean, mask, ablation, clean.last_index)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
 
 
-def test_mean_and_zero_ablation_match_the_reference():
+def test_mean_and_zero_ablation_match_theedge_patching_reference():
     model = tiny_model("llama")
     engine = EdgeForward(model)
     clean = tiny_tokens(padded=False)
@@ -203,7 +159,7 @@ def test_mean_and_zero_ablation_match_the_reference():
     for ablation in (mean, torch.zeros_like(mean)):
         fast = engine.run(clean, clean.last_index, ablated=mask, ablation=ablation).logits
         with torch.no_grad():
-            slow = _reference(
+            slow = edge_patching_reference(
                 model,
                 engine.graph,
                 clean,
@@ -286,7 +242,7 @@ def test_receiver_gradients_resumed_at_a_layer_equal_the_full_run(family):
     resumed = engine.receiver_gradients(
         tokens, tokens.last_index, objective, override=override, start=start
     )
-    first = engine.n_receivers_before(layer)
+    first = graph.first_receiver(layer)
     assert resumed.receiver_grads.shape == full.receiver_grads.shape
     torch.testing.assert_close(resumed.logits, full.logits, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tests.test_edge_patching import _reference
+from tests.edge_reference import edge_patching_reference
 from tests.tiny_models import tiny_model, tiny_tokens
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.evaluation import (
@@ -90,8 +90,9 @@ def test_random_circuit_faithfulness_equals_a_slow_recomputation(family):
             values = engine.outputs(one.corrupted)
             masks = {"c": circuit.ablated, "full": ~graph.valid, "empty": graph.valid}
             for name, mask in masks.items():
-                logits = _reference(model, graph, one.clean, mask & graph.valid, values,
-                                    one.positions)  # fmt: skip
+                logits = edge_patching_reference(
+                    model, graph, one.clean, mask & graph.valid, values, one.positions
+                )
                 sums[name] += float(problem.score(logits, [row]).sum())
     means = {k: v / problem.batch for k, v in sums.items()}
     expected = (means["c"] - means["empty"]) / (means["full"] - means["empty"])

@@ -118,14 +118,14 @@ def test_edge_engine_full_and_empty_circuits_on_the_real_model(model):
     # a small circuit (edges out of the embeddings and layers 0-2 kept):
     # the engine sums "all senders minus the kept ones"; the slow reference sums each receiver
     # input sender by sender
-    from tests.test_edge_patching import _reference
+    from tests.edge_reference import edge_patching_reference
 
     kept = torch.zeros_like(graph.valid)
     kept[:, : 1 + 3 * (model.n_heads + 1)] = True  # input and every node of layers 0-2
     ablated = graph.valid & ~kept
     small = engine.run(clean, at, ablated=ablated, ablation=ablation).logits
     with torch.no_grad():
-        slow = _reference(model, graph, clean, ablated, ablation, at)
+        slow = edge_patching_reference(model, graph, clean, ablated, ablation, at)
     error, effect = (small - slow).abs().max().item(), (small - empty).abs().max().item()
     print(f"{model.info.family}: fast vs slow {error:.2e}, small vs empty {effect:.3f}")
     assert error <= 1e-4

@@ -42,7 +42,6 @@ import torch
 
 from wildcircuits.discovery.common import edge_scores
 from wildcircuits.discovery.registry import DiscoveryError, get_method, register
-from wildcircuits.graph.graph import NodeKind
 from wildcircuits.patching.edges import EdgeForward, Resume
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.results import atomic_write_bytes
@@ -192,7 +191,7 @@ class _Search:
         for index, row in enumerate(order):
             if index < self.done:
                 continue
-            layer = self._layer_of(row)
+            layer = self.graph.receiver_layer(row)
             if layer != state_layer:
                 for part in self.parts:
                     part.state = self.engine.state_at(
@@ -257,10 +256,6 @@ class _Search:
 
     def _copies(self) -> int:
         return max(1, min(self.config.candidates, self.config.max_rows // self.problem.batch))
-
-    def _layer_of(self, row: int) -> int:
-        node = self.graph.receivers[row].node
-        return self.model.n_layers if node.kind is NodeKind.LOGITS else node.layer
 
     def _bar(self, order):
         if not self.config.progress:

@@ -182,6 +182,15 @@ class Graph:
         start = 1 + layer * (self.n_heads + 1)
         return slice(start, start + self.n_heads)
 
+    def first_receiver(self, layer: int) -> int:
+        """Receiver rows that read the residual stream before `layer` (n_layers: every row but
+        the logits)."""
+        return layer * (3 * self.n_heads + 1)
+
+    def receiver_layer(self, row: int) -> int:
+        """The layer whose input receiver `row` reads (n_layers for the logits)."""
+        return row // (3 * self.n_heads + 1)
+
     def first_sender(self, layer: int) -> int:
         """Senders computed before `layer` (n_layers: every sender)."""
         return 1 + layer * (self.n_heads + 1)

@@ -114,7 +114,7 @@ class EdgeForward:
             leaf.receiver_grads(g).reshape(batch, pos, -1, self.model.d_model)
             for leaf, g in zip(state.leaves, grads, strict=True)
         ]
-        skipped = self.n_receivers_before(start.layer) if start is not None else 0
+        skipped = self.graph.first_receiver(start.layer) if start is not None else 0
         if accumulate is not None:
             row = skipped
             for part in grads:
@@ -126,13 +126,6 @@ class EdgeForward:
                 grads.insert(0, grads[0].new_zeros(batch, pos, skipped, self.model.d_model))
             grads = torch.cat(grads, dim=2)
         return EdgeRun(logits.detach(), state.outputs if keep_outputs else None, grads)
-
-    def n_receivers_before(self, layer: int) -> int:
-        """Receiver rows that read the residual stream before `layer` (n_layers: all but the
-        logits)."""
-        if layer >= self.model.n_layers:
-            return self.graph.logits_receiver
-        return self.graph.attention_receivers(layer).start
 
     def outputs(self, tokens: Tokens, input_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Sender outputs of an unpatched run: (batch, pos, sender, d_model)."""
