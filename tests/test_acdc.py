@@ -77,6 +77,7 @@ def test_fast_acdc_with_mean_ablation_matches_the_naive_loop():
     removed, naive_scores = _naive_acdc(model, problem, 2e-4, "mean")
     config = AcdcConfig(threshold=2e-4, candidates=4, ablation="mean", progress=False)
     scores = acdc(model, problem, config)
+    assert scores.settings["padding_groups"] == 3
     graph = scores.graph
     assert torch.equal((scores.scores >= 2e-4) & graph.valid, graph.valid & ~removed)
     tested = ~torch.isnan(naive_scores)

@@ -282,6 +282,7 @@ class _Search:
             "edges_prefiltered": self.filtered,
             "edge_evaluations": self.evaluations,
             "batched_forwards": self.forwards,
+            "padding_groups": len(self.parts),
             "seconds": round(self.seconds, 2),
             "order": "reverse topological; senders latest first",
             "loss_definition": "KL(clean || circuit) summed over vocab, mean over batch"
