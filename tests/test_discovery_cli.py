@@ -61,3 +61,21 @@ def test_discover_edges_rejects_unknown_methods_and_settings(tiny_task, tmp_path
                  "--out", str(tmp_path)]) == 2  # fmt: skip
     assert "no setting" in capsys.readouterr().err
     assert not (tmp_path / "scores.pt").exists()
+
+
+def test_discover_edges_acdc_writes_its_own_circuit(tiny_task, tmp_path, capsys):
+    from wildcircuits.graph.mib import load_mib_json
+
+    model, _ = tiny_task
+    tau = 2e-4
+    status = main(["discover-edges", "ioi", "--method", "acdc", "--set", f"threshold={tau}",
+                   "--quiet", "--out", str(tmp_path)])  # fmt: skip
+    assert status == 0
+    scores = EdgeScores.load(tmp_path / "scores.pt")
+    kept = (scores.scores >= tau) & scores.graph.valid
+    assert 0 < int(kept.sum()) < scores.graph.n_edges
+    loaded = load_mib_json(tmp_path / "circuit.json", scores.graph, d_model=model.d_model)
+    assert torch.equal(loaded.circuit.edges, kept)
+    summary = json.loads((tmp_path / "discovery.json").read_text())
+    assert summary["acdc_circuit"]["n_edges"] == int(kept.sum())
+    assert "ACDC circuit" in capsys.readouterr().out

@@ -2,9 +2,11 @@
 
 Writes DIR/scores.pt (`EdgeScores.save`: (receiver, sender) scores, method, settings,
 provenance) and DIR/discovery.json (settings, timing, clean / corrupted metric, top edges,
-top nodes, provenance). Method settings: `--steps`, `--riemann`, `--batch-size` where the method has
-them, any other config field with `--set NAME=VALUE` (repeatable; VALUE parsed as JSON, else a
-string). `--seed` seeds the dataset and, for methods with a `seed` setting, the method.
+top nodes, provenance); ACDC also writes its own circuit (the edges it kept) to DIR/circuit.json
+(MIB format; `wildcircuits evaluate DIR/circuit.json` measures it). Method settings: `--steps`,
+`--riemann`, `--batch-size` where the method has them, any other config field with
+`--set NAME=VALUE` (repeatable; VALUE parsed as JSON, else a string). `--seed` seeds the
+dataset and, for methods with a `seed` setting, the method.
 """
 
 from __future__ import annotations
@@ -94,9 +96,21 @@ def run(args: argparse.Namespace) -> int:
     summary = _summary(model, problem, scores, seconds, args.top)
     from wildcircuits.results import save_json
 
+    if args.method == "acdc":
+        summary["acdc_circuit"] = _save_acdc_circuit(model, scores, config.threshold, out)
     save_json(out / "discovery.json", summary)
     _print(summary, out)
     return 0
+
+
+def _save_acdc_circuit(model, scores, tau: float, out: Path) -> dict[str, Any]:
+    """ACDC's own result: the edges it kept (score >= tau), as MIB JSON for `evaluate`."""
+    from wildcircuits.graph.build import threshold
+    from wildcircuits.graph.mib import save_mib_json
+
+    circuit = threshold(scores, tau, ranking="signed", prune_result=False)
+    path = save_mib_json(out / "circuit.json", circuit, scores, d_model=model.d_model)
+    return {"file": path.name, "n_edges": circuit.n_edges, "rule": f"score >= tau = {tau:g}"}
 
 
 def _summary(model, problem, scores, seconds: float, top: int) -> dict[str, Any]:
@@ -143,6 +157,9 @@ def _print(summary: dict[str, Any], out: Path) -> None:
     print(f"top nodes ({summary['node_score']}):")
     for row in summary["top_nodes"][:10]:
         print(f"  {row['node']:<28} {row['score']:+.5f}")
+    if "acdc_circuit" in summary:
+        kept = summary["acdc_circuit"]
+        print(f"ACDC circuit ({kept['rule']}): {kept['n_edges']} edges -> {out / kept['file']}")
     print(f"wrote {out / 'scores.pt'} and {out / 'discovery.json'}")
 
 
