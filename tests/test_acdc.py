@@ -28,8 +28,11 @@ def _naive_acdc(model, problem, threshold, ablation_kind="counterfactual"):
     engine = EdgeForward(model)
     graph = engine.graph
     ablation = engine.outputs(problem.corrupted)
-    if ablation_kind == "mean":
-        ablation = ablation.mean(0, keepdim=True)
+    if ablation_kind == "mean":  # per position, over the rows with a real token there
+        real = problem.corrupted.attention_mask.to(ablation)[:, :, None, None]
+        ablation = ((ablation * real).sum(0) / real.sum(0).clamp(min=1))[None]
+    elif ablation_kind == "zero":
+        ablation = torch.zeros_like(ablation[:1])
     clean = torch.log_softmax(model.logits(problem.clean, positions=problem.positions), -1)
 
     def loss(mask):
@@ -69,13 +72,15 @@ def test_fast_acdc_matches_the_naive_loop(family, candidates):
     assert scores.settings["edges_kept"] == kept
 
 
-def test_fast_acdc_with_mean_ablation_matches_the_naive_loop():
-    """The mean is over the whole padded batch, then cut to each padding group's columns."""
+@pytest.mark.parametrize("kind", ["mean", "zero"])
+def test_fast_acdc_with_mean_or_zero_ablation_matches_the_naive_loop(kind):
+    """The mean is over the real tokens of the whole batch, then cut to each padding group's
+    columns."""
     model = tiny_model("qwen2")
     problem = _problem(model, seed=5)
     assert len(problem.by_length()) == 3  # full, right-padded and left-padded rows
-    removed, naive_scores = _naive_acdc(model, problem, 2e-4, "mean")
-    config = AcdcConfig(threshold=2e-4, candidates=4, ablation="mean", progress=False)
+    removed, naive_scores = _naive_acdc(model, problem, 2e-4, kind)
+    config = AcdcConfig(threshold=2e-4, candidates=4, ablation=kind, progress=False)
     scores = acdc(model, problem, config)
     assert scores.settings["padding_groups"] == 3
     graph = scores.graph

@@ -42,6 +42,7 @@ import torch
 
 from wildcircuits.discovery.common import edge_scores
 from wildcircuits.discovery.registry import DiscoveryError, get_method, register
+from wildcircuits.evaluation.ablation_values import mean_outputs
 from wildcircuits.patching.edges import EdgeForward, Resume
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.results import atomic_write_bytes
@@ -128,14 +129,15 @@ class _Search:
     # setup --------------------------------------------------------------------------------------
     def _parts(self) -> list[_Part]:
         """The problem split by padding (`PatchingProblem.by_length`), with each part's
-        ablation values and clean log-probs; the mean is taken over the whole corrupted batch."""
+        ablation values and clean log-probs; the mean is taken over the whole corrupted batch (real
+        tokens only, as `evaluate` does), then cut to each part's columns."""
         groups = self.problem.by_length()
-        if self.config.ablation != "counterfactual":
-            corrupted = self.engine.outputs(self.problem.corrupted)  # (batch, pos, sender, d)
-            if self.config.ablation == "mean":
-                whole = corrupted.mean(0, keepdim=True)
-            else:
-                whole = torch.zeros_like(corrupted[:1])
+        corrupted = self.problem.corrupted
+        if self.config.ablation == "mean":  # per position, over the rows with a real token there
+            whole = mean_outputs(self.engine, corrupted, max(1, self.config.max_rows))
+        elif self.config.ablation == "zero":
+            shape = (1, corrupted.seq_len, self.graph.n_senders, self.model.d_model)
+            whole = torch.zeros(shape, dtype=self.model.dtype, device=self.model.device)
         parts = []
         for group in groups:
             part = group.problem
@@ -156,6 +158,8 @@ class _Search:
             k: v for k, v in vars(self.config).items() if k not in ("progress", "checkpoint")
         }
         digest.update(repr(sorted(settings.items())).encode())
+        if self.config.ablation == "mean":  # earlier versions also averaged padding positions
+            digest.update(b"mean over real tokens")
         digest.update(self.model.info.model_id.encode())
         return digest.hexdigest()
 
