@@ -157,31 +157,15 @@ class Graph:
 
     def n_upstream(self, receiver: Receiver) -> int:
         """Senders feeding `receiver`: a prefix of `self.senders` (topological order)."""
-        node, per_layer = receiver.node, self.n_heads + 1
+        node = receiver.node
         if node.kind is NodeKind.HEAD:
-            return 1 + node.layer * per_layer
+            return self.first_sender(node.layer)
         if node.kind is NodeKind.MLP:
             heads_same_layer = 0 if self.parallel_attn_mlp else self.n_heads
-            return 1 + node.layer * per_layer + heads_same_layer
-        return 1 + self.n_layers * per_layer
+            return self.first_sender(node.layer) + heads_same_layer
+        return self.n_senders
 
     # layout used by the edge forward ------------------------------------------------------------
-    def attention_receivers(self, layer: int) -> slice:
-        """Rows of the layer's 3 x n_heads head slots (q for every head, then k, then v)."""
-        start = layer * (3 * self.n_heads + 1)
-        return slice(start, start + 3 * self.n_heads)
-
-    def mlp_receiver(self, layer: int) -> int:
-        return layer * (3 * self.n_heads + 1) + 3 * self.n_heads
-
-    @property
-    def logits_receiver(self) -> int:
-        return self.n_receivers - 1
-
-    def head_senders(self, layer: int) -> slice:
-        start = 1 + layer * (self.n_heads + 1)
-        return slice(start, start + self.n_heads)
-
     def first_receiver(self, layer: int) -> int:
         """Receiver rows that read the residual stream before `layer` (n_layers: every row but
         the logits)."""
@@ -191,12 +175,28 @@ class Graph:
         """The layer whose input receiver `row` reads (n_layers for the logits)."""
         return row // (3 * self.n_heads + 1)
 
+    def attention_receivers(self, layer: int) -> slice:
+        """Rows of the layer's 3 x n_heads head slots (q for every head, then k, then v)."""
+        start = self.first_receiver(layer)
+        return slice(start, start + 3 * self.n_heads)
+
+    def mlp_receiver(self, layer: int) -> int:
+        return self.first_receiver(layer) + 3 * self.n_heads
+
+    @property
+    def logits_receiver(self) -> int:
+        return self.n_receivers - 1
+
     def first_sender(self, layer: int) -> int:
         """Senders computed before `layer` (n_layers: every sender)."""
         return 1 + layer * (self.n_heads + 1)
 
+    def head_senders(self, layer: int) -> slice:
+        start = self.first_sender(layer)
+        return slice(start, start + self.n_heads)
+
     def mlp_sender(self, layer: int) -> int:
-        return 1 + layer * (self.n_heads + 1) + self.n_heads
+        return self.first_sender(layer) + self.n_heads
 
     # names ----------------------------------------------------------------------------------------
     @functools.cached_property

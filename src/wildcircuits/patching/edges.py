@@ -311,7 +311,7 @@ class _State:
         n_heads = model.n_heads
         rows = graph.attention_receivers(layer)
         attn_norm = get_module(block, model.adapter.attn_norm)
-        n_up = 1 + layer * (n_heads + 1)
+        n_up = graph.first_sender(layer)
         if self._untouched(rows, n_up):
             # every q / k / v receiver reads `resid` itself: one shared norm (in gradient runs
             # the per-receiver gradients come from the projection leaves, see GradLeaf)
