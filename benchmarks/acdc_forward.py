@@ -44,11 +44,7 @@ def median_time(fn, repeats: int) -> float:
 def pruned_mask(engine: EdgeForward, layer: int, keep: float = 0.02) -> torch.Tensor:
     """Edges into receivers at layers after `layer` (and the logits) removed, but 2% (seeded)."""
     graph = engine.graph
-    first_later = (
-        graph.attention_receivers(layer + 1).start
-        if layer + 1 < graph.n_layers
-        else (graph.logits_receiver)
-    )
+    first_later = graph.first_receiver(layer + 1)  # n_layers: the logits row
     generator = torch.Generator().manual_seed(0)
     mask = torch.zeros_like(graph.valid)
     later = torch.rand(mask[first_later:].shape, generator=generator) >= keep
