@@ -39,12 +39,9 @@ def test_verify_model_passes_on_every_family(family):
 def test_verify_model_fails_when_the_instrumentation_is_wrong(monkeypatch):
     model = tiny_model("llama")
     model.tokenizer = _CharTokenizer()
-    original = model._mlp
-
-    def broken_mlp(block, mlp_in):
-        return original(block, mlp_in) * 1.01
-
-    monkeypatch.setattr(model, "_mlp", broken_mlp)
+    for block in model.blocks:
+        original = block.feed_forward
+        monkeypatch.setattr(block, "feed_forward", lambda mlp_in, f=original: f(mlp_in) * 1.01)
     report = verify_model(model)
     parity = next(c for c in report.checks if c.name == "logits_equal_hf_eager")
     assert not parity.passed and not report.passed

@@ -10,7 +10,6 @@ Nothing here registers hooks or mutates the HF model: interventions are argument
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,10 +17,11 @@ import torch
 from torch import nn
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
-from wildcircuits.errors import SiteError
-from wildcircuits.models.adapters import ArchitectureAdapter, QKVLayout, adapter_for, get_module
+from wildcircuits.errors import SiteError, WildcircuitsError
+from wildcircuits.models.adapters import ArchitectureAdapter, adapter_for, get_module
+from wildcircuits.models.block import Block, Visitor
 from wildcircuits.models.info import ModelInfo
-from wildcircuits.models.tokens import Tokens, tokenize
+from wildcircuits.models.tokens import Tokens, tokenize, tokens_from_ids
 from wildcircuits.patching.hooks import (
     Intervention,
     apply_interventions,
@@ -31,6 +31,7 @@ from wildcircuits.patching.hooks import (
 from wildcircuits.patching.sites import Component, Site, parse_site
 
 Key = tuple[Component, int | None]
+Batch = Tokens | torch.Tensor | str | Sequence[str]  # what `InstrumentedModel.run` accepts
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ class RunResult:
         return self.cache[site]
 
 
-class _Pass:
-    """Per-call bookkeeping: which sites to capture and which to change."""
+class _Pass(Visitor):
+    """Per-call bookkeeping: which sites to capture and which to change (the block's visitor)."""
 
     def __init__(self, capture: Sequence[Site], interventions: Sequence[Intervention]):
         self.captured: dict[Site, torch.Tensor] = {}
@@ -60,27 +61,27 @@ class _Pass:
         for site in capture:
             self.captures.setdefault(site.key, []).append(site)
         self.capture_keys = set(self.captures)
-        self.changes: dict[Key, list[Intervention]] = {}
+        self.edits: dict[Key, list[Intervention]] = {}
         for intervention in interventions:
-            self.changes.setdefault(intervention.site.key, []).append(intervention)
-        self.active = self.capture_keys | set(self.changes)
+            self.edits.setdefault(intervention.site.key, []).append(intervention)
+        self.active = self.capture_keys | set(self.edits)
 
     def wants(self, component: Component, layer: int | None) -> bool:
         return (component, layer) in self.active
 
-    def visit(self, component: Component, layer: int | None, value: torch.Tensor) -> torch.Tensor:
+    def site(self, component: Component, layer: int | None, value: torch.Tensor) -> torch.Tensor:
         """Apply interventions at this site, then record requested captures."""
         key = (component, layer)
         if key not in self.active:
             return value
-        if key in self.changes:
-            value = apply_interventions(value, self.changes[key])
+        if key in self.edits:
+            value = apply_interventions(value, self.edits[key])
         for site in self.captures.get(key, ()):
             self.captured[site] = _select(site, value)
         return value
 
-    def changes_at(self, component: Component, layer: int | None) -> bool:
-        return (component, layer) in self.changes
+    def changes(self, component: Component, layer: int | None) -> bool:
+        return (component, layer) in self.edits
 
 
 def _select(site: Site, value: torch.Tensor) -> torch.Tensor:
@@ -106,16 +107,16 @@ class InstrumentedModel:
         self._final_norm = get_module(hf_model, a.final_norm)
         self._unembed = get_module(hf_model, a.unembed)
         self._rotary = get_module(hf_model, a.rotary) if a.rotary else None
-        self._apply_rotary = None
-        if self._rotary is not None:
-            attn_module = get_module(self._layers[0], a.attention)
-            self._apply_rotary = importlib.import_module(type(attn_module).__module__)
         self.layer_types: list[str] = list(
             getattr(self.config, "layer_types", None) or ["full_attention"] * self.n_layers
         )
         self.parallel_residual = bool(
             a.parallel_residual_flag and getattr(self.config, a.parallel_residual_flag, False)
         )
+        self.blocks = [
+            Block(module, a, info, layer, self.layer_types[layer], self.parallel_residual)
+            for layer, module in enumerate(self._layers)
+        ]
         softcap_flag = a.final_logit_softcap_flag
         self.final_logit_softcap = (
             getattr(self.config, softcap_flag, None) if softcap_flag else None
@@ -153,7 +154,27 @@ class InstrumentedModel:
     # tokens ---------------------------------------------------------------------------------
     def tokenize(self, prompts: Sequence[str] | str, prepend_bos: bool | None = None) -> Tokens:
         """Right-padded batch on the model's device (see `wildcircuits.models.tokens`)."""
+        if self.tokenizer is None:
+            raise WildcircuitsError(
+                f"{self.info.model_id} has no tokenizer, so prompt strings cannot be run; pass "
+                "token ids instead (wildcircuits.models.tokens_from_ids)"
+            )
         return tokenize(self.tokenizer, prompts, prepend_bos).to(self.device)
+
+    def as_tokens(self, batch: Batch) -> Tokens:
+        """A batch as `Tokens`: prompt strings (a str or a list of str) are tokenized like
+        `tokenize`, token ids (batch, pos) or (pos,) become an unpadded batch."""
+        if isinstance(batch, Tokens):
+            return batch
+        if isinstance(batch, torch.Tensor):
+            return tokens_from_ids(batch)
+        if isinstance(batch, str) or (
+            isinstance(batch, Sequence) and batch and all(isinstance(p, str) for p in batch)
+        ):
+            return self.tokenize(batch)
+        raise WildcircuitsError(
+            f"expected Tokens, token ids or prompt strings, got {type(batch).__name__}"
+        )
 
     def to_str_tokens(self, ids: torch.Tensor | Sequence[int]) -> list[str]:
         """Each token id as its string."""
@@ -161,13 +182,13 @@ class InstrumentedModel:
         return [self.tokenizer.decode([i]) for i in ids]
 
     # running --------------------------------------------------------------------------------
-    def logits(self, tokens: Tokens, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(self, tokens: Batch, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Logits with no intervention: (batch, pos, vocab), or (batch, vocab) at `positions`."""
         return self.run(tokens, positions=positions).logits
 
     def run(
         self,
-        tokens: Tokens,
+        tokens: Batch,
         capture: Iterable[Site | str] = (),
         interventions: Iterable[Intervention] = (),
         positions: torch.Tensor | None = None,
@@ -178,11 +199,13 @@ class InstrumentedModel:
     ) -> RunResult:
         """One forward pass with captures and interventions, scoped to this call.
 
+        tokens: a `Tokens` batch, token ids, or prompt strings (see `as_tokens`).
         positions: (batch,) per-example positions at which to compute logits (the LM head runs
         only there). start_layer / start_resid: begin at `resid_pre` of that layer with the given
         (batch, pos, d_model) residual, skipping the earlier layers. grad: keep the autograd graph
         (the embedding output requires grad, so any captured site can be differentiated).
         """
+        tokens = self.as_tokens(tokens)
         capture = [parse_site(s) if isinstance(s, str) else s for s in capture]
         interventions = list(interventions)
         self._check(tokens, capture, interventions, start_layer, start_resid)
@@ -221,17 +244,19 @@ class InstrumentedModel:
         masks = self.attention_masks(tokens, resid)
         rotary = self.rotary_embeddings(tokens, resid)
         last = self._last_layer_needed(state, return_logits)
-        for layer in range(start_layer, last + 1):
-            resid = self._block(layer, resid, masks, rotary, state)
+        for block in self.blocks[start_layer : last + 1]:
+            resid = block.forward(
+                resid, masks[block.layer_type], rotary.get(block.layer_type), state
+            )
         if not return_logits and not state.wants(Component.FINAL_RESID, None):
             return None
-        resid = state.visit(Component.FINAL_RESID, None, resid)
+        resid = state.site(Component.FINAL_RESID, None, resid)
         if not return_logits:
             return None
         if positions is not None:
             rows = torch.arange(resid.shape[0], device=resid.device)
             resid = resid[rows, positions.to(resid.device)]  # (batch, d_model)
-        return state.visit(Component.LOGITS, None, self.unembed(resid))
+        return state.site(Component.LOGITS, None, self.unembed(resid))
 
     def _last_layer_needed(self, state: _Pass, return_logits: bool) -> int:
         if return_logits or any(k[1] is None and k[0] is not Component.EMBED for k in state.active):
@@ -249,20 +274,16 @@ class InstrumentedModel:
 
     def apply_rotary(self, q: torch.Tensor, k: torch.Tensor, cos_sin: tuple) -> tuple:
         """Rotary embedding of q (batch, pos, head, d_head) and k (batch, pos, any, d_head)."""
-        cos, sin = cos_sin
-        q, k = self._apply_rotary.apply_rotary_pos_emb(
-            q.transpose(1, 2), k.transpose(1, 2), cos, sin
-        )
-        return q.transpose(1, 2), k.transpose(1, 2)  # (batch, pos, head, d_head)
+        return self.blocks[0].apply_rotary(q, k, cos_sin)
 
     def embed(self, tokens: Tokens) -> torch.Tensor:
         """Token (+ positional) embedding: resid_pre of layer 0, (batch, pos, d_model)."""
         return self._embed_tokens(tokens, _Pass((), ()))
 
     def _embed_tokens(self, tokens: Tokens, state: _Pass) -> torch.Tensor:
-        resid = state.visit(Component.EMBED, None, self._embed(tokens.input_ids))
+        resid = state.site(Component.EMBED, None, self._embed(tokens.input_ids))
         if self._pos_embed is not None:
-            pos = state.visit(Component.POS_EMBED, None, self._pos_embed(tokens.position_ids))
+            pos = state.site(Component.POS_EMBED, None, self._pos_embed(tokens.position_ids))
             resid = resid + pos
         return resid
 
@@ -294,97 +315,25 @@ class InstrumentedModel:
         cos_sin = self._rotary(resid, position_ids=tokens.position_ids)
         return {t: cos_sin for t in set(self.layer_types)}
 
-    # one block ------------------------------------------------------------------------------
-    def _block(self, layer: int, resid: torch.Tensor, masks, rotary, state: _Pass) -> torch.Tensor:
-        a = self.adapter
-        block = self._layers[layer]
-        resid = state.visit(Component.RESID_PRE, layer, resid)
-        attn_in = state.visit(Component.ATTN_IN, layer, get_module(block, a.attn_norm)(resid))
-        layer_type = self.layer_types[layer]
-        attn_out = self._attention(layer, attn_in, masks[layer_type], rotary.get(layer_type), state)
-        if self.parallel_residual:
-            mlp_in = state.visit(Component.MLP_IN, layer, get_module(block, a.mlp_norm)(resid))
-            mlp_out = state.visit(Component.MLP_OUT, layer, self._mlp(block, mlp_in))
-            post = mlp_out + attn_out + resid
-            return state.visit(Component.RESID_POST, layer, post)
-        mid = state.visit(Component.RESID_MID, layer, resid + attn_out)
-        mlp_in = state.visit(Component.MLP_IN, layer, get_module(block, a.mlp_norm)(mid))
-        mlp_out = state.visit(Component.MLP_OUT, layer, self._mlp(block, mlp_in))
-        return state.visit(Component.RESID_POST, layer, mid + mlp_out)
-
-    def _mlp(self, block: nn.Module, mlp_in: torch.Tensor) -> torch.Tensor:
-        out = get_module(block, self.adapter.mlp)(mlp_in)
-        if self.adapter.post_mlp_norm:
-            out = get_module(block, self.adapter.post_mlp_norm)(out)
-        return out
-
-    def _attention(self, layer, attn_in, mask, cos_sin, state: _Pass) -> torch.Tensor:
-        """Eager attention on the layer's own weights; returns attn_out (batch, pos, d_model)."""
-        block = self._layers[layer]
-        attn = get_module(block, self.adapter.attention)
-        q, k, v = self.project_qkv(attn, attn_in)  # (batch, pos, head|kv_head, d_head)
-        if cos_sin is not None:
-            q, k = self.apply_rotary(q, k, cos_sin)
-        q = state.visit(Component.Q, layer, q)
-        k = state.visit(Component.K, layer, k)
-        v = state.visit(Component.V, layer, v)
-        group = self.n_heads // self.n_kv_heads
-        k_all = (
-            k.repeat_interleave(group, dim=2) if group > 1 else k
-        )  # (batch, kv_pos, head, d_head)
-        v_all = v.repeat_interleave(group, dim=2) if group > 1 else v
-        scores = torch.matmul(q.transpose(1, 2), k_all.permute(0, 2, 3, 1)) * attn.scaling
-        scores = state.visit(
-            Component.ATTN_SCORES, layer, scores + mask
-        )  # (batch, head, pos, kv_pos)
-        pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        pattern = state.visit(Component.PATTERN, layer, pattern)
-        z = torch.matmul(pattern, v_all.transpose(1, 2)).transpose(
-            1, 2
-        )  # (batch, pos, head, d_head)
-        z = state.visit(Component.Z, layer, z)
-        out_proj = get_module(attn, self.adapter.out_proj)
-        if state.changes_at(Component.RESULT, layer):
-            # Changed per-head results: the output is their sum (plus the bias, once).
-            result = state.visit(Component.RESULT, layer, self.head_results(layer, z))
-            attn_out = result.sum(dim=2)
-            if out_proj.bias is not None:
-                attn_out = attn_out + out_proj.bias
-        else:
-            if state.wants(Component.RESULT, layer):  # captured only: keep the exact output
-                state.visit(Component.RESULT, layer, self.head_results(layer, z))
-            attn_out = out_proj(z.reshape(*z.shape[:2], -1))
-        if self.adapter.post_attn_norm:
-            attn_out = get_module(block, self.adapter.post_attn_norm)(attn_out)
-        return state.visit(Component.ATTN_OUT, layer, attn_out)
-
+    # per-layer views (the block itself lives in `models.block`) -------------------------------
     def project_qkv(self, attn: nn.Module, x: torch.Tensor):
-        """q (batch, pos, head, d_head) and k, v (batch, pos, kv_head, d_head), before rotary."""
-        a, d_head = self.adapter, self.d_head
-        if a.qkv_layout is QKVLayout.SEPARATE:
-            q, k, v = (get_module(attn, name)(x) for name in a.qkv)
-        elif a.qkv_layout is QKVLayout.FUSED_CONV1D:
-            q, k, v = get_module(attn, a.qkv[0])(x).split(self.d_model, dim=-1)
-        else:
-            fused = get_module(attn, a.qkv[0])(x).view(*x.shape[:2], self.n_heads, 3 * d_head)
-            q, k, v = fused.chunk(3, dim=-1)  # (batch, pos, head, d_head) each
-        q, k, v = (t.reshape(*x.shape[:2], -1, d_head) for t in (q, k, v))
-        if a.qk_norm:
-            q = get_module(attn, a.qk_norm[0])(q)
-            k = get_module(attn, a.qk_norm[1])(k)
-        return q, k, v
+        """q (batch, pos, head, d_head) and k, v (batch, pos, kv_head, d_head) of the attention
+        module `attn` from x (batch, pos, d_model), q / k norms applied, before rotary."""
+        block = next((b for b in self.blocks if b.attn is attn), None)
+        if block is None:
+            raise WildcircuitsError(
+                f"{type(attn).__name__} is not an attention module of this model"
+            )
+        q, k, v = block.project(x)
+        return (*block.norm_qk(q, k), v)
 
     def head_results(self, layer: int, z: torch.Tensor) -> torch.Tensor:
         """Each head's output-projected contribution: (batch, pos, head, d_model), no bias."""
-        return torch.einsum("bphd,hdm->bphm", z, self.out_weight(layer))
+        return self.blocks[layer].head_results(z)
 
     def out_weight(self, layer: int) -> torch.Tensor:
         """Per-head output projection W_O: (head, d_head, d_model)."""
-        attn = get_module(self._layers[layer], self.adapter.attention)
-        weight = get_module(attn, self.adapter.out_proj).weight
-        if not self.adapter.out_proj_conv1d:
-            weight = weight.T  # nn.Linear stores (d_model, head * d_head)
-        return weight.reshape(self.n_heads, self.d_head, -1)
+        return self.blocks[layer].out_weight
 
     def layer_module(self, layer: int) -> nn.Module:
         return self._layers[layer]
