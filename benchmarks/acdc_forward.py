@@ -56,7 +56,7 @@ def edge_forward(engine, groups, ablations, states, mask, row) -> None:
     """One batched candidate forward per padding group, as ACDC runs it."""
     for part, ablation, state in zip(groups, ablations, states, strict=True):
         extra = torch.zeros(COPIES * part.batch, part.clean.seq_len, engine.model.d_model)
-        engine.run_from(state, part.clean, part.positions, mask, ablation,
+        engine.run_from(state, part.clean, part.positions, ablated=mask, ablation=ablation,
                         extra={row: extra}, copies=COPIES)  # fmt: skip
 
 

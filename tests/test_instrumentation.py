@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.tiny_models import FAMILIES, tiny_model, tiny_tokens
-from wildcircuits.errors import InterventionError, SiteError
+from tests.tiny_models import FAMILIES, CharTokenizer, tiny_model, tiny_tokens
+from wildcircuits.errors import InterventionError, SiteError, WildcircuitsError
 from wildcircuits.models.adapters import get_module
 from wildcircuits.patching.hooks import Intervention, Mode, replace
 from wildcircuits.patching.sites import Component, Site, format_site, parse_site
@@ -278,3 +278,29 @@ def test_site_strings_round_trip():
         assert parse_site(format_site(site)) == site
     with pytest.raises(SiteError, match="cannot parse site"):
         parse_site("blocks.3.attn.hook_z")
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_run_on_prompt_strings_equals_the_token_batch(family):
+    model = tiny_model(family)
+    model.tokenizer = CharTokenizer()
+    prompts = ["When Mary and John", "a b"]
+    tokens = model.tokenize(prompts)
+    site = Site(Component.RESID_POST, 1)
+    from_text = model.run(prompts, capture=[site], positions=tokens.last_index)
+    from_tokens = model.run(tokens, capture=[site], positions=tokens.last_index)
+    torch.testing.assert_close(from_text.logits, from_tokens.logits, atol=0, rtol=0)
+    torch.testing.assert_close(from_text[site], from_tokens[site], atol=0, rtol=0)
+    one = model.tokenize("a b")
+    torch.testing.assert_close(model.logits("a b"), model.logits(one), atol=0, rtol=0)
+    ids = model.run(one.input_ids[0]).logits  # (pos,) token ids: one unpadded row
+    torch.testing.assert_close(ids, model.logits(one), atol=0, rtol=0)
+
+
+def test_prompt_strings_without_a_tokenizer_are_a_clear_error():
+    model = tiny_model("gpt2")
+    assert model.tokenizer is None
+    with pytest.raises(WildcircuitsError, match="has no tokenizer"):
+        model.run("a b")
+    with pytest.raises(WildcircuitsError, match="expected Tokens, token ids or prompt strings"):
+        model.run(3)

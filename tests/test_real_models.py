@@ -30,6 +30,14 @@ def test_no_intervention_reproduces_hf_eager_logits(model):
     assert (model.logits(tokens) - reference)[real].abs().max().item() <= 1e-5
 
 
+def test_run_on_prompt_strings_equals_the_token_batch(model):
+    prompts = [IOI, "The capital of France is"]
+    tokens = model.tokenize(prompts)
+    from_text = model.run(prompts, positions=tokens.last_index).logits
+    from_tokens = model.run(tokens, positions=tokens.last_index).logits
+    torch.testing.assert_close(from_text, from_tokens, atol=0, rtol=0)
+
+
 def test_left_padded_batch_gives_the_unpadded_logits(model):
     from wildcircuits.models import tokens_from_ids
 

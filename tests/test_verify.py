@@ -6,25 +6,14 @@ import json
 
 import pytest
 
-from tests.tiny_models import FAMILIES, tiny_model
+from tests.tiny_models import FAMILIES, CharTokenizer, tiny_model
 from wildcircuits.models.verify import verify_model
-
-
-class _CharTokenizer:
-    """Enough of a tokenizer for verify_model: one token per character."""
-
-    bos_token_id = 1
-    pad_token_id = 0
-
-    def __call__(self, text, add_special_tokens=True):
-        ids = [3 + (ord(c) % 90) for c in text]
-        return {"input_ids": ([1] if add_special_tokens else []) + ids}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_verify_model_passes_on_every_family(family):
     model = tiny_model(family)
-    model.tokenizer = _CharTokenizer()
+    model.tokenizer = CharTokenizer()
     report = verify_model(model)
     data = report.to_dict()
     assert data["passed"], data["checks"]
@@ -38,7 +27,7 @@ def test_verify_model_passes_on_every_family(family):
 
 def test_verify_model_fails_when_the_instrumentation_is_wrong(monkeypatch):
     model = tiny_model("llama")
-    model.tokenizer = _CharTokenizer()
+    model.tokenizer = CharTokenizer()
     for block in model.blocks:
         original = block.feed_forward
         monkeypatch.setattr(block, "feed_forward", lambda mlp_in, f=original: f(mlp_in) * 1.01)

@@ -92,3 +92,14 @@ def tiny_tokens(batch: int = 3, length: int = 9, seed: int = 1, padded: bool = T
         mask[1, length - 3 :] = 0
         mask[2, :2] = 0
     return tokens_from_ids(ids, mask)
+
+
+class CharTokenizer:
+    """Enough of a tokenizer for tokenizing prompts: one token per character."""
+
+    bos_token_id = 1
+    pad_token_id = 0
+
+    def __call__(self, text, add_special_tokens=True):
+        ids = [3 + (ord(c) % 90) for c in text]
+        return {"input_ids": ([1] if add_special_tokens else []) + ids}

@@ -19,9 +19,11 @@ import importlib
 
 import torch
 from torch import nn
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
 from wildcircuits.models.adapters import ArchitectureAdapter, QKVLayout, get_module
 from wildcircuits.models.info import ModelInfo
+from wildcircuits.models.tokens import Tokens
 from wildcircuits.models.weights import rms_post_norm_factor
 from wildcircuits.patching.sites import Component
 
@@ -67,6 +69,37 @@ def project_qkv(adapter: ArchitectureAdapter, info: ModelInfo, attn: nn.Module, 
         fused = get_module(attn, adapter.qkv[0])(x).view(*x.shape[:2], info.n_heads, 3 * d_head)
         q, k, v = fused.chunk(3, dim=-1)  # (batch, pos, head, d_head) each
     return tuple(t.reshape(*x.shape[:2], -1, d_head) for t in (q, k, v))
+
+
+def attention_masks(config, layer_types, tokens: Tokens, resid: torch.Tensor) -> dict:
+    """Additive masks (batch, 1, pos, kv_pos) per layer type ("full_attention" or
+    "sliding_attention"), built by HF's own code from the batch's padding and positions."""
+    masks = {}
+    for layer_type in set(layer_types):
+        sliding = layer_type == "sliding_attention"
+        build = create_sliding_window_causal_mask if sliding else create_causal_mask
+        mask = build(
+            config=config,
+            inputs_embeds=resid,
+            attention_mask=tokens.attention_mask,
+            cache=None,
+            position_ids=tokens.position_ids,
+        )
+        masks[layer_type] = _additive(mask, resid, tokens)
+    return masks
+
+
+def _additive(mask, resid: torch.Tensor, tokens: Tokens) -> torch.Tensor:
+    """HF returns an additive float mask for eager attention; normalise other forms to it."""
+    if mask is None:  # HF skipped it: plain causal, no padding
+        n = tokens.seq_len
+        allowed = torch.ones(n, n, dtype=torch.bool, device=resid.device).tril()
+        mask = allowed[None, None]
+    if mask.dtype == torch.bool:
+        zero = torch.zeros((), dtype=resid.dtype, device=resid.device)
+        neg = torch.tensor(torch.finfo(resid.dtype).min, dtype=resid.dtype, device=resid.device)
+        mask = torch.where(mask, zero, neg)
+    return mask
 
 
 def _optional(module: nn.Module, path: str | None) -> nn.Module | None:

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
 from wildcircuits.errors import SiteError, WildcircuitsError
 from wildcircuits.models.adapters import ArchitectureAdapter, adapter_for, get_module
-from wildcircuits.models.block import Block, Visitor
+from wildcircuits.models.block import Block, Visitor, attention_masks
 from wildcircuits.models.info import ModelInfo
-from wildcircuits.models.tokens import Tokens, tokenize, tokens_from_ids
+from wildcircuits.models.tokens import Batch, Tokens, as_tokens, tokenize
 from wildcircuits.patching.hooks import (
     Intervention,
     apply_interventions,
@@ -31,7 +30,6 @@ from wildcircuits.patching.hooks import (
 from wildcircuits.patching.sites import Component, Site, parse_site
 
 Key = tuple[Component, int | None]
-Batch = Tokens | torch.Tensor | str | Sequence[str]  # what `InstrumentedModel.run` accepts
 
 
 @dataclass(frozen=True)
@@ -50,6 +48,18 @@ class RunResult:
         if site not in self.cache:
             raise SiteError(f"site {site} was not captured in this run; pass it in capture=")
         return self.cache[site]
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What one `InstrumentedModel.run` computes (its arguments, checked, tokens tokenized)."""
+
+    tokens: Tokens
+    positions: torch.Tensor | None = None
+    return_logits: bool = True
+    grad: bool = False
+    start_layer: int = 0
+    start_resid: torch.Tensor | None = None
 
 
 class _Pass(Visitor):
@@ -114,9 +124,10 @@ class InstrumentedModel:
             a.parallel_residual_flag and getattr(self.config, a.parallel_residual_flag, False)
         )
         self.blocks = [
-            Block(module, a, info, layer, self.layer_types[layer], self.parallel_residual)
+            Block(module, a, info, layer=layer, layer_type=self.layer_types[layer],
+                  parallel=self.parallel_residual)
             for layer, module in enumerate(self._layers)
-        ]
+        ]  # fmt: skip
         softcap_flag = a.final_logit_softcap_flag
         self.final_logit_softcap = (
             getattr(self.config, softcap_flag, None) if softcap_flag else None
@@ -162,19 +173,8 @@ class InstrumentedModel:
         return tokenize(self.tokenizer, prompts, prepend_bos).to(self.device)
 
     def as_tokens(self, batch: Batch) -> Tokens:
-        """A batch as `Tokens`: prompt strings (a str or a list of str) are tokenized like
-        `tokenize`, token ids (batch, pos) or (pos,) become an unpadded batch."""
-        if isinstance(batch, Tokens):
-            return batch
-        if isinstance(batch, torch.Tensor):
-            return tokens_from_ids(batch)
-        if isinstance(batch, str) or (
-            isinstance(batch, Sequence) and batch and all(isinstance(p, str) for p in batch)
-        ):
-            return self.tokenize(batch)
-        raise WildcircuitsError(
-            f"expected Tokens, token ids or prompt strings, got {type(batch).__name__}"
-        )
+        """`Tokens`, token ids or prompt strings as `Tokens` (see `models.tokens.as_tokens`)."""
+        return as_tokens(batch, self.tokenize)
 
     def to_str_tokens(self, ids: torch.Tensor | Sequence[int]) -> list[str]:
         """Each token id as its string."""
@@ -205,21 +205,22 @@ class InstrumentedModel:
         (batch, pos, d_model) residual, skipping the earlier layers. grad: keep the autograd graph
         (the embedding output requires grad, so any captured site can be differentiated).
         """
-        tokens = self.as_tokens(tokens)
+        request = _Request(
+            self.as_tokens(tokens), positions=positions, return_logits=return_logits, grad=grad,
+            start_layer=start_layer, start_resid=start_resid,
+        )  # fmt: skip
         capture = [parse_site(s) if isinstance(s, str) else s for s in capture]
         interventions = list(interventions)
-        self._check(tokens, capture, interventions, start_layer, start_resid)
+        self._check(request, [*capture, *(i.site for i in interventions)])
         state = _Pass(capture, interventions)
         with torch.set_grad_enabled(grad):
-            logits = self._forward(
-                tokens, state, positions, return_logits, grad, start_layer, start_resid
-            )
+            logits = self._forward(request, state)
         return RunResult(logits, state.captured)
 
-    def _check(self, tokens, capture, interventions, start_layer, start_resid) -> None:
-        sites = [*capture, *(i.site for i in interventions)]
+    def _check(self, request: _Request, sites: list[Site]) -> None:
+        start_layer, seq_len = request.start_layer, request.tokens.seq_len
         for site in sites:
-            check_site(site, self.n_layers, self.n_heads, self.n_kv_heads, tokens.seq_len)
+            check_site(site, self.n_layers, self.n_heads, self.n_kv_heads, seq_len)
             if site.component is Component.POS_EMBED and self._pos_embed is None:
                 raise SiteError(f"{site}: {self.adapter.family} has no positional embedding")
             if site.component is Component.RESID_MID and self.parallel_residual:
@@ -230,21 +231,21 @@ class InstrumentedModel:
                 raise SiteError(f"{site} comes before start_layer={start_layer}")
         if not 0 <= start_layer < self.n_layers:
             raise SiteError(f"start_layer {start_layer} out of range 0..{self.n_layers - 1}")
-        if (start_layer > 0) != (start_resid is not None):
+        if (start_layer > 0) != (request.start_resid is not None):
             raise SiteError("start_layer > 0 needs start_resid (the resid_pre of that layer)")
 
-    def _forward(self, tokens, state, positions, return_logits, grad, start_layer, start_resid):
-        tokens = tokens.to(self.device)
-        if start_resid is None:
+    def _forward(self, request: _Request, state: _Pass) -> torch.Tensor | None:
+        tokens, return_logits = request.tokens.to(self.device), request.return_logits
+        if request.start_resid is None:
             resid = self._embed_tokens(tokens, state)  # (batch, pos, d_model)
         else:
-            resid = start_resid.to(self.device)
-        if grad and not resid.requires_grad:
+            resid = request.start_resid.to(self.device)
+        if request.grad and not resid.requires_grad:
             resid = resid.detach().requires_grad_(True)
         masks = self.attention_masks(tokens, resid)
         rotary = self.rotary_embeddings(tokens, resid)
         last = self._last_layer_needed(state, return_logits)
-        for block in self.blocks[start_layer : last + 1]:
+        for block in self.blocks[request.start_layer : last + 1]:
             resid = block.forward(
                 resid, masks[block.layer_type], rotary.get(block.layer_type), state
             )
@@ -253,9 +254,9 @@ class InstrumentedModel:
         resid = state.site(Component.FINAL_RESID, None, resid)
         if not return_logits:
             return None
-        if positions is not None:
+        if request.positions is not None:
             rows = torch.arange(resid.shape[0], device=resid.device)
-            resid = resid[rows, positions.to(resid.device)]  # (batch, d_model)
+            resid = resid[rows, request.positions.to(resid.device)]  # (batch, d_model)
         return state.site(Component.LOGITS, None, self.unembed(resid))
 
     def _last_layer_needed(self, state: _Pass, return_logits: bool) -> int:
@@ -289,22 +290,7 @@ class InstrumentedModel:
 
     def attention_masks(self, tokens: Tokens, resid: torch.Tensor) -> dict[str, torch.Tensor]:
         """Additive masks (batch, 1, pos, kv_pos) per layer type, built by HF's own code."""
-        masks = {}
-        for layer_type in set(self.layer_types):
-            build = (
-                create_sliding_window_causal_mask
-                if layer_type == "sliding_attention"
-                else create_causal_mask
-            )
-            mask = build(
-                config=self.config,
-                inputs_embeds=resid,
-                attention_mask=tokens.attention_mask,
-                cache=None,
-                position_ids=tokens.position_ids,
-            )
-            masks[layer_type] = _additive(mask, resid, tokens)
-        return masks
+        return attention_masks(self.config, self.layer_types, tokens, resid)
 
     def rotary_embeddings(self, tokens: Tokens, resid: torch.Tensor) -> dict[str, tuple]:
         """(cos, sin) per layer type; empty for models without rotary embeddings."""
@@ -337,16 +323,3 @@ class InstrumentedModel:
 
     def layer_module(self, layer: int) -> nn.Module:
         return self._layers[layer]
-
-
-def _additive(mask, resid: torch.Tensor, tokens: Tokens) -> torch.Tensor:
-    """HF returns an additive float mask for eager attention; normalise other forms to it."""
-    if mask is None:  # HF skipped it: plain causal, no padding
-        n = tokens.seq_len
-        allowed = torch.ones(n, n, dtype=torch.bool, device=resid.device).tril()
-        mask = allowed[None, None]
-    if mask.dtype == torch.bool:
-        zero = torch.zeros((), dtype=resid.dtype, device=resid.device)
-        neg = torch.tensor(torch.finfo(resid.dtype).min, dtype=resid.dtype, device=resid.device)
-        mask = torch.where(mask, zero, neg)
-    return mask

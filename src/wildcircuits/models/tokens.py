@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +54,25 @@ class Tokens:
 
     def _fields(self) -> tuple[torch.Tensor, ...]:
         return (self.input_ids, self.attention_mask, self.position_ids, self.last_index)
+
+
+Batch = Tokens | torch.Tensor | str | Sequence[str]  # what `InstrumentedModel.run` accepts
+
+
+def as_tokens(batch: Batch, tokenize_prompts: Callable[[Sequence[str] | str], Tokens]) -> Tokens:
+    """A batch as `Tokens`: `Tokens` as they are, token ids (batch, pos) or (pos,) as an
+    unpadded batch, prompt strings (a str or a list of str) through `tokenize_prompts`."""
+    if isinstance(batch, Tokens):
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return tokens_from_ids(batch)
+    if isinstance(batch, str) or (
+        isinstance(batch, Sequence) and batch and all(isinstance(p, str) for p in batch)
+    ):
+        return tokenize_prompts(batch)
+    raise WildcircuitsError(
+        f"expected Tokens, token ids or prompt strings, got {type(batch).__name__}"
+    )
 
 
 def tokens_from_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Tokens:

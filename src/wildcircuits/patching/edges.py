@@ -16,6 +16,10 @@ the clean run and the empty circuit the corrupted run exactly (up to float round
 Cost: for each receiver group the engine sums whichever side of its in-edges is smaller (ablated
 or kept; the rest comes from running prefix sums), and a layer no ablated edge touches, like every
 layer of a gradient run, normalises and projects its shared input once (`edge_parts`).
+
+Each layer runs the model's own `Block.forward` (`models.block`, where every family-specific
+piece lives) with an `EdgePass` (`edge_state`) as its visitor; `EdgeSpec` names what one forward
+does.
 """
 
 from __future__ import annotations
@@ -70,8 +74,9 @@ class EdgeForward:
         """One forward with the edges marked in `ablated` (receiver, sender) ablated to
         `ablation` (batch or 1, pos, sender, d_model) sender outputs. No gradients."""
         spec = EdgeSpec(
-            tokens, positions, self._prepare(ablated, ablation), ablation,
-            keep_outputs=keep_outputs, input_embeds=input_embeds, override=override or {},
+            tokens=tokens, positions=positions, ablated=self._prepare(ablated, ablation),
+            ablation=ablation, keep_outputs=keep_outputs, input_embeds=input_embeds,
+            override=override or {},
         )  # fmt: skip
         with torch.no_grad():
             edge_pass = EdgePass(self, spec)
@@ -100,8 +105,8 @@ class EdgeForward:
         it is returned as `receiver_grads`.
         """
         spec = EdgeSpec(
-            tokens, positions, grad=True, keep_outputs=keep_outputs, input_embeds=input_embeds,
-            override=override or {}, start=start,
+            tokens=tokens, positions=positions, grad=True, keep_outputs=keep_outputs,
+            input_embeds=input_embeds, override=override or {}, start=start,
         )  # fmt: skip
         state = EdgePass(self, spec)
         with torch.enable_grad():
@@ -109,23 +114,27 @@ class EdgeForward:
             leaves = [leaf.tensor for leaf in state.leaves]
             # materialize: receivers whose only path runs through an override get zeros
             grads = torch.autograd.grad(objective(logits), leaves, materialize_grads=True)
+        skipped = self.graph.first_receiver(start.layer) if start is not None else 0
+        grads = self._gather(tokens, state.leaves, grads, skipped, accumulate)
+        return EdgeRun(logits.detach(), state.outputs if keep_outputs else None, grads)
+
+    def _gather(self, tokens, leaves, grads, skipped: int, accumulate) -> torch.Tensor:
+        """(batch, pos, receiver, d_model) receiver gradients from the leaves' gradients (zero
+        for the `skipped` receivers before a resumed run's layer), added into `accumulate`."""
         batch, pos = tokens.input_ids.shape
         grads = [
             leaf.receiver_grads(g).reshape(batch, pos, -1, self.model.d_model)
-            for leaf, g in zip(state.leaves, grads, strict=True)
+            for leaf, g in zip(leaves, grads, strict=True)
         ]
-        skipped = self.graph.first_receiver(start.layer) if start is not None else 0
         if accumulate is not None:
             row = skipped
             for part in grads:
                 accumulate[:, :, row : row + part.shape[2]] += part
                 row += part.shape[2]
-            grads = accumulate
-        else:
-            if skipped:
-                grads.insert(0, grads[0].new_zeros(batch, pos, skipped, self.model.d_model))
-            grads = torch.cat(grads, dim=2)
-        return EdgeRun(logits.detach(), state.outputs if keep_outputs else None, grads)
+            return accumulate
+        if skipped:
+            grads.insert(0, grads[0].new_zeros(batch, pos, skipped, self.model.d_model))
+        return torch.cat(grads, dim=2)
 
     def outputs(self, tokens: Tokens, input_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Sender outputs of an unpatched run: (batch, pos, sender, d_model)."""
@@ -141,8 +150,10 @@ class EdgeForward:
     ) -> Resume:
         """The state of a (patched) run at the start of `layer` (no gradients); `layer` may be
         n_layers: the state the logits receiver reads."""
-        mask = self._prepare(ablated, ablation)
-        spec = EdgeSpec(tokens, tokens.last_index, mask, ablation, keep_outputs=True, stop=layer)
+        spec = EdgeSpec(
+            tokens=tokens, positions=tokens.last_index, ablated=self._prepare(ablated, ablation),
+            ablation=ablation, keep_outputs=True, stop=layer,
+        )  # fmt: skip
         with torch.no_grad():
             state = EdgePass(self, spec)
             state.forward()
@@ -165,8 +176,8 @@ class EdgeForward:
         for one batch; with `copies` > 1 the run stacks that many copies of it (copy-major),
         which differ only through `extra`. `start` is read, never written."""
         spec = EdgeSpec(
-            tokens, positions, self._prepare(ablated, ablation), ablation, keep_outputs=True,
-            extra=extra or {}, start=start, copies=copies,
+            tokens=tokens, positions=positions, ablated=self._prepare(ablated, ablation),
+            ablation=ablation, keep_outputs=True, extra=extra or {}, start=start, copies=copies,
         )  # fmt: skip
         with torch.no_grad():
             return EdgePass(self, spec).forward()
