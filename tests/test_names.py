@@ -15,7 +15,9 @@ from wildcircuits.names import (
     Receiver,
     Shape,
     Slot,
+    head_label,
     head_node,
+    layer_label,
     mlp_node,
     parse_display_node,
     parse_display_receiver,
@@ -59,6 +61,13 @@ def test_the_two_forms_of_each_kind() -> None:
     assert (Receiver(mlp_node(5)).name, Receiver(mlp_node(5)).display) == ("m5", "L5.mlp")
     edge = Edge(head_node(0, 1), Receiver(head_node(2, 3), Slot.V))
     assert edge.name == str(edge) == "a0.h1->a2.h3<v>"
+
+
+def test_grid_labels_compose_the_display_name() -> None:
+    """Score grids label rows L<layer> and columns H<head>; row '.' column is the head's name."""
+    for layer in range(3):
+        for head in range(3):
+            assert f"{layer_label(layer)}.{head_label(head)}" == head_node(layer, head).display
 
 
 def test_every_node_round_trips_in_both_forms() -> None:

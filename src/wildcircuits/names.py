@@ -25,6 +25,7 @@ Site strings (`z.L3.H2@-1`, see patching.sites) carry their layer and head in th
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -73,6 +74,60 @@ class Shape:
         )
 
 
+# the two forms ---------------------------------------------------------------------------------
+_LAYER, _HEAD = r"L(?P<layer>\d+)", r"\.H(?P<head>\d+)"
+
+
+@dataclass(frozen=True)
+class _Form:
+    """One string form: how it writes heads, MLPs and slots, the patterns that read them back,
+    and the words that describe them in errors."""
+
+    head: str  # template with {layer}, {head}
+    mlp: str  # template with {layer}
+    with_slot: str  # template with {node}, {slot}
+    node: re.Pattern[str]  # groups: layer + head (a head) or mlp (an MLP's layer)
+    slot: re.Pattern[str]  # groups: node, slot
+    nodes: str
+    receivers: str
+    slots: str
+
+    def write_node(self, node: Node) -> str:
+        if node.kind is NodeKind.HEAD:
+            return self.head.format(layer=node.layer, head=node.head)
+        if node.kind is NodeKind.MLP:
+            return self.mlp.format(layer=node.layer)
+        return node.kind.value
+
+    def write_receiver(self, receiver: Receiver) -> str:
+        node = self.write_node(receiver.node)
+        if receiver.slot is Slot.IN:
+            return node
+        return self.with_slot.format(node=node, slot=receiver.slot.value)
+
+
+_MIB = _Form(
+    "a{layer}.h{head}",
+    "m{layer}",
+    "{node}<{slot}>",
+    re.compile(r"a(?P<layer>\d+)\.h(?P<head>\d+)|m(?P<mlp>\d+)"),
+    re.compile(r"(?P<node>.+)<(?P<slot>[qkv])>"),
+    "a<layer>.h<head>, m<layer>, input or logits",
+    "a<layer>.h<head><q|k|v>, m<layer> or logits",
+    "<q>, <k> or <v>",
+)
+_DISPLAY = _Form(
+    "L{layer}.H{head}",  # layer_label + "." + head_label
+    "L{layer}.mlp",
+    "{node}:{slot}",
+    re.compile(rf"{_LAYER}{_HEAD}|L(?P<mlp>\d+)\.mlp"),
+    re.compile(r"(?P<node>.+):(?P<slot>[qkv])"),
+    "L<layer>.H<head>, L<layer>.mlp, input or logits",
+    "L<layer>.H<head>:q|k|v, L<layer>.mlp or logits",
+    ":q, :k or :v",
+)
+
+
 def layer_label(layer: int) -> str:
     """`L3`: a layer in the display form (grid rows, the layer part of head and site names)."""
     return f"L{layer}"
@@ -83,8 +138,28 @@ def head_label(head: int) -> str:
     return f"H{head}"
 
 
+class _Named:
+    """The two formatters of a node or receiver: `name` (MIB form, also `str()`) and `display`."""
+
+    def written(self, form: _Form) -> str:
+        raise NotImplementedError
+
+    @functools.cached_property  # graphs share their node values, so edge names cost little
+    def name(self) -> str:
+        """The MIB form: `a3.h2`, `m3`, `a3.h2<q>`, `input`, `logits`."""
+        return self.written(_MIB)
+
+    @property
+    def display(self) -> str:
+        """The display form: `L3.H2`, `L3.mlp`, `L3.H2:q`, `input`, `logits`."""
+        return self.written(_DISPLAY)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 @dataclass(frozen=True, order=True)
-class Node:
+class Node(_Named):
     """A node of the edge graph: `input`, a head (layer, head), an MLP (layer) or `logits`.
 
     Fields a kind does not use are -1. Build heads and MLPs with `head_node` / `mlp_node`."""
@@ -101,26 +176,8 @@ class Node:
                 "both, MLPs a layer only, input and logits neither (-1 for unused)"
             )
 
-    @property
-    def name(self) -> str:
-        """The MIB form: `a3.h2`, `m3`, `input`, `logits`."""
-        if self.kind is NodeKind.HEAD:
-            return f"a{self.layer}.h{self.head}"
-        if self.kind is NodeKind.MLP:
-            return f"m{self.layer}"
-        return self.kind.value
-
-    @property
-    def display(self) -> str:
-        """The display form: `L3.H2`, `L3.mlp`, `input`, `logits`."""
-        if self.kind is NodeKind.HEAD:
-            return f"{layer_label(self.layer)}.{head_label(self.head)}"
-        if self.kind is NodeKind.MLP:
-            return f"{layer_label(self.layer)}.mlp"
-        return self.kind.value
-
-    def __str__(self) -> str:
-        return self.name
+    def written(self, form: _Form) -> str:
+        return form.write_node(self)
 
 
 INPUT = Node(NodeKind.INPUT)
@@ -136,7 +193,7 @@ def mlp_node(layer: int) -> Node:
 
 
 @dataclass(frozen=True)
-class Receiver:
+class Receiver(_Named):
     """An input slot of a node: a head's q / k / v (see the module doc for which head), or the
     one input of an MLP or of the logits. The edge graph and path patching both use it."""
 
@@ -151,18 +208,8 @@ class Receiver:
                 "MLPs and logits one input, input receives nothing"
             )
 
-    @property
-    def name(self) -> str:
-        """The MIB form: `a3.h2<q>`, `m3`, `logits`."""
-        return self.node.name if self.slot is Slot.IN else f"{self.node.name}<{self.slot.value}>"
-
-    @property
-    def display(self) -> str:
-        """The display form: `L3.H2:q`, `L3.mlp`, `logits`."""
-        return self.node.display if self.slot is Slot.IN else f"{self.node.display}:{self.slot}"
-
-    def __str__(self) -> str:
-        return self.name
+    def written(self, form: _Form) -> str:
+        return form.write_receiver(self)
 
 
 @dataclass(frozen=True)
@@ -180,36 +227,6 @@ class Edge:
 
 
 # parsing --------------------------------------------------------------------------------------
-_LAYER, _HEAD = r"L(?P<layer>\d+)", r"\.H(?P<head>\d+)"
-
-
-@dataclass(frozen=True)
-class _Form:
-    """One string form: its node and receiver-slot patterns and how to describe them."""
-
-    node: re.Pattern[str]  # groups: layer + head (a head) or mlp (an MLP's layer)
-    slot: re.Pattern[str]  # groups: node, slot
-    nodes: str
-    receivers: str
-    slots: str
-
-
-_MIB = _Form(
-    re.compile(r"a(?P<layer>\d+)\.h(?P<head>\d+)|m(?P<mlp>\d+)"),
-    re.compile(r"(?P<node>.+)<(?P<slot>[qkv])>"),
-    "a<layer>.h<head>, m<layer>, input or logits",
-    "a<layer>.h<head><q|k|v>, m<layer> or logits",
-    "<q>, <k> or <v>",
-)
-_DISPLAY = _Form(
-    re.compile(rf"{_LAYER}{_HEAD}|L(?P<mlp>\d+)\.mlp"),
-    re.compile(r"(?P<node>.+):(?P<slot>[qkv])"),
-    "L<layer>.H<head>, L<layer>.mlp, input or logits",
-    "L<layer>.H<head>:q|k|v, L<layer>.mlp or logits",
-    ":q, :k or :v",
-)
-
-
 def _read_node(text: str, form: _Form, shape: Shape | None) -> Node:
     stripped = text.strip()
     if stripped in (NodeKind.INPUT, NodeKind.LOGITS):
