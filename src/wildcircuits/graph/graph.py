@@ -7,6 +7,9 @@ Edges: every upstream node to every downstream receiver slot, named `a0.h1->a2.h
 with parallel attention + MLP blocks (GPT-NeoX) it does not. GQA models are un-grouped: every
 query head has its own k and v receiver slots (MIB's convention).
 
+The node, receiver and edge values and both string forms of their names (MIB `a3.h2`, display
+`L3.H2`) live in `wildcircuits.names`.
+
 Edge sets and scores are dense (receiver, sender) matrices over `Graph.receivers` x
 `Graph.senders`, with `Graph.valid` marking which cells are real edges.
 """
@@ -33,8 +36,7 @@ from wildcircuits.names import (
     parse_node,
 )
 
-# The node / receiver / edge values and their MIB-form parsers live in wildcircuits.names; they
-# are re-exported here because the graph is where most code meets them.
+# Re-exported from wildcircuits.names: the graph is where most code meets these names.
 __all__ = [
     "INPUT",
     "LOGITS",
