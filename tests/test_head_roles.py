@@ -11,12 +11,7 @@ import transformers as hf
 from tests.test_dla import tiny_problem
 from tests.tiny_models import tiny_model
 from wildcircuits.errors import SiteError
-from wildcircuits.localise.head_roles import (
-    RandomSequences,
-    head_roles,
-    parse_head,
-    save_patterns,
-)
+from wildcircuits.localise.head_roles import RandomSequences, head_roles, save_patterns
 from wildcircuits.localise.head_scores import (
     answer_positions,
     name_mover_scores,
@@ -25,6 +20,7 @@ from wildcircuits.localise.head_scores import (
     repeated_random_tokens,
 )
 from wildcircuits.models import tokens_from_ids, wrap_hf_model
+from wildcircuits.names import Shape, head_node, parse_head
 from wildcircuits.patching.sites import Component, Site
 
 VOCAB, POSITIONS, D_MODEL, D_HEAD = 16, 24, 64, 32
@@ -181,11 +177,11 @@ def test_role_table_on_a_task_problem(tmp_path) -> None:
 
 
 def test_parse_head_and_patterns(tmp_path) -> None:
-    assert parse_head("L2.H3", 3, 4) == (2, 3)
+    assert parse_head("L2.H3", Shape(3, 4)) == head_node(2, 3)
     with pytest.raises(SiteError, match="layers 0..2"):
-        parse_head("L3.H0", 3, 4)
+        parse_head("L3.H0", Shape(3, 4))
     with pytest.raises(SiteError, match="L<layer>"):
-        parse_head("12.3", 3, 4)
+        parse_head("12.3", Shape(3, 4))
     model = induction_model()
     tokens, _ = repeated_random_tokens(model, 2, 8)
     paths = save_patterns(model, tokens, [(0, 0), (1, 1)], tmp_path, row=1, info={"model": "x"})

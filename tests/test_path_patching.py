@@ -7,15 +7,16 @@ import torch
 
 from tests.tiny_models import tiny_model, tiny_tokens
 from wildcircuits.errors import SiteError
-from wildcircuits.patching.hooks import Intervention, Mode
-from wildcircuits.patching.path import (
+from wildcircuits.names import (
+    LOGITS,
     Receiver,
-    ReceiverKind,
-    parse_receiver,
-    parse_receivers,
-    path_patch,
-    path_patch_heads,
+    Slot,
+    head_node,
+    parse_display_receiver,
+    split_names,
 )
+from wildcircuits.patching.hooks import Intervention, Mode
+from wildcircuits.patching.path import path_patch, path_patch_heads, receiver_site
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
 from wildcircuits.tasks.metrics import make_targets
@@ -50,12 +51,11 @@ def slow_path_patch(model, problem, senders, receivers) -> float:
     for sender in senders:
         if sender.component is Component.MLP_OUT:
             step2.append(Intervention(sender, Mode.REPLACE, corrupt[sender]))
-    if receivers[0].kind is ReceiverKind.LOGITS:
+    if receivers[0].node == LOGITS:
         return metric(model, problem, step2)
-    run2 = model.run(problem.clean, capture=[r.site for r in receivers], interventions=step2)
-    return metric(
-        model, problem, [Intervention(r.site, Mode.REPLACE, run2[r.site]) for r in receivers]
-    )
+    sites = [receiver_site(r) for r in receivers]
+    run2 = model.run(problem.clean, capture=sites, interventions=step2)
+    return metric(model, problem, [Intervention(s, Mode.REPLACE, run2[s]) for s in sites])
 
 
 def normalized(model, problem, patched: float) -> float:
@@ -70,16 +70,16 @@ RECEIVER_SETS = [
     "logits",
     "L2.H1:q",
     "L2.H0:k,L1.H0:v",
-    "L1:mlp",
-    "L2.H3:q,L1:mlp,L2.H0:v",
+    "L1.mlp",
+    "L2.H3:q,L1.mlp,L2.H0:v",
 ]
 
 
 CASES = [
     *(("llama", r) for r in RECEIVER_SETS),
     *(("gemma3_text", r) for r in RECEIVER_SETS),
-    ("gpt_neox", "L1:mlp"),  # parallel blocks: heads of layer 1 do not reach MLP 1
-    ("gpt_neox", "L2.H3:q,L1:mlp,L2.H0:v"),
+    ("gpt_neox", "L1.mlp"),  # parallel blocks: heads of layer 1 do not reach MLP 1
+    ("gpt_neox", "L2.H3:q,L1.mlp,L2.H0:v"),
     ("gpt2", "logits"),
 ]
 
@@ -87,13 +87,13 @@ CASES = [
 @pytest.mark.parametrize(("family", "receivers"), CASES)
 def test_heads_map_equals_slow_loop(family, receivers):
     model, problem = tiny_model(family), tiny_problem()
-    receivers = parse_receivers(receivers)
+    receivers = [parse_display_receiver(name) for name in split_names(receivers)]
     grid = path_patch_heads(model, problem, receivers, max_rows=7, progress=False)
     for layer in range(model.n_layers):
         for head in range(model.n_heads):
             value = float(grid.values[layer, head])
             if torch.isnan(torch.tensor(value)):
-                assert all(r.layer is not None and r.layer <= layer for r in receivers)
+                assert all(r.node != LOGITS and r.node.layer <= layer for r in receivers)
                 continue
             slow = slow_path_patch(model, problem, [Site(Component.Z, layer, head)], receivers)
             expected = normalized(model, problem, slow)
@@ -111,9 +111,11 @@ def test_batching_does_not_change_the_map():
 def test_sender_sets_with_mlps_equal_slow_loop(family):
     model, problem = tiny_model(family), tiny_problem()
     senders = [Site(Component.Z, 0, 1), Site(Component.MLP_OUT, 0), Site(Component.Z, 1, 3)]
-    for receivers in (["logits"], ["L2.H2:q", "L2:mlp"]):
+    for receivers in (["logits"], ["L2.H2:q", "L2.mlp"]):
         fast = path_patch(model, problem, senders, receivers)
-        slow = slow_path_patch(model, problem, senders, [parse_receiver(r) for r in receivers])
+        slow = slow_path_patch(
+            model, problem, senders, [parse_display_receiver(r) for r in receivers]
+        )
         assert fast.patched == pytest.approx(slow, abs=1e-5)
         assert fast.score == pytest.approx(normalized(model, problem, slow), abs=1e-5)
 
@@ -170,12 +172,12 @@ def test_grid_shape_nan_and_provenance():
 
 
 def test_receiver_parsing_round_trip_and_errors():
-    for text in ("logits", "L3.H2:q", "L0.H1:k", "L5.H0:v", "L7:mlp"):
-        assert str(parse_receiver(text)) == text
-    assert parse_receiver("L3.H2:q") == Receiver(ReceiverKind.Q, 3, 2)
-    for bad in ("L3:q", "L3.H1:mlp", "H3:q", "L3.H1:z", "logit"):
+    for text in ("logits", "L3.H2:q", "L0.H1:k", "L5.H0:v", "L7.mlp"):
+        assert parse_display_receiver(text).display == text
+    assert parse_display_receiver("L3.H2:q") == Receiver(head_node(3, 2), Slot.Q)
+    for bad in ("L3:q", "L3.H1:mlp", "H3:q", "L3.H1:z", "logit", "L7:mlp", "input"):
         with pytest.raises(SiteError):
-            parse_receiver(bad)
+            parse_display_receiver(bad)
     model, problem = tiny_model("llama"), tiny_problem()
     with pytest.raises(SiteError, match="KV heads 0..1"):
         path_patch_heads(model, problem, ["L2.H3:k"], progress=False)

@@ -27,6 +27,14 @@ class SiteError(WildcircuitsError):
     """A site that does not exist: bad name, layer, head or position out of range."""
 
 
+class GraphError(WildcircuitsError):
+    """An unknown node / edge name, or a graph that does not match the model."""
+
+
+class UnknownNameError(GraphError, SiteError):
+    """A head / node / receiver / edge name that is malformed, unknown or out of range."""
+
+
 class InterventionError(WildcircuitsError):
     """An intervention that cannot be applied (wrong shape, bad mode)."""
 

@@ -10,9 +10,6 @@ distribution (`--corruption`, default the task's own, e.g. IOI's ABC), per templ
 from __future__ import annotations
 
 import argparse
-import re
-
-_HEAD = re.compile(r"^L(\d+)\.H(\d+)$")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,15 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_heads(text: str) -> list[tuple[int, int]]:
     """'L12.H3,L14.H0' -> [(12, 3), (14, 0)]."""
-    from wildcircuits.errors import SiteError
+    from wildcircuits.names import parse_head, split_names
 
-    heads = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        match = _HEAD.match(part)
-        if match is None:
-            raise SiteError(f"cannot parse head {part!r}; expected L<layer>.H<head>, e.g. L12.H3")
-        heads.append((int(match.group(1)), int(match.group(2))))
-    return heads
+    heads = [parse_head(name) for name in split_names(text)]
+    return [(head.layer, head.head) for head in heads]
 
 
 def parse_layers(text: str) -> list[int]:

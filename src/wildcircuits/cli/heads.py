@@ -51,12 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from wildcircuits.cli.attribute import load_problem
-    from wildcircuits.localise import RandomSequences, head_roles, parse_head, save_patterns
+    from wildcircuits.localise import RandomSequences, head_roles, save_patterns
+    from wildcircuits.names import Shape, parse_head, split_names
 
     model, problem = load_problem(args)
     chosen = None
     if args.patterns:  # check the names before the slow part
-        chosen = [parse_head(t, model.n_layers, model.n_heads) for t in args.patterns.split(",")]
+        shape = Shape(model.n_layers, model.n_heads)
+        heads = [parse_head(name, shape) for name in split_names(args.patterns)]
+        chosen = [(head.layer, head.head) for head in heads]
     sequences = RandomSequences(args.random_batch, args.random_length, args.seed)
     roles = head_roles(model, problem, sequences, answer_position=args.answer_position,
                        batch_size=args.batch_size)  # fmt: skip
@@ -71,15 +74,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _top_heads(roles) -> list[tuple[int, int]]:
     """The top head of each role (name movers: also the most negative), without repeats."""
-    from wildcircuits.localise import parse_head
+    from wildcircuits.names import parse_head
 
     names = [
         roles.top(role, 1)[0][0] for role in roles.scores if not roles.scores[role].isnan().all()
     ]
     if "name_mover" in roles.scores:
         names.append(roles.top("name_mover", 1, negative=True)[0][0])
-    n_layers, n_heads = next(iter(roles.scores.values())).shape
-    return [parse_head(n, n_layers, n_heads) for n in dict.fromkeys(names)]
+    heads = [parse_head(name) for name in dict.fromkeys(names)]
+    return [(head.layer, head.head) for head in heads]
 
 
 def _print_highlights(roles, top: int) -> None:

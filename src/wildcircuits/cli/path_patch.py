@@ -1,4 +1,4 @@
-"""`wildcircuits path-patch TASK --receivers logits|L14.H3:q,... --out DIR`.
+"""`wildcircuits path-patch TASK --receivers logits|L14.H3:q,L9.mlp,... --out DIR`.
 
 Path patching (Wang et al. convention, see `wildcircuits.patching.path`) of every head, alone, as
 the sender into the receivers: a layer x head heatmap (PNG + HTML) and JSON in DIR.
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--receivers",
         default="logits",
-        help="'logits', or e.g. L14.H3:q,L14.H1:k,L9:mlp (k, v: KV heads)",
+        help="'logits', or e.g. L14.H3:q,L14.H1:k,L9.mlp (k, v: KV heads)",
     )
     parser.add_argument("--max-rows", type=int, default=128,
                         help="rows per batched forward (sender sets x examples; 128)")  # fmt: skip
@@ -33,9 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from wildcircuits.cli.attribute import load_problem
-    from wildcircuits.patching.path import parse_receivers, path_patch_heads
+    from wildcircuits.names import parse_display_receiver, split_names
+    from wildcircuits.patching.path import path_patch_heads
 
-    receivers = parse_receivers(args.receivers)
+    receivers = [parse_display_receiver(name) for name in split_names(args.receivers)]
     model, problem = load_problem(args)
     grid = path_patch_heads(
         model, problem, receivers, max_rows=args.max_rows, progress=not args.quiet

@@ -22,8 +22,9 @@ from enum import StrEnum
 
 import torch
 
+from wildcircuits.errors import GraphError
 from wildcircuits.graph.circuit import Circuit, EdgeScores
-from wildcircuits.graph.graph import Graph, GraphError
+from wildcircuits.graph.graph import Graph
 
 
 class Ranking(StrEnum):

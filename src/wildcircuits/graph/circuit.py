@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
-from wildcircuits.graph.graph import Edge, Graph, GraphError, Node, NodeKind
+from wildcircuits.errors import GraphError
+from wildcircuits.graph.graph import Graph
+from wildcircuits.names import Edge, Node, NodeKind
 
 
 @dataclass(frozen=True)

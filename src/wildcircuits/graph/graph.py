@@ -7,6 +7,9 @@ Edges: every upstream node to every downstream receiver slot, named `a0.h1->a2.h
 with parallel attention + MLP blocks (GPT-NeoX) it does not. GQA models are un-grouped: every
 query head has its own k and v receiver slots (MIB's convention).
 
+The node, receiver and edge values and both string forms of their names (MIB `a3.h2`, display
+`L3.H2`) live in `wildcircuits.names`.
+
 Edge sets and scores are dense (receiver, sender) matrices over `Graph.receivers` x
 `Graph.senders`, with `Graph.valid` marking which cells are real edges.
 """
@@ -14,107 +17,40 @@ Edge sets and scores are dense (receiver, sender) matrices over `Graph.receivers
 from __future__ import annotations
 
 import functools
-import re
-from dataclasses import dataclass
-from enum import StrEnum
 
 import torch
 
-from wildcircuits.errors import WildcircuitsError
+from wildcircuits.errors import GraphError
+from wildcircuits.names import (
+    INPUT,
+    LOGITS,
+    Edge,
+    Node,
+    NodeKind,
+    Receiver,
+    Shape,
+    Slot,
+    head_node,
+    mlp_node,
+    parse_edge,
+    parse_node,
+)
 
-
-class GraphError(WildcircuitsError):
-    """An unknown node / edge name, or a graph that does not match the model."""
-
-
-class NodeKind(StrEnum):
-    INPUT = "input"
-    HEAD = "head"
-    MLP = "mlp"
-    LOGITS = "logits"
-
-
-class Slot(StrEnum):
-    """The input slot of a receiver: a head's q, k or v, or the single input of an MLP / logits."""
-
-    Q = "q"
-    K = "k"
-    V = "v"
-    IN = "in"
-
-
-@dataclass(frozen=True, order=True)
-class Node:
-    kind: NodeKind
-    layer: int = -1
-    head: int = -1
-
-    @property
-    def name(self) -> str:
-        if self.kind is NodeKind.HEAD:
-            return f"a{self.layer}.h{self.head}"
-        if self.kind is NodeKind.MLP:
-            return f"m{self.layer}"
-        return self.kind.value
-
-    def __str__(self) -> str:
-        return self.name
-
-
-@dataclass(frozen=True)
-class Receiver:
-    node: Node
-    slot: Slot = Slot.IN
-
-    @property
-    def name(self) -> str:
-        return (
-            f"{self.node.name}<{self.slot.value}>" if self.slot is not Slot.IN else self.node.name
-        )
-
-
-@dataclass(frozen=True)
-class Edge:
-    sender: Node
-    receiver: Receiver
-
-    @property
-    def name(self) -> str:
-        return f"{self.sender.name}->{self.receiver.name}"
-
-
-INPUT = Node(NodeKind.INPUT)
-LOGITS = Node(NodeKind.LOGITS)
-_NODE = re.compile(r"^(?:a(?P<al>\d+)\.h(?P<ah>\d+)|m(?P<ml>\d+)|(?P<special>input|logits))$")
-
-
-def parse_node(name: str) -> Node:
-    """`a3.h2`, `m4`, `input` or `logits` -> Node; anything else raises."""
-    match = _NODE.match(name.strip())
-    if match is None:
-        raise GraphError(
-            f"unknown node name {name!r}; expected a<layer>.h<head>, m<layer>, input or logits"
-        )
-    if match.group("special"):
-        return INPUT if match.group("special") == "input" else LOGITS
-    if match.group("ml") is not None:
-        return Node(NodeKind.MLP, int(match.group("ml")))
-    return Node(NodeKind.HEAD, int(match.group("al")), int(match.group("ah")))
-
-
-def parse_edge(name: str) -> Edge:
-    """`a0.h1->a2.h3<q>` / `m0->logits` -> Edge; anything else raises."""
-    if "->" not in name:
-        raise GraphError(f"edge name {name!r} lacks '->'")
-    sender_text, receiver_text = name.split("->", 1)
-    slot = Slot.IN
-    match = re.match(r"^(?P<node>.+)<(?P<slot>[qkv])>$", receiver_text.strip())
-    if match:
-        receiver_text, slot = match.group("node"), Slot(match.group("slot"))
-    receiver = Receiver(parse_node(receiver_text), slot)
-    if (receiver.node.kind is NodeKind.HEAD) != (slot is not Slot.IN):
-        raise GraphError(f"edge {name!r}: heads take a <q>, <k> or <v> slot, other nodes none")
-    return Edge(parse_node(sender_text), receiver)
+# Re-exported from wildcircuits.names: the graph is where most code meets these names.
+__all__ = [
+    "INPUT",
+    "LOGITS",
+    "Edge",
+    "Graph",
+    "GraphError",
+    "Node",
+    "NodeKind",
+    "Receiver",
+    "Slot",
+    "expected_edge_count",
+    "parse_edge",
+    "parse_node",
+]
 
 
 class Graph:
@@ -126,11 +62,11 @@ class Graph:
         self.senders: list[Node] = [INPUT]
         self.receivers: list[Receiver] = []
         for layer in range(n_layers):
-            heads = [Node(NodeKind.HEAD, layer, h) for h in range(n_heads)]
+            heads = [head_node(layer, h) for h in range(n_heads)]
             for slot in (Slot.Q, Slot.K, Slot.V):
                 self.receivers += [Receiver(node, slot) for node in heads]
-            self.receivers.append(Receiver(Node(NodeKind.MLP, layer)))
-            self.senders += [*heads, Node(NodeKind.MLP, layer)]
+            self.receivers.append(Receiver(mlp_node(layer)))
+            self.senders += [*heads, mlp_node(layer)]
         self.receivers.append(Receiver(LOGITS))
         self.sender_index = {node: i for i, node in enumerate(self.senders)}
         self.receiver_index = {r: i for i, r in enumerate(self.receivers)}
@@ -142,6 +78,11 @@ class Graph:
     @classmethod
     def for_model(cls, model) -> Graph:
         return cls(model.n_layers, model.n_heads, model.parallel_residual)
+
+    @property
+    def shape(self) -> Shape:
+        """The ranges node names are checked against (k / v slots: query heads, un-grouped)."""
+        return Shape(self.n_layers, self.n_heads)
 
     @property
     def n_senders(self) -> int:

@@ -31,8 +31,10 @@ from typing import Any
 
 import torch
 
+from wildcircuits.errors import GraphError
 from wildcircuits.graph.circuit import Circuit, EdgeScores
-from wildcircuits.graph.graph import Graph, GraphError, Receiver, parse_edge, parse_node
+from wildcircuits.graph.graph import Graph
+from wildcircuits.names import LOGITS, parse_node, parse_receiver
 from wildcircuits.results import atomic_write_bytes
 
 FORMAT = "wildcircuits.circuit/1"
@@ -77,7 +79,7 @@ def save_mib_json(
     }
     in_nodes = set(circuit.nodes())
     nodes: dict[str, dict[str, Any]] = {}
-    for i, node in enumerate([*graph.senders, parse_node("logits")]):
+    for i, node in enumerate([*graph.senders, LOGITS]):
         nodes[node.name] = {"in_graph": node in in_nodes}
         if node_scores is not None and i < graph.n_senders:
             nodes[node.name]["score"] = float(node_scores[i])
@@ -261,7 +263,7 @@ def _json_node_flags(path, nodes: Any) -> dict[str, bool]:
 def _node_conflicts(path, circuit: Circuit, flags: dict[str, bool]) -> int:
     for name in flags:
         node = parse_node(name)
-        if node.name != "logits" and node not in circuit.graph.sender_index:
+        if node != LOGITS and node not in circuit.graph.sender_index:
             raise GraphError(f"{path}: node {name} is not in this graph")
     excluded = {name for name, flag in flags.items() if not flag}
     return sum(
@@ -278,7 +280,7 @@ def _sender_index(path, graph: Graph, name: str) -> int:
 
 
 def _receiver_index(path, graph: Graph, name: str) -> int:
-    receiver: Receiver = parse_edge(f"input->{name}").receiver
+    receiver = parse_receiver(name)
     if receiver not in graph.receiver_index:
         raise GraphError(f"{path}: destination {name} is not in this graph ({graph.describe()})")
     return graph.receiver_index[receiver]

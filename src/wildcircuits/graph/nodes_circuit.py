@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from wildcircuits.errors import GraphError
 from wildcircuits.graph.circuit import Circuit, EdgeScores
-from wildcircuits.graph.graph import Graph, GraphError, Node, NodeKind, parse_node
+from wildcircuits.graph.graph import Graph
+from wildcircuits.names import Node, NodeKind, parse_node
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from wildcircuits.localise.head_roles import (
     RandomSequences,
     RoleThresholds,
     head_roles,
-    parse_head,
     save_patterns,
 )
 from wildcircuits.localise.logit_lens import LogitLens, logit_lens
@@ -31,6 +30,5 @@ __all__ = [
     "freeze_norm",
     "head_roles",
     "logit_lens",
-    "parse_head",
     "save_patterns",
 ]

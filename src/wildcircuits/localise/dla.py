@@ -37,7 +37,8 @@ from wildcircuits.localise.norms import freeze_norm
 from wildcircuits.models.adapters import get_module
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.models.tokens import Tokens
-from wildcircuits.patching.grid import ScoreGrid, head_labels, head_name, layer_labels
+from wildcircuits.names import head_node, layer_label, mlp_node
+from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
 from wildcircuits.tasks.metrics import Targets, logit_diff
@@ -100,22 +101,28 @@ class LogitAttribution:
     def components(self) -> dict[str, float]:
         """Batch-mean DLA of every component by name: embed, L3.attn, L3.mlp, L3.H1, bias."""
         out = {"embed": float(self.embed.mean())}
-        n_layers, n_heads = self.attn.shape[1], self.heads.shape[2]
-        for layer in range(n_layers):
-            out[f"L{layer}.attn"] = float(self.attn[:, layer].mean())
-            out[f"L{layer}.mlp"] = float(self.mlp[:, layer].mean())
-            for head in range(n_heads):
-                out[head_name(layer, head)] = float(self.heads[:, layer, head].mean())
+        for name, value, _ in self._layer_parts():
+            out[name] = value
         out["bias"] = float(self.constant.mean())
         return out
 
+    def _layer_parts(self) -> list[tuple[str, float, bool]]:
+        """(display name, batch-mean DLA, is a head) of each layer's attn, mlp and heads."""
+        n_layers, n_heads = self.attn.shape[1], self.heads.shape[2]
+        parts = []
+        for layer in range(n_layers):
+            parts.append((f"{layer_label(layer)}.attn", float(self.attn[:, layer].mean()), False))
+            parts.append((mlp_node(layer).display, float(self.mlp[:, layer].mean()), False))
+            for head in range(n_heads):
+                value = float(self.heads[:, layer, head].mean())
+                parts.append((head_node(layer, head).display, value, True))
+        return parts
+
     def top_components(self, k: int = 20, heads: bool = True) -> list[tuple[str, float]]:
         """The k components with the largest |mean DLA|: embed, layers' attn / mlp, or heads."""
-        items = [
-            (name, value)
-            for name, value in self.components().items()
-            if (".H" in name) == heads and name != "bias"
-        ]
+        items = [(name, value) for name, value, is_head in self._layer_parts() if is_head == heads]
+        if not heads:
+            items.insert(0, ("embed", float(self.embed.mean())))
         return sorted(items, key=lambda item: -abs(item[1]))[:k]
 
     def summary(self) -> dict[str, Any]:

@@ -6,7 +6,6 @@ a head may have several labels. Thresholds are saved with the table.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +25,8 @@ from wildcircuits.localise.head_scores import (
 )
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.models.tokens import Tokens
-from wildcircuits.patching.grid import ScoreGrid, head_labels, head_name, layer_labels
+from wildcircuits.names import head_node
+from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels
 from wildcircuits.patching.problem import PatchingProblem
 
 ROLES = (
@@ -108,7 +108,7 @@ class HeadRoles:
         n_layers, n_heads = next(iter(self.scores.values())).shape
         return [
             {
-                "head": head_name(layer, head),
+                "head": head_node(layer, head).display,
                 "layer": layer,
                 "index": head,
                 **{role: float(v[layer, head]) for role, v in self.scores.items()},
@@ -124,7 +124,7 @@ class HeadRoles:
         key = torch.nan_to_num(-values if negative else values, nan=-float("inf"))
         n_heads = self.scores[role].shape[1]
         order = key.argsort(descending=True)[:k].tolist()
-        return [(head_name(i // n_heads, i % n_heads), float(values[i])) for i in order]
+        return [(head_node(i // n_heads, i % n_heads).display, float(values[i])) for i in order]
 
     def grid(self, role: str) -> ScoreGrid:
         values = self.scores[role]
@@ -189,19 +189,6 @@ def head_roles(
     return HeadRoles(scores, thresholds, info)
 
 
-def parse_head(text: str, n_layers: int, n_heads: int) -> tuple[int, int]:
-    """'L12.H3' -> (12, 3); raises naming the valid ranges."""
-    match = re.fullmatch(r"L(\d+)\.H(\d+)", text.strip())
-    if match is None:
-        raise SiteError(f"head {text!r}: expected the form L<layer>.H<head>, e.g. L12.H3")
-    layer, head = int(match[1]), int(match[2])
-    if not (layer < n_layers and head < n_heads):
-        raise SiteError(
-            f"head {text!r} out of range: layers 0..{n_layers - 1}, heads 0..{n_heads - 1}"
-        )
-    return layer, head
-
-
 def save_patterns(
     model: InstrumentedModel,
     tokens: Tokens,
@@ -222,7 +209,7 @@ def save_patterns(
     )
     paths = []
     for (layer, head), pattern in head_patterns(model, tokens, heads, row).items():
-        name = head_name(layer, head)
+        name = head_node(layer, head).display
         png, _ = save_attention_pattern(
             pattern.numpy(),
             words,

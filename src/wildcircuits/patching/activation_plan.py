@@ -22,7 +22,8 @@ import torch
 
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.models.instrumented import InstrumentedModel
-from wildcircuits.patching.grid import ScoreGrid, head_name, layer_labels, position_labels
+from wildcircuits.names import head_node
+from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels, position_labels
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, head_axis, position_axis
 
@@ -198,7 +199,8 @@ def grid_axes(model: InstrumentedModel, kind: PatchKind, columns: Columns):
     if kind in BY_POSITION:
         return "layer", "position", layer_labels(model.n_layers), list(columns.labels)
     if kind is PatchKind.HEADS_BY_POS:
-        rows = [head_name(i, h) for i in range(model.n_layers) for h in range(model.n_heads)]
+        heads = [head_node(i, h) for i in range(model.n_layers) for h in range(model.n_heads)]
+        rows = [head.display for head in heads]
         return "head", "position", rows, list(columns.labels)
     if kind in KV_KINDS:
         return (
@@ -207,7 +209,7 @@ def grid_axes(model: InstrumentedModel, kind: PatchKind, columns: Columns):
             layer_labels(model.n_layers),
             [f"KV{h}" for h in range(model.n_kv_heads)],
         )
-    return "layer", "head", layer_labels(model.n_layers), [f"H{h}" for h in range(model.n_heads)]
+    return "layer", "head", layer_labels(model.n_layers), head_labels(model.n_heads)
 
 
 # masks: which entries of a site's value a patch replaces ---------------------------------------

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from wildcircuits.errors import WildcircuitsError
+from wildcircuits.names import head_label, layer_label
 from wildcircuits.results import load_json, save_json
 
 
@@ -111,16 +112,13 @@ def load_grid(path: Path | str) -> ScoreGrid:
 
 
 def layer_labels(n_layers: int) -> list[str]:
-    return [f"L{layer}" for layer in range(n_layers)]
+    """Row labels L0, L1, ...; a row's label, '.', and a head column's label name the head."""
+    return [layer_label(layer) for layer in range(n_layers)]
 
 
 def head_labels(n_heads: int) -> list[str]:
-    return [f"H{head}" for head in range(n_heads)]
-
-
-def head_name(layer: int, head: int) -> str:
-    """The display name of a head, e.g. L12.H3."""
-    return f"L{layer}.H{head}"
+    """Column labels H0, H1, ..."""
+    return [head_label(head) for head in range(n_heads)]
 
 
 def position_labels(str_tokens: Sequence[str]) -> list[str]:

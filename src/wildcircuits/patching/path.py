@@ -9,9 +9,10 @@ Convention (the IOI paper's), for senders S and receivers R on a clean / corrupt
 3. Run the clean input again with only the receivers' inputs replaced by the recorded values
    (everything downstream recomputed freely) and read the metric.
 
-Receivers: a query head's q input (`L14.H3:q`), a KV head's k or v input (`L14.H1:k`; with
-grouped-query attention the k / v of one KV head are shared by its query heads, so the receiver is
-the KV head), an MLP's input (`L5:mlp`), or the logits (`logits`: the final residual stream, so
+Receivers (`wildcircuits.names.Receiver`, the edge graph's type, written in the display form): a
+query head's q input (`L14.H3:q`), a KV head's k or v input (`L14.H1:k`; with grouped-query
+attention the k / v of one KV head are shared by its query heads, so the receiver is the KV
+head), an MLP's input (`L5.mlp`), or the logits (`logits`: the final residual stream, so
 step 3 is step 2's logits). A receiver's input is computed from its own copy of the residual
 stream: patching q of one head leaves the other heads of its layer on the clean stream.
 
@@ -27,11 +28,9 @@ and many sender sets run in one batched forward (the clean batch repeated once p
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import torch
@@ -39,81 +38,27 @@ from torch import Tensor
 
 from wildcircuits.errors import SiteError
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.names import LOGITS, NodeKind, Receiver, Shape, Slot, parse_display_receiver
 from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels
 from wildcircuits.patching.hooks import Intervention, Mode
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
 
-
-class ReceiverKind(StrEnum):
-    """What a path ends in."""
-
-    LOGITS = "logits"
-    Q = "q"
-    K = "k"
-    V = "v"
-    MLP = "mlp"
-
-
-_RECEIVER_COMPONENT = {
-    ReceiverKind.Q: Component.Q,
-    ReceiverKind.K: Component.K,
-    ReceiverKind.V: Component.V,
-    ReceiverKind.MLP: Component.MLP_IN,
+#: The component whose value carries each receiver slot's input (an MLP's slot is IN).
+_SLOT_COMPONENT = {
+    Slot.Q: Component.Q,
+    Slot.K: Component.K,
+    Slot.V: Component.V,
+    Slot.IN: Component.MLP_IN,
 }
 
 
-@dataclass(frozen=True)
-class Receiver:
-    """One receiver: the logits, a head's q / k / v input (k, v: KV head), or an MLP input."""
-
-    kind: ReceiverKind
-    layer: int | None = None
-    head: int | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", ReceiverKind(self.kind))
-        needs_layer = self.kind is not ReceiverKind.LOGITS
-        needs_head = self.kind in (ReceiverKind.Q, ReceiverKind.K, ReceiverKind.V)
-        if needs_layer != (self.layer is not None) or needs_head != (self.head is not None):
-            raise SiteError(f"receiver {self.kind.value}: expected {_RECEIVER_HELP}")
-
-    @property
-    def site(self) -> Site | None:
-        """The site whose value is patched in step 3 (None for the logits)."""
-        if self.kind is ReceiverKind.LOGITS:
-            return None
-        return Site(_RECEIVER_COMPONENT[self.kind], self.layer, self.head)
-
-    def __str__(self) -> str:
-        if self.kind is ReceiverKind.LOGITS:
-            return "logits"
-        if self.kind is ReceiverKind.MLP:
-            return f"L{self.layer}:mlp"
-        return f"L{self.layer}.H{self.head}:{self.kind.value}"
-
-
-_RECEIVER_HELP = "'logits', 'L<layer>.H<head>:q|k|v' (k, v: KV head) or 'L<layer>:mlp'"
-_RECEIVER_PATTERN = re.compile(r"^L(?P<layer>\d+)(?:\.H(?P<head>\d+))?:(?P<kind>q|k|v|mlp)$")
-
-
-def parse_receiver(text: str) -> Receiver:
-    """Parse one receiver; see `Receiver.__str__` for the format."""
-    text = text.strip()
-    if text == "logits":
-        return Receiver(ReceiverKind.LOGITS)
-    match = _RECEIVER_PATTERN.match(text)
-    if match is None:
-        raise SiteError(f"cannot parse receiver {text!r}; expected {_RECEIVER_HELP}")
-    head = match.group("head")
-    return Receiver(
-        match.group("kind"), int(match.group("layer")), None if head is None else int(head)
-    )
-
-
-def parse_receivers(text: str) -> list[Receiver]:
-    """Comma-separated receivers, e.g. 'L9.H6:q,L9.H9:q' or 'logits'."""
-    return [parse_receiver(part) for part in text.split(",") if part.strip()]
+def receiver_site(receiver: Receiver) -> Site | None:
+    """The site whose value is patched in step 3 (None for the logits); k / v: a KV head."""
+    if receiver.node == LOGITS:
+        return None
+    head = receiver.node.head if receiver.node.kind is NodeKind.HEAD else None
+    return Site(_SLOT_COMPONENT[receiver.slot], receiver.node.layer, head)
 
 
 @dataclass(frozen=True)
@@ -157,18 +102,12 @@ def _check(model: InstrumentedModel, senders: Sequence[Site], receivers: Sequenc
             )
         if not 0 <= sender.layer < model.n_layers:
             raise SiteError(f"sender {sender}: layer out of range 0..{model.n_layers - 1}")
-    kinds = {r.kind for r in receivers}
-    if not receivers or (ReceiverKind.LOGITS in kinds and len(receivers) > 1):
+    nodes = {r.node for r in receivers}
+    if not receivers or (LOGITS in nodes and len(receivers) > 1):
         raise SiteError("give 'logits' alone, or one or more head / MLP receivers")
+    shape = Shape(model.n_layers, model.n_heads, model.n_kv_heads)  # k / v: KV heads
     for r in receivers:
-        if r.kind is ReceiverKind.LOGITS:
-            continue
-        limit = model.n_kv_heads if r.kind in (ReceiverKind.K, ReceiverKind.V) else model.n_heads
-        if not 0 <= r.layer < model.n_layers or (r.head is not None and not 0 <= r.head < limit):
-            raise SiteError(
-                f"receiver {r}: valid layers 0..{model.n_layers - 1}, "
-                f"{'KV ' if limit == model.n_kv_heads else ''}heads 0..{limit - 1}"
-            )
+        shape.check(r.display, r.node, r.slot)
 
 
 def _freeze_and_patch(cache: _Cache, sets: Sequence[Sequence[Site]], start: int, stop: int):
@@ -215,15 +154,16 @@ def _patched_metrics(
     tokens = problem.clean.select(rows)
     positions = problem.positions[rows]
     start = min(s.layer for senders in sets for s in senders)
-    to_logits = receivers[0].kind is ReceiverKind.LOGITS
+    to_logits = receivers[0].node == LOGITS
     # Receivers before the first sender keep their clean input: nothing to patch there.
-    receivers = [r for r in receivers if to_logits or r.layer >= start]
+    receivers = [r for r in receivers if to_logits or r.node.layer >= start]
     if not receivers:
         return cache.clean_scores.repeat(n_sets, 1)
-    stop = model.n_layers if to_logits else max(r.layer for r in receivers) + 1
+    sites = [receiver_site(r) for r in receivers]
+    stop = model.n_layers if to_logits else max(r.node.layer for r in receivers) + 1
     step2 = model.run(
         tokens,
-        capture=[] if to_logits else list({Site(r.site.component, r.layer) for r in receivers}),
+        capture=[] if to_logits else list({Site(s.component, s.layer) for s in sites}),
         interventions=_freeze_and_patch(cache, sets, start, stop),
         positions=positions,
         return_logits=to_logits,
@@ -232,10 +172,9 @@ def _patched_metrics(
     )
     if to_logits:
         return problem.score(step2.logits, rows=rows).reshape(n_sets, batch)
-    first = min(r.layer for r in receivers)
+    first = min(r.node.layer for r in receivers)
     patches = [
-        Intervention(r.site, Mode.REPLACE, step2[Site(r.site.component, r.layer)][_head(r)])
-        for r in receivers
+        Intervention(s, Mode.REPLACE, step2[Site(s.component, s.layer)][_head(s)]) for s in sites
     ]
     step3 = model.run(
         tokens,
@@ -247,9 +186,9 @@ def _patched_metrics(
     return problem.score(step3.logits, rows=rows).reshape(n_sets, batch)
 
 
-def _head(receiver: Receiver) -> tuple:
-    """Index of the receiver's slice in its full captured value."""
-    return (slice(None),) if receiver.head is None else (slice(None), slice(None), receiver.head)
+def _head(site: Site) -> tuple:
+    """Index of a receiver site's slice in its full captured value."""
+    return (slice(None),) if site.head is None else (slice(None), slice(None), site.head)
 
 
 @dataclass(frozen=True)
@@ -271,7 +210,7 @@ def path_patch(
     receivers: Sequence[Receiver | str],
 ) -> PathPatchResult:
     """Path-patch one sender set (heads' z / MLP outputs) into the receivers; see module doc."""
-    receivers = [parse_receiver(r) if isinstance(r, str) else r for r in receivers]
+    receivers = [parse_display_receiver(r) if isinstance(r, str) else r for r in receivers]
     _check(model, senders, receivers)
     cache = _cache(model, problem)
     with torch.no_grad():
@@ -302,18 +241,18 @@ def _provenance(problem, receivers, senders) -> dict[str, Any]:
         "direction": "noise (corrupted senders into clean)",
         "freezing": "all other attention heads frozen to clean z; MLPs and norms recomputed",
         "normalization": "(m_clean - m_patched) / (m_clean - m_corrupted)",
-        "receivers": [str(r) for r in receivers],
+        "receivers": [r.display for r in receivers],
         "senders": senders,
     }
 
 
 def path_exists(sender_layer: int, receiver: Receiver, parallel_residual: bool) -> bool:
     """Whether a head of `sender_layer` can reach the receiver at all."""
-    if receiver.kind is ReceiverKind.LOGITS:
+    if receiver.node == LOGITS:
         return True
-    if receiver.kind is ReceiverKind.MLP and not parallel_residual:
-        return sender_layer <= receiver.layer  # the MLP reads its own layer's heads
-    return sender_layer < receiver.layer
+    if receiver.node.kind is NodeKind.MLP and not parallel_residual:
+        return sender_layer <= receiver.node.layer  # the MLP reads its own layer's heads
+    return sender_layer < receiver.node.layer
 
 
 def path_patch_heads(
@@ -329,7 +268,7 @@ def path_patch_heads(
     Entries of heads with no path to any receiver are NaN. `max_rows` caps the rows of one
     batched forward (sender sets x batch). normalize=False gives m_patched - m_clean.
     """
-    receivers = [parse_receiver(r) if isinstance(r, str) else r for r in receivers]
+    receivers = [parse_display_receiver(r) if isinstance(r, str) else r for r in receivers]
     _check(model, [], receivers)
     cache = _cache(model, problem)
     heads = [
@@ -347,10 +286,10 @@ def path_patch_heads(
             metrics = _patched_metrics(model, problem, cache, sets, receivers).mean(1)
             for (layer, head), metric in zip(chunk, metrics.tolist(), strict=True):
                 values[layer, head] = _normalize(metric, cache, normalize)
-    target = "logits" if receivers[0].kind is ReceiverKind.LOGITS else "receivers"
+    target = "logits" if receivers[0].node == LOGITS else "receivers"
     return ScoreGrid(
         name=f"path_patch_heads_to_{target}",
-        title=f"Path patching: each head -> {', '.join(str(r) for r in receivers)}",
+        title=f"Path patching: each head -> {', '.join(r.display for r in receivers)}",
         values=values,
         row_axis="layer",
         col_axis="head",

@@ -1,7 +1,9 @@
 """Sites: typed names for the values of a forward pass that can be read or replaced.
 
-A `Site` is a frozen value (component, layer, head, position). Strings exist only at the CLI and
-file boundaries, through the `parse_site` / `format_site` pair:
+A `Site` is a frozen value (component, layer, head, position), built with one constructor per
+component (`Site.z(3, head=2)`, `Site.resid_pre(5, position=-1)`, `Site.logits()`) or directly.
+Strings exist only at the CLI and file boundaries, through the `parse_site` / `format_site` pair
+(the layer and head read as in the display form of wildcircuits.names, `L3.H2`):
 
     "embed", "logits", "final_resid"           no layer
     "resid_pre.L3", "mlp_out.L0"               one layer
@@ -13,11 +15,11 @@ Shapes (batch, pos, ...) of each component are listed in `SHAPES`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 from wildcircuits.errors import SiteError
+from wildcircuits.names import SiteParts, join_site, split_site
 
 
 class Component(StrEnum):
@@ -116,6 +118,99 @@ class Site:
     def __str__(self) -> str:
         return format_site(self)
 
+    # constructors, one per component; `position=None` means every position ------------------
+    @classmethod
+    def embed(cls, *, position: int | None = None) -> Site:
+        """Token embeddings: (batch, pos, d_model)."""
+        return cls(Component.EMBED, position=position)
+
+    @classmethod
+    def pos_embed(cls, *, position: int | None = None) -> Site:
+        """Learned positional embeddings: (batch, pos, d_model)."""
+        return cls(Component.POS_EMBED, position=position)
+
+    @classmethod
+    def final_resid(cls, *, position: int | None = None) -> Site:
+        """The residual stream after the last layer: (batch, pos, d_model)."""
+        return cls(Component.FINAL_RESID, position=position)
+
+    @classmethod
+    def logits(cls, *, position: int | None = None) -> Site:
+        """The output logits: (batch, pos, vocab)."""
+        return cls(Component.LOGITS, position=position)
+
+    @classmethod
+    def resid_pre(cls, layer: int, *, position: int | None = None) -> Site:
+        """The residual stream entering the layer: (batch, pos, d_model)."""
+        return cls(Component.RESID_PRE, layer, position=position)
+
+    @classmethod
+    def attn_in(cls, layer: int, *, position: int | None = None) -> Site:
+        """The attention input (after the norm): (batch, pos, d_model)."""
+        return cls(Component.ATTN_IN, layer, position=position)
+
+    @classmethod
+    def attn_out(cls, layer: int, *, position: int | None = None) -> Site:
+        """The attention output added to the stream: (batch, pos, d_model)."""
+        return cls(Component.ATTN_OUT, layer, position=position)
+
+    @classmethod
+    def resid_mid(cls, layer: int, *, position: int | None = None) -> Site:
+        """The stream between attention and MLP (sequential blocks): (batch, pos, d_model)."""
+        return cls(Component.RESID_MID, layer, position=position)
+
+    @classmethod
+    def mlp_in(cls, layer: int, *, position: int | None = None) -> Site:
+        """The MLP input (after the norm): (batch, pos, d_model)."""
+        return cls(Component.MLP_IN, layer, position=position)
+
+    @classmethod
+    def mlp_out(cls, layer: int, *, position: int | None = None) -> Site:
+        """The MLP output added to the stream: (batch, pos, d_model)."""
+        return cls(Component.MLP_OUT, layer, position=position)
+
+    @classmethod
+    def resid_post(cls, layer: int, *, position: int | None = None) -> Site:
+        """The residual stream leaving the layer: (batch, pos, d_model)."""
+        return cls(Component.RESID_POST, layer, position=position)
+
+    @classmethod
+    def q(cls, layer: int, head: int | None = None, *, position: int | None = None) -> Site:
+        """Queries: (batch, pos, head, d_head)."""
+        return cls(Component.Q, layer, head, position)
+
+    @classmethod
+    def k(cls, layer: int, head: int | None = None, *, position: int | None = None) -> Site:
+        """Keys (head: a KV head): (batch, pos, kv_head, d_head)."""
+        return cls(Component.K, layer, head, position)
+
+    @classmethod
+    def v(cls, layer: int, head: int | None = None, *, position: int | None = None) -> Site:
+        """Values (head: a KV head): (batch, pos, kv_head, d_head)."""
+        return cls(Component.V, layer, head, position)
+
+    @classmethod
+    def attn_scores(
+        cls, layer: int, head: int | None = None, *, position: int | None = None
+    ) -> Site:
+        """Attention scores before the softmax: (batch, head, pos, kv_pos)."""
+        return cls(Component.ATTN_SCORES, layer, head, position)
+
+    @classmethod
+    def pattern(cls, layer: int, head: int | None = None, *, position: int | None = None) -> Site:
+        """The attention pattern: (batch, head, pos, kv_pos)."""
+        return cls(Component.PATTERN, layer, head, position)
+
+    @classmethod
+    def z(cls, layer: int, head: int | None = None, *, position: int | None = None) -> Site:
+        """The attention-weighted values: (batch, pos, head, d_head)."""
+        return cls(Component.Z, layer, head, position)
+
+    @classmethod
+    def result(cls, layer: int, head: int | None = None, *, position: int | None = None) -> Site:
+        """Each head's output in the residual basis: (batch, pos, head, d_model)."""
+        return cls(Component.RESULT, layer, head, position)
+
 
 def parse_component(name: str) -> Component:
     """Component from its name; unknown names raise and list the valid ones."""
@@ -126,38 +221,21 @@ def parse_component(name: str) -> Component:
         raise SiteError(f"unknown site component {name!r}; valid components: {valid}") from None
 
 
-_SITE_PATTERN = re.compile(
-    r"^(?P<component>[a-z_]+)(?:\.L(?P<layer>\d+))?(?:\.H(?P<head>\d+))?(?:@(?P<position>-?\d+))?$"
-)
-
-
 def parse_site(text: str) -> Site:
     """Parse `component[.L<layer>][.H<head>][@<position>]` into a `Site`."""
-    match = _SITE_PATTERN.match(text.strip())
-    if match is None:
+    parts = split_site(text)
+    if parts is None:
         raise SiteError(
             f"cannot parse site {text!r}; expected component[.L<layer>][.H<head>][@<position>], "
             "e.g. 'resid_pre.L3', 'z.L5.H2', 'resid_post.L7@-1'"
         )
-    layer, head, position = (match.group(g) for g in ("layer", "head", "position"))
-    return Site(
-        parse_component(match.group("component")),
-        layer=None if layer is None else int(layer),
-        head=None if head is None else int(head),
-        position=None if position is None else int(position),
-    )
+    component = parse_component(parts.component)
+    return Site(component, layer=parts.layer, head=parts.head, position=parts.position)
 
 
 def format_site(site: Site) -> str:
     """Inverse of `parse_site`."""
-    text = site.component.value
-    if site.layer is not None:
-        text += f".L{site.layer}"
-    if site.head is not None:
-        text += f".H{site.head}"
-    if site.position is not None:
-        text += f"@{site.position}"
-    return text
+    return join_site(SiteParts(site.component.value, site.layer, site.head, site.position))
 
 
 def head_axis(component: Component) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from wildcircuits.names import head_node, parse_head
 from wildcircuits.pipeline.context import Context, StopRun
 from wildcircuits.results import save_json
 
@@ -104,14 +105,14 @@ def _key_heads(dla, patch, k: int = 4) -> list[tuple[int, int, str]]:
     chosen: dict[tuple[int, int], str] = {}
     for grid, why in ((patch, "largest patching effect"), (dla, "largest direct logit effect")):
         for row, col, value in grid.top(k):
-            key = (int(row[1:]), int(col[1:]))
+            head = parse_head(f"{row}.{col}")  # a layer row label, '.', a head column label
+            key = (head.layer, head.head)
             chosen.setdefault(key, f"{why} ({value:+.2f})")
     return [(layer, head, why) for (layer, head), why in list(chosen.items())[:k]]
 
 
 def _patterns(ctx: Context, heads: list[tuple[int, int, str]]) -> list[dict[str, Any]]:
     from wildcircuits.localise.head_scores import head_patterns
-    from wildcircuits.patching.grid import head_name
 
     model, tokens = ctx.model, ctx.train.clean
     real = tokens.attention_mask[0].bool().cpu()
@@ -119,7 +120,7 @@ def _patterns(ctx: Context, heads: list[tuple[int, int, str]]) -> list[dict[str,
     patterns = head_patterns(model, tokens, [(layer, head) for layer, head, _ in heads], 0)
     return [
         {
-            "head": head_name(layer, head),
+            "head": head_node(layer, head).display,
             "why": why,
             "prompt_index": 0,
             "tokens": words,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wildcircuits.graph.graph import NodeKind
+from wildcircuits.names import NodeKind, parse_node
 from wildcircuits.pipeline.context import Context
 from wildcircuits.results import load_json, save_json
 
@@ -47,9 +47,9 @@ def summarise(ctx: Context) -> list[str]:
     nodes: dict[str, dict[str, Any]] = {}
     for node in circuit.nodes():
         if node.kind is NodeKind.HEAD:
-            nodes[node.name] = _head_entry(f"L{node.layer}.H{node.head}", rows, dla, patch)
+            nodes[node.name] = _head_entry(node.display, rows, dla, patch)
         elif node.kind is NodeKind.MLP:
-            value = dla_layer.get(f"L{node.layer}.mlp")
+            value = dla_layer.get(node.display)  # grid keys are row.col: L3.mlp
             nodes[node.name] = {"role": "MLP", "evidence": "direct logit effect "
                                 + ("n/a" if value is None else f"{value:+.2f}"),
                                 "scores": {"dla": value}}  # fmt: skip
@@ -105,8 +105,5 @@ def _sentences(nodes: dict[str, dict[str, Any]], circuit, metrics) -> list[str]:
 
 
 def _display(node_name: str) -> str:
-    """a14.h3 -> L14.H3; m5 -> MLP5."""
-    if node_name.startswith("a"):
-        layer, head = node_name[1:].split(".h")
-        return f"L{layer}.H{head}"
-    return f"MLP{node_name[1:]}" if node_name.startswith("m") else node_name
+    """a14.h3 -> L14.H3; m5 -> L5.mlp."""
+    return parse_node(node_name).display

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wildcircuits.graph.graph import GraphError, Node, NodeKind, parse_edge, parse_node
+from wildcircuits.errors import GraphError
+from wildcircuits.names import Node, NodeKind, layer_label, parse_edge, parse_node
 from wildcircuits.report.svg import esc, fmt
 
 MAX_DRAWN_EDGES = 1500
@@ -68,14 +69,6 @@ class GraphView:
                 for s in self.sizes
             ],
         }
-
-
-def display_name(node: Node) -> str:
-    if node.kind is NodeKind.HEAD:
-        return f"L{node.layer}.H{node.head}"
-    if node.kind is NodeKind.MLP:
-        return f"MLP{node.layer}"
-    return node.name
 
 
 def size_label(size: Size, n_total: int | None) -> str:
@@ -176,7 +169,7 @@ def _order(node: Node) -> tuple[int, int, int]:
 def node_role(node: Node, roles: Mapping[str, Mapping[str, Any]]) -> str:
     if node.kind in (NodeKind.INPUT, NodeKind.LOGITS):
         return node.name
-    entry = roles.get(node.name) or roles.get(display_name(node)) or {}
+    entry = roles.get(node.name) or roles.get(node.display) or {}
     return str(entry.get("role") or "unlabelled")
 
 
@@ -232,7 +225,7 @@ def _svg(parsed, membership, scores, nodes, layout, roles, colors, selected, cir
 def _row_labels(nodes: Sequence[Node], layout: Mapping[Node, tuple[float, float]]) -> list[str]:
     rows = {n.layer: layout[n][1] for n in nodes if n.kind in (NodeKind.HEAD, NodeKind.MLP)}
     return [
-        f'<text class="row-label" x="6" y="{y + 4:.0f}">L{layer}</text>'
+        f'<text class="row-label" x="6" y="{y + 4:.0f}">{layer_label(layer)}</text>'
         for layer, y in sorted(rows.items())
     ]
 
@@ -265,9 +258,9 @@ def _edge(name, edge, sizes: set[int], score, top, layout, selected) -> str:
 
 def _node(node, xy, roles, colors, node_info, active: bool) -> str:
     role = node_role(node, roles)
-    entry = roles.get(node.name) or roles.get(display_name(node)) or {}
+    entry = roles.get(node.name) or roles.get(node.display) or {}
     score = _score(node_info.get(node.name))
-    lines = [f"{display_name(node)} ({node.name})", f"role: {role}"]
+    lines = [f"{node.display} ({node.name})", f"role: {role}"]
     if entry.get("evidence"):
         lines.append(f"evidence: {entry['evidence']}")
     for key, value in (entry.get("scores") or {}).items():
@@ -281,6 +274,6 @@ def _node(node, xy, roles, colors, node_info, active: bool) -> str:
         f'data-tip="{esc(tip)}" transform="translate({x:.1f},{y:.1f})">'
         f'<rect x="{-NODE_W / 2}" y="{-NODE_H / 2}" width="{NODE_W}" height="{NODE_H}" rx="6" '
         f'fill="{colors.get(role, "#e6e6e6")}"/>'
-        f'<text y="4" text-anchor="middle">{esc(display_name(node))}</text>'
+        f'<text y="4" text-anchor="middle">{esc(node.display)}</text>'
         f"<title>{esc(tip)}</title></g>"
     )

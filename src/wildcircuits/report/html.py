@@ -17,10 +17,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from wildcircuits.names import head_node
 from wildcircuits.report.graph_view import (
     GraphView,
     build_graph_view,
-    display_name,
     size_label,
 )
 from wildcircuits.report.run_folder import RunFiles, read_run, scores_from_pt
@@ -85,7 +85,7 @@ def _roles(run: RunFiles) -> dict[str, Mapping[str, Any]]:
     out = {}
     for row in heads or []:
         if row.get("labels") and "layer" in row and "index" in row:
-            name = f"a{row['layer']}.h{row['index']}"
+            name = head_node(int(row["layer"]), int(row["index"])).name
             out[name] = {"role": row["labels"][0], "evidence": "head-role scores (localise.json)"}
     return out
 
@@ -171,7 +171,7 @@ def _pretty(name: str) -> str:
     from wildcircuits.graph.graph import GraphError, parse_node
 
     try:
-        return display_name(parse_node(name))
+        return parse_node(name).display
     except GraphError:
         return name
 
