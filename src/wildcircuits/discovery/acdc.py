@@ -74,7 +74,7 @@ def acdc(model, problem: PatchingProblem, config: AcdcConfig):
     search.run()
     return edge_scores(
         search.graph, search.final_scores(), "acdc", config, problem, extra=search.facts(),
-        ablation=search.ablation.spec,
+        ablation=search.cache.spec,
     )  # fmt: skip
 
 
@@ -121,7 +121,7 @@ class _Search:
         self.clean, self.positions = problem.clean, problem.positions
         # means over the whole batch in chunks of max_rows (that order fixes their float sums)
         rows = max(1, config.max_rows)
-        self.ablation = AblationCache(self.engine, problem, config.ablation, rows)
+        self.cache = AblationCache(self.engine, problem, config.ablation, rows)
         self.parts = self._parts()
         self.removed = torch.zeros_like(self.graph.valid)
         self.scores = torch.full(self.graph.valid.shape, float("nan"))
@@ -140,7 +140,7 @@ class _Search:
         parts = []
         for group in self.problem.by_length():
             part = group.problem
-            ablation = self.ablation.values(part, group.start)
+            ablation = self.cache.values(part, group.start)
             logits = self.model.logits(part.clean, positions=part.positions).float()
             logprobs = torch.log_softmax(logits, dim=-1)  # (rows, vocab)
             parts.append(_Part(part, ablation, logprobs, logprobs.exp()))
