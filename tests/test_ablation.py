@@ -6,16 +6,16 @@ import pytest
 import torch
 
 from tests.tiny_models import tiny_model, tiny_tokens
-from wildcircuits.errors import InterventionError, SiteError
+from wildcircuits.errors import InterventionError, SiteError, WildcircuitsError
 from wildcircuits.models.tokens import tokens_from_ids
 from wildcircuits.patching.ablation import (
-    AblationType,
     ablate,
     ablation_values,
     head_sites,
     mlp_sites,
     resample_rows,
 )
+from wildcircuits.patching.ablation_spec import AblationKind, AblationSpec
 from wildcircuits.patching.hooks import Intervention, Mode
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
@@ -44,7 +44,7 @@ def test_zero_ablation_equals_zero_interventions(family):
         *mlp_sites([1]),
         Site(Component.ATTN_OUT, 2, position=3),
     ]
-    result = ablate(model, problem, sites, AblationType.ZERO)
+    result = ablate(model, problem, sites, AblationSpec(AblationKind.ZERO))
     expected = plain_metric(model, problem, [Intervention(s, Mode.ZERO) for s in sites])
     assert result.ablated == pytest.approx(expected, abs=1e-6)
     assert result.clean == pytest.approx(plain_metric(model, problem), abs=1e-6)
@@ -68,7 +68,7 @@ def test_mean_values_per_position_and_per_group_against_loops():
     z = model.run(reference, capture=[Site(Component.Z, 1)])[Site(Component.Z, 1)][:, :, 2]
     overall = ablation_values(model, reference, [site], "mean")[site]
     torch.testing.assert_close(overall, z.mean(0, keepdim=True))
-    flat = ablation_values(model, reference, [site], "mean", per_position=False)[site]
+    flat = ablation_values(model, reference, [site], "mean:pooled")[site]
     torch.testing.assert_close(flat, z.mean(dim=(0, 1), keepdim=True))
     groups = ["a", "b", "a", "b", "b", "c"]
     grouped = ablation_values(model, reference, [site], "mean", groups=groups)[site]
@@ -115,11 +115,11 @@ def test_resample_values_come_from_other_reference_rows():
     reference = tiny_tokens(4, 8, seed=5, padded=False)
     site = Site(Component.MLP_OUT, 2)
     out = model.run(reference, capture=[site])[site]
-    values = ablation_values(model, reference, [site], "resample", seed=7)[site]
+    values = ablation_values(model, reference, [site], "resample:seed=7")[site]
     source = resample_rows(torch.zeros(4, dtype=torch.long), seed=7)
     torch.testing.assert_close(values, out[source])
     problem = tiny_problem()
-    result = ablate(model, problem, [site], "resample", seed=7)
+    result = ablate(model, problem, [site], AblationSpec(AblationKind.RESAMPLE, seed=7))
     assert result.provenance["resample_seed"] == 7
 
 
@@ -145,7 +145,7 @@ def test_bad_input_raises():
         ablate(model, problem, [], "zero")
     with pytest.raises(SiteError, match="pattern"):
         ablate(model, problem, ["pattern.L1.H0"], "mean")
-    with pytest.raises(ValueError):
+    with pytest.raises(WildcircuitsError, match="median.*counterfactual, resample, mean, zero"):
         ablate(model, problem, ["z.L1.H0"], "median")
     short = tiny_tokens(4, 5, seed=3, padded=False)
     with pytest.raises(InterventionError, match="length"):
@@ -172,3 +172,27 @@ def test_cli_head_and_layer_parsing():
     assert args.ablation == "resample" and args.heads == "L1.H2"
     args = build_parser().parse_args(["path-patch", "ioi", "--receivers", "L3.H1:q", "--out", "x"])
     assert args.receivers == "L3.H1:q"
+
+
+def test_counterfactual_site_ablation_is_noising_activation_patching():
+    """Counterfactual values are the reference rows themselves: the corrupted activations."""
+    model, problem = tiny_model("llama"), tiny_problem()
+    site = Site(Component.MLP_OUT, 1)
+    corrupted = model.run(problem.corrupted, capture=[site])[site]
+    values = ablation_values(model, problem.corrupted, [site], "counterfactual")[site]
+    torch.testing.assert_close(values, corrupted)
+    result = ablate(model, problem, [site], "counterfactual")
+    expected = plain_metric(model, problem, [Intervention(site, Mode.REPLACE, corrupted)])
+    assert result.ablated == pytest.approx(expected, abs=1e-6)
+    assert result.provenance["ablation"] == "counterfactual"
+
+
+def test_mean_over_the_clean_prompts_is_named_in_the_provenance():
+    model, problem = tiny_model("llama"), tiny_problem()
+    site = Site(Component.MLP_OUT, 0)
+    result = ablate(model, problem, [site], "mean:clean:pooled")
+    by_reference = ablate(model, problem, [site], "mean:pooled", reference=problem.clean)
+    assert result.ablated == pytest.approx(by_reference.ablated, abs=1e-6)
+    assert result.provenance["ablation"] == "mean:clean:pooled"
+    assert result.provenance["reference"] == "clean"
+    assert result.provenance["mean_per_position"] is False

@@ -79,3 +79,31 @@ def test_discover_edges_acdc_writes_its_own_circuit(tiny_task, tmp_path, capsys)
     summary = json.loads((tmp_path / "discovery.json").read_text())
     assert summary["acdc_circuit"]["n_edges"] == int(kept.sum())
     assert "ACDC circuit" in capsys.readouterr().out
+
+
+def test_discover_edges_ablation_option_reaches_the_method_and_its_provenance(
+    tiny_task, tmp_path, capsys
+):
+    status = main(["discover-edges", "ioi", "--method", "acdc", "--ablation", "mean:clean",
+                   "--set", "threshold=2e-4", "--quiet", "--out", str(tmp_path)])  # fmt: skip
+    assert status == 0
+    summary = json.loads((tmp_path / "discovery.json").read_text())
+    assert summary["settings"]["ablation"] == "mean:clean"
+    assert summary["provenance"]["ablation"] == "mean:clean"
+    assert summary["provenance"]["mean_reference"] == "clean"
+    assert main(["discover-edges", "ioi", "--method", "eap-ig-inputs", "--ablation", "zero",
+                 "--out", str(tmp_path / "ig")]) == 2  # fmt: skip
+    assert "does not support 'zero' ablation; its ablations: counterfactual" in (
+        capsys.readouterr().err
+    )
+    assert main(["discover-edges", "ioi", "--method", "random", "--ablation", "mean",
+                 "--out", str(tmp_path / "random")]) == 2  # fmt: skip
+    assert "runs no ablation" in capsys.readouterr().err
+
+
+def test_evaluate_parses_the_ablation_spec_before_loading_a_model(capsys, tmp_path):
+    args = ["evaluate", str(tmp_path / "scores.pt"), "--task", "ioi", "--out", str(tmp_path)]
+    assert main([*args, "--ablation", "resample"]) == 2
+    assert "evaluate does not support 'resample' ablation" in capsys.readouterr().err
+    assert main([*args, "--ablation", "mean:nowhere"]) == 2
+    assert "unknown option 'nowhere'" in capsys.readouterr().err

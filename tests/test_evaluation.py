@@ -11,11 +11,12 @@ from tests.edge_reference import edge_patching_reference
 from tests.tiny_models import tiny_model, tiny_tokens
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.evaluation import (
+    EDGE_ABLATIONS,
     MIB_FRACTIONS,
+    AblationKind,
     AblationSpec,
-    EdgeAblation,
+    Distribution,
     EvaluationConfig,
-    MeanReference,
     circuit_faithfulness,
     cmd,
     cpr,
@@ -56,7 +57,7 @@ def random_circuit(graph: Graph, fraction: float, seed: int) -> Circuit:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("ablation", list(EdgeAblation))
+@pytest.mark.parametrize("ablation", list(EDGE_ABLATIONS))
 def test_full_circuit_is_one_and_empty_circuit_is_zero_exactly(family, ablation):
     model = tiny_model(family)
     problem = tiny_problem()
@@ -68,7 +69,7 @@ def test_full_circuit_is_one_and_empty_circuit_is_zero_exactly(family, ablation)
     assert full.m_full != full.m_empty
     plain = model.logits(problem.clean, positions=problem.positions)
     assert full.m_full == pytest.approx(float(problem.score(plain).mean()), abs=1e-5)
-    if ablation is EdgeAblation.COUNTERFACTUAL:  # the empty circuit is the corrupted run
+    if ablation is AblationKind.COUNTERFACTUAL:  # the empty circuit is the corrupted run
         assert empty.m_empty == pytest.approx(empty.m_corrupted, abs=1e-5)
     else:
         assert empty.m_corrupted is None
@@ -120,7 +121,7 @@ def test_mean_reference_choice_matters():
     circuit = random_circuit(Graph.for_model(model), 0.3, seed=1)
     on_corrupted = circuit_faithfulness(model, problem, circuit, AblationSpec("mean"))
     on_clean = circuit_faithfulness(
-        model, problem, circuit, AblationSpec("mean", MeanReference.CLEAN)
+        model, problem, circuit, AblationSpec("mean", Distribution.CLEAN)
     )
     assert on_corrupted.provenance["mean_reference"] == "corrupted"
     assert on_clean.m_empty != pytest.approx(on_corrupted.m_empty, abs=1e-6)
@@ -240,7 +241,7 @@ def test_report_saves_json_curves_and_figure(tmp_path):
     model = tiny_model("gemma3_text")
     problem = tiny_problem(batch=3)
     scores = random_scores(Graph.for_model(model), seed=5)
-    config = EvaluationConfig(random_seeds=(0, 1), sensitivity=(EdgeAblation.ZERO,), batch_size=3)
+    config = EvaluationConfig(random_seeds=(0, 1), sensitivity=(AblationKind.ZERO,), batch_size=3)
     report = evaluate_scores(model, problem, scores, config)
     report.save(tmp_path)
     data = json.loads((tmp_path / "report.json").read_text())

@@ -2,9 +2,11 @@
 
 Ablates the chosen heads (their z, or `--component result`) and MLP outputs on TASK's clean
 prompts and writes DIR/ablation.json (metric with / without the ablation, provenance) and a bar
-chart DIR/ablation.png / .html. Mean and resample ablations draw from the task's corrupted
-distribution (`--corruption`, default the task's own, e.g. IOI's ABC), per template with
-`--per-template`.
+chart DIR/ablation.png / .html. `--ablation` is an ablation spec (`patching.ablation_spec`):
+zero, mean, resample or counterfactual, with options such as mean:clean:pooled or
+resample:seed=3. Mean and resample ablations draw from the task's corrupted distribution
+(`--corruption`, default the task's own, e.g. IOI's ABC) unless the spec says clean, per template
+with `--per-template`; `--seed` seeds the dataset and a resample whose spec names no seed.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ablate only this position (negative: from the end)")  # fmt: skip
     parser.add_argument("--component", choices=["z", "result"], default="z",
                         help="head site to ablate (z)")  # fmt: skip
-    parser.add_argument("--ablation", choices=["zero", "mean", "resample"], default="mean")
+    parser.add_argument("--ablation", default="mean",
+                        help="zero, mean[:clean][:pooled], resample[:clean][:seed=N] or "
+                        "counterfactual (mean)")  # fmt: skip
     parser.add_argument("--per-template", action="store_true",
                         help="mean / resample within each template (IOI-paper style)")  # fmt: skip
     parser.add_argument("--no-per-position", action="store_true",
@@ -67,6 +71,18 @@ def sites_from_args(args: argparse.Namespace) -> list:
     return sites
 
 
+def ablation_from_args(args: argparse.Namespace):
+    """The `AblationSpec` of --ablation, --no-per-position and --seed."""
+    from dataclasses import replace
+
+    from wildcircuits.patching.ablation_spec import AblationKind, AblationSpec
+
+    spec = AblationSpec.parse(args.ablation, seed=args.seed)
+    if args.no_per_position and spec.kind is AblationKind.MEAN:
+        spec = replace(spec, per_position=False)
+    return spec
+
+
 def run(args: argparse.Namespace) -> int:
     from wildcircuits.models import load_model
     from wildcircuits.patching.ablation import ablate
@@ -76,24 +92,22 @@ def run(args: argparse.Namespace) -> int:
     from wildcircuits.tasks import Split, load_task
 
     sites = sites_from_args(args)
+    spec = ablation_from_args(args)
     task = load_task(args.task)
     model = load_model(args.model, device=args.device)
     data = task.build(model.tokenizer, n=args.n, seed=args.seed, split=Split(args.split))
     problem = problem_from_dataset(model, data, corruption=args.corruption)
     groups = [e.template for e in data.examples] if args.per_template else None
-    result = ablate(
-        model, problem, sites, args.ablation, groups=groups, seed=args.seed,
-        per_position=not args.no_per_position,
-    )  # fmt: skip
+    result = ablate(model, problem, sites, spec, groups=groups)
     path = save_json(f"{args.out}/ablation.json", result.to_dict())
-    labels = ["clean", "corrupted", f"{args.ablation}-ablated"]
+    labels = ["clean", "corrupted", f"{spec}-ablated"]
     save_bars(
         [result.clean, result.corrupted, result.ablated], labels, f"{args.out}/ablation",
-        f"{args.ablation} ablation of {len(sites)} sites", problem.metric.value, result.provenance,
+        f"{spec} ablation of {len(sites)} sites", problem.metric.value, result.provenance,
     )  # fmt: skip
     print(
         f"{problem.metric.value}: clean {result.clean:.3f}, corrupted {result.corrupted:.3f}, "
-        f"{args.ablation}-ablated {result.ablated:.3f} (effect {result.effect:+.3f}, "
+        f"{spec}-ablated {result.ablated:.3f} (effect {result.effect:+.3f}, "
         f"normalized {result.normalized:.3f}; n={problem.batch})"
     )
     print(f"wrote {path}")

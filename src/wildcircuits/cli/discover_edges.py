@@ -4,7 +4,8 @@ Writes DIR/scores.pt (`EdgeScores.save`: (receiver, sender) scores, method, sett
 provenance) and DIR/discovery.json (settings, timing, clean / corrupted metric, top edges,
 top nodes, provenance); ACDC also writes its own circuit (the edges it kept) to DIR/circuit.json
 (MIB format; `wildcircuits evaluate DIR/circuit.json` measures it). Method settings: `--steps`,
-`--riemann`, `--batch-size` where the method has them, any other config field with
+`--riemann`, `--batch-size` where the method has them, `--ablation` (an ablation spec such as
+counterfactual, mean, mean:clean or zero, where the method supports it), any other config field with
 `--set NAME=VALUE` (repeatable; VALUE parsed as JSON, else a string). `--seed` seeds the
 dataset and, for methods with a `seed` setting, the method.
 """
@@ -43,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--riemann", choices=["left", "right"], default=None,
                         help="EAP-IG sum: left k=0..m-1 (default) or right k=1..m")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=None, help="rows per chunk (16)")
+    parser.add_argument("--ablation", default=None,
+                        help="what an ablated edge carries: counterfactual (default), "
+                        "mean[:clean][:pooled] or zero, where the method supports it")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="any other method setting, e.g. --set threshold=0.01")  # fmt: skip
     parser.add_argument("--top", type=int, default=20, help="edges to print and save (20)")
@@ -63,6 +67,8 @@ def method_settings(args: argparse.Namespace, fields: set[str]) -> dict[str, Any
             settings[name.strip()] = json.loads(text)
         except json.JSONDecodeError:
             settings[name.strip()] = text
+    if args.ablation is not None:  # checked by the method's config, which names its choices
+        settings["ablation"] = args.ablation
     explicit = {"steps": args.steps, "riemann": args.riemann, "batch_size": args.batch_size}
     for name, value in explicit.items():
         if value is None:

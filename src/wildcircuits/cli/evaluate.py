@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-ABLATIONS = ("counterfactual", "mean", "zero")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `evaluate` sub-command."""
@@ -29,8 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", required=True, help="built-in task name or task file")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model id or path")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--ablation", choices=ABLATIONS, default="counterfactual")
-    parser.add_argument("--mean-over", choices=["corrupted", "clean"], default="corrupted",
+    parser.add_argument("--ablation", default="counterfactual",
+                        help="counterfactual (default), zero or mean[:clean][:pooled]")  # fmt: skip
+    parser.add_argument("--mean-over", choices=["corrupted", "clean"], default=None,
                         help="mean ablation: prompts averaged over (corrupted)")  # fmt: skip
     parser.add_argument("--split", choices=["train", "test", "all"], default="test",
                         help="split to evaluate on (test: held out from train)")  # fmt: skip
@@ -53,14 +52,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from wildcircuits.graph.graph import Graph
 
+    spec = _spec(args)  # a bad --ablation fails before the model loads
     model, problem = _load_problem(args)
     graph = Graph.for_model(model)
     circuit, scores = _read(Path(args.circuit), graph, model.d_model)
     out = Path(args.out)
     if circuit is not None:
-        _evaluate_circuit(model, problem, circuit, args, out)
+        _evaluate_circuit(model, problem, circuit, spec, args, out)
     if scores is not None:
-        _evaluate_scores(model, problem, scores, args, out)
+        _evaluate_scores(model, problem, scores, spec, args, out)
     print(f"wrote {out}")
     return 0
 
@@ -98,38 +98,45 @@ def _read(path: Path, graph, d_model: int):
 
 
 def _spec(args: argparse.Namespace):
-    from wildcircuits.evaluation import AblationSpec
+    """The `AblationSpec` of --ablation (and --mean-over for a mean), checked for edges."""
+    from dataclasses import replace
 
-    return AblationSpec(args.ablation, args.mean_over)
+    from wildcircuits.patching.ablation_spec import AblationKind, AblationSpec
+    from wildcircuits.patching.edge_ablation import EDGE_ABLATIONS
+
+    spec = AblationSpec.parse(args.ablation).require(EDGE_ABLATIONS, "evaluate")
+    if args.mean_over is not None and spec.kind is AblationKind.MEAN:
+        spec = replace(spec, over=args.mean_over)
+    return spec
 
 
-def _evaluate_circuit(model, problem, circuit, args, out: Path) -> None:
+def _evaluate_circuit(model, problem, circuit, spec, args, out: Path) -> None:
     from wildcircuits.evaluation import circuit_faithfulness
     from wildcircuits.results import save_json
 
-    result = circuit_faithfulness(model, problem, circuit, _spec(args), args.batch_size)
+    result = circuit_faithfulness(model, problem, circuit, spec, args.batch_size)
     data = {**result.to_dict(), "source": str(args.circuit)}
     save_json(out / "circuit_faithfulness.json", data)
     print(
         f"circuit {circuit.description!r}: {result.n_edges} edges ({result.fraction:.3%}); "
         f"faithfulness {result.faithfulness:.3f} (m={result.metric:.3f}, full "
-        f"{result.m_full:.3f}, empty {result.m_empty:.3f}; {args.ablation} ablation, "
+        f"{result.m_full:.3f}, empty {result.m_empty:.3f}; {spec} ablation, "
         f"n={problem.batch}, split {args.split})"
     )
 
 
-def _evaluate_scores(model, problem, scores, args, out: Path) -> None:
+def _evaluate_scores(model, problem, scores, spec, args, out: Path) -> None:
     from wildcircuits.evaluation import (
         ALL_FRACTIONS,
         MIB_FRACTIONS,
-        EdgeAblation,
         EvaluationConfig,
         evaluate_scores,
     )
+    from wildcircuits.patching.edge_ablation import edge_alternatives
 
-    others = [a for a in EdgeAblation if a.value != args.ablation] if args.sensitivity else []
+    others = edge_alternatives(spec) if args.sensitivity else []
     config = EvaluationConfig(
-        spec=_spec(args),
+        spec=spec,
         fractions=MIB_FRACTIONS if args.mib_grid_only else ALL_FRACTIONS,
         random_seeds=tuple(range(args.random_seeds)),
         sensitivity=tuple(others),

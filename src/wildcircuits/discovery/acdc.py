@@ -40,19 +40,25 @@ from pathlib import Path
 
 import torch
 
-from wildcircuits.discovery.common import edge_scores
+from wildcircuits.discovery.common import AblatingConfig, edge_scores, settings_of
 from wildcircuits.discovery.registry import DiscoveryError, get_method, register
-from wildcircuits.evaluation.ablation_values import mean_outputs
+from wildcircuits.patching.ablation_spec import AblationKind
+from wildcircuits.patching.edge_ablation import EDGE_ABLATIONS, AblationCache
 from wildcircuits.patching.edges import EdgeForward, Resume
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.results import atomic_write_bytes
 
 
 @dataclass(frozen=True)
-class AcdcConfig:
+class AcdcConfig(AblatingConfig):
+    """ablation (keyword): counterfactual (default), mean (e.g. "mean", "mean:clean:pooled") or
+    zero; the other fields are ACDC's settings."""
+
+    METHOD = "acdc"
+    ABLATIONS = EDGE_ABLATIONS
+
     threshold: float = 0.01
     loss: str = "kl"  # "kl" or "metric"
-    ablation: str = "counterfactual"  # "counterfactual", "mean" (over the corrupted batch), "zero"
     candidates: int = 8  # candidate edges per batched forward (bounded by max_rows)
     max_rows: int = 128  # batch rows per forward (candidates x examples)
     prefilter_top: int | None = None  # keep only this many edges (by |EAP|) as candidates
@@ -67,17 +73,14 @@ def acdc(model, problem: PatchingProblem, config: AcdcConfig):
     search = _Search(model, problem, config)
     search.run()
     return edge_scores(
-        search.graph, search.final_scores(), "acdc", config, problem, extra=search.facts()
-    )
+        search.graph, search.final_scores(), "acdc", config, problem, extra=search.facts(),
+        ablation=search.cache.spec,
+    )  # fmt: skip
 
 
 def _check(config: AcdcConfig) -> None:
     if config.loss not in ("kl", "metric"):
         raise DiscoveryError(f"acdc loss must be 'kl' or 'metric', got {config.loss!r}")
-    if config.ablation not in ("counterfactual", "mean", "zero"):
-        raise DiscoveryError(
-            f"acdc ablation must be counterfactual, mean or zero, got {config.ablation!r}"
-        )
     if config.candidates < 1 or config.max_rows < 1:
         raise DiscoveryError("acdc candidates and max_rows must be >= 1")
 
@@ -116,6 +119,9 @@ class _Search:
         self.engine = EdgeForward(model)
         self.graph = self.engine.graph
         self.clean, self.positions = problem.clean, problem.positions
+        # means over the whole batch in chunks of max_rows (that order fixes their float sums)
+        rows = max(1, config.max_rows)
+        self.cache = AblationCache(self.engine, problem, config.ablation, rows)
         self.parts = self._parts()
         self.removed = torch.zeros_like(self.graph.valid)
         self.scores = torch.full(self.graph.valid.shape, float("nan"))
@@ -129,22 +135,12 @@ class _Search:
     # setup --------------------------------------------------------------------------------------
     def _parts(self) -> list[_Part]:
         """The problem split by padding (`PatchingProblem.by_length`), with each part's
-        ablation values and clean log-probs; the mean is taken over the whole corrupted batch (real
-        tokens only, as `evaluate` does), then cut to each part's columns."""
-        groups = self.problem.by_length()
-        corrupted = self.problem.corrupted
-        if self.config.ablation == "mean":  # per position, over the rows with a real token there
-            whole = mean_outputs(self.engine, corrupted, max(1, self.config.max_rows))
-        elif self.config.ablation == "zero":
-            shape = (1, corrupted.seq_len, self.graph.n_senders, self.model.d_model)
-            whole = torch.zeros(shape, dtype=self.model.dtype, device=self.model.device)
+        ablation values and clean log-probs; a mean is taken over the whole batch (real tokens
+        only, as `evaluate` does), then cut to each part's columns (`AblationCache.values`)."""
         parts = []
-        for group in groups:
+        for group in self.problem.by_length():
             part = group.problem
-            if self.config.ablation == "counterfactual":
-                ablation = self.engine.outputs(part.corrupted)
-            else:
-                ablation = whole[:, group.start : group.start + part.clean.seq_len]
+            ablation = self.cache.values(part, group.start)
             logits = self.model.logits(part.clean, positions=part.positions).float()
             logprobs = torch.log_softmax(logits, dim=-1)  # (rows, vocab)
             parts.append(_Part(part, ablation, logprobs, logprobs.exp()))
@@ -154,11 +150,10 @@ class _Search:
         digest = hashlib.sha256()
         for tensor in (self.clean.input_ids, self.problem.corrupted.input_ids, self.positions):
             digest.update(tensor.cpu().numpy().tobytes())
-        settings = {
-            k: v for k, v in vars(self.config).items() if k not in ("progress", "checkpoint")
-        }
+        # the ablation as its string, as the field was before it became a spec (old checkpoints)
+        settings = {k: v for k, v in settings_of(self.config).items() if k != "checkpoint"}
         digest.update(repr(sorted(settings.items())).encode())
-        if self.config.ablation == "mean":  # earlier versions also averaged padding positions
+        if self.config.ablation.kind is AblationKind.MEAN:  # earlier: padding averaged too
             digest.update(b"mean over real tokens")
         digest.update(self.model.info.model_id.encode())
         return digest.hexdigest()

@@ -1,13 +1,18 @@
-"""Pieces shared by the gradient-based discovery methods.
+"""Pieces shared by the discovery methods.
 
 Sign convention (MIB's): every method scores with the *loss* L = -metric for metrics where higher
 is better (logit diff, probability diff, ...) and L = metric where lower is better (KL to clean),
-averaged over the batch. An edge score estimates L(edge corrupted) - L(clean): how much worse the
-metric gets when that edge reads the corrupted run instead of the clean one. Positive = the edge
-carries the behaviour; top-k by signed score keeps the edges whose loss hurts most.
+averaged over the batch. An edge score estimates L(edge ablated) - L(clean): how much worse the
+metric gets when that edge reads its ablation value (by default the corrupted run) instead of the
+clean one. Positive = the edge carries the behaviour; top-k by signed score keeps the edges whose
+loss hurts most.
 
 Edge scores are sums over batch rows (divided by the batch size), positions and d_model of
-(z_u(corrupted) - z_u(clean)) * dL/dx_v, i.e. `contract`.
+(a_u - z_u(clean)) * dL/dx_v, i.e. `contract`, with a_u the ablation value (`AblationCache`).
+
+Ablation: a method that ablates has a config derived from `AblatingConfig`, whose `ablation`
+field (an `AblationSpec` or its string) must be one of the config's `ABLATIONS`; the provenance
+of its scores is the `describe()` of the spec its values came from.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float
@@ -24,11 +30,29 @@ from torch import Tensor
 from wildcircuits.discovery.registry import DiscoveryError
 from wildcircuits.graph.circuit import EdgeScores
 from wildcircuits.graph.graph import Graph
+from wildcircuits.patching.ablation_spec import AblationKind, AblationSpec
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.tasks.spec import MetricKind
 
-SIGN_CONVENTION = "score ~ L(edge corrupted) - L(clean), L = -metric if higher is better"
+SIGN_CONVENTION = "score ~ L(edge ablated) - L(clean), L = -metric if higher is better"
 NOT_SETTINGS = ("progress",)
+#: The provenance of scores made without any ablation (random scores).
+NO_ABLATION = {"ablation": "none"}
+
+
+@dataclass(frozen=True)
+class AblatingConfig:
+    """Base of the configs of methods that ablate: `ablation` (an `AblationSpec` or its string,
+    keyword only) must be one of `ABLATIONS`; `METHOD` names the method in errors."""
+
+    METHOD: ClassVar[str] = "this method"
+    ABLATIONS: ClassVar[tuple[AblationKind, ...]] = (AblationKind.COUNTERFACTUAL,)
+
+    ablation: AblationSpec = field(default_factory=AblationSpec, kw_only=True)
+
+    def __post_init__(self) -> None:
+        spec = AblationSpec.coerce(self.ablation).require(self.ABLATIONS, f"{self.METHOD!r}")
+        object.__setattr__(self, "ablation", spec)
 
 
 def loss_objective(problem: PatchingProblem, total_rows: int) -> Callable[[Tensor], Tensor]:
@@ -71,10 +95,11 @@ def contract(
     return left @ right
 
 
-def masked_diff(corrupted: Tensor, clean: Tensor, attention_mask: Tensor) -> Tensor:
-    """(corrupted - clean) sender outputs (batch, pos, sender, d_model), zero at padding."""
+def masked_diff(ablated: Tensor, clean: Tensor, attention_mask: Tensor) -> Tensor:
+    """(ablated - clean) sender outputs (batch, pos, sender, d_model), zero at padding; the
+    ablation values may be (1, pos | 1, sender, d_model) (means, zeros)."""
     mask = attention_mask.bool()[:, :, None, None]  # (batch, pos, 1, 1)
-    return torch.where(mask, corrupted - clean, 0.0)
+    return torch.where(mask, ablated - clean, 0.0)
 
 
 def chunks(
@@ -92,14 +117,38 @@ def chunks(
         yield from parts
 
 
+def _setting(value: Any) -> Any:
+    if isinstance(value, AblationSpec):
+        return value.format()
+    return value.value if hasattr(value, "value") else value
+
+
 def settings_of(config: Any, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The config's fields (minus display-only ones) plus method-specific facts."""
+    """The config's fields (minus display-only ones; an ablation as its string) plus
+    method-specific facts."""
     settings = {
-        k: v.value if hasattr(v, "value") else v
-        for k, v in dataclasses.asdict(config).items()
-        if k not in NOT_SETTINGS
+        f.name: _setting(getattr(config, f.name))
+        for f in dataclasses.fields(config)
+        if f.name not in NOT_SETTINGS
     }
     return {**settings, **(extra or {})}
+
+
+def provenance_of(
+    problem: PatchingProblem,
+    method: str,
+    settings: Mapping[str, Any],
+    ablation: AblationSpec | None,
+) -> dict[str, Any]:
+    """The provenance of scores: the problem's, the method and settings, and the ablation that
+    ran (`ablation.describe()`; None: nothing was ablated)."""
+    return {
+        **dict(problem.provenance),
+        "method": method,
+        "settings": dict(settings),
+        **(NO_ABLATION if ablation is None else ablation.describe()),
+        "n_examples": problem.batch,
+    }
 
 
 def edge_scores(
@@ -109,14 +158,11 @@ def edge_scores(
     config: Any,
     problem: PatchingProblem,
     extra: Mapping[str, Any] | None = None,
+    *,
+    ablation: AblationSpec | None,
 ) -> EdgeScores:
-    """Wrap a (receiver, sender) score matrix with the method's settings and provenance."""
+    """Wrap a (receiver, sender) score matrix with the method's settings and provenance;
+    `ablation`: the spec the method's ablation values came from (None: no ablation ran)."""
     settings = settings_of(config, extra)
-    provenance = {
-        **dict(problem.provenance),
-        "method": method,
-        "settings": settings,
-        "ablation": "counterfactual (corrupted run)",
-        "n_examples": problem.batch,
-    }
+    provenance = provenance_of(problem, method, settings, ablation)
     return EdgeScores(graph, scores.detach(), method, settings, provenance)

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from wildcircuits.discovery.common import (
     SIGN_CONVENTION,
+    AblatingConfig,
     chunks,
     contract,
     edge_scores,
@@ -55,9 +56,12 @@ def alphas(steps: int, riemann: Riemann) -> list[float]:
 
 
 @dataclass(frozen=True)
-class EAPIGConfig:
+class EAPIGConfig(AblatingConfig):
     """steps: m gradient evaluations; riemann: left (k = 0..m-1) or right (k = 1..m);
-    batch_size: rows per chunk; progress: a progress bar on stderr."""
+    batch_size: rows per chunk; progress: a progress bar on stderr; ablation: counterfactual only
+    (the path runs from the corrupted prompt's embeddings)."""
+
+    METHOD = "eap-ig-inputs"
 
     steps: int = 5
     riemann: Riemann = Riemann.LEFT
@@ -81,7 +85,9 @@ def eap_ig_inputs(
         "alphas": weights,
         "sign": SIGN_CONVENTION,
     }
-    return edge_scores(graph, scores, "eap-ig-inputs", config, problem, extra)
+    return edge_scores(
+        graph, scores, "eap-ig-inputs", config, problem, extra, ablation=config.ablation
+    )
 
 
 def _chunk_scores(

@@ -2,10 +2,11 @@
 
 The senders are split into 2L + 1 layer groups: the input; each layer's attention heads; each
 layer's MLP. For group g and step k the clean run is repeated with g's outputs replaced by
-    z_g(k) = z_g(corrupted) + alpha_k * (z_g(clean) - z_g(corrupted))
+    z_g(k) = a_g + alpha_k * (z_g(clean) - a_g)
 (`EdgeForward` override; every other node computes normally), and the gradient of the loss is
-read at every receiver downstream of g. For u in g:
-    s(u -> v) = sum over batch, pos, d_model of (z_u(corrupted) - z_u(clean)) * mean_k dL/dx_v(k).
+read at every receiver downstream of g. a_g is the ablation value (`config.ablation`): the
+corrupted run's outputs (counterfactual, the default), their mean, or zero. For u in g:
+    s(u -> v) = sum over batch, pos, d_model of (a_u - z_u(clean)) * mean_k dL/dx_v(k).
 alpha_k follows the same pinned Riemann sum as EAP-IG-inputs (`eap_ig.Riemann`, LEFT default:
 k = 0 .. m-1). The input group's scores equal EAP-IG-inputs' input column exactly; with
 RIGHT and m = 1 every group is the clean run and the method is plain EAP.
@@ -25,6 +26,7 @@ from torch import Tensor
 
 from wildcircuits.discovery.common import (
     SIGN_CONVENTION,
+    AblatingConfig,
     chunks,
     contract,
     edge_scores,
@@ -36,14 +38,18 @@ from wildcircuits.discovery.registry import register
 from wildcircuits.graph.circuit import EdgeScores
 from wildcircuits.graph.graph import Graph
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.patching.edge_ablation import EDGE_ABLATIONS, AblationCache
 from wildcircuits.patching.edges import EdgeForward, Resume
 from wildcircuits.patching.problem import PatchingProblem
 
 
 @dataclass(frozen=True)
-class EAPIGActivationsConfig:
+class EAPIGActivationsConfig(AblatingConfig):
     """steps: m per group; riemann: left (k = 0..m-1) or right (k = 1..m); batch_size: rows per
-    chunk; progress: a progress bar on stderr."""
+    chunk; progress: a progress bar on stderr; ablation: counterfactual (default), mean or zero."""
+
+    METHOD = "eap-ig-activations"
+    ABLATIONS = EDGE_ABLATIONS
 
     steps: int = 5
     riemann: Riemann = Riemann.LEFT
@@ -75,16 +81,17 @@ def eap_ig_activations(
     weights = alphas(config.steps, config.riemann)
     scores = torch.zeros(graph.n_receivers, graph.n_senders, device=model.device)
     groups = sender_groups(graph)
+    cache = AblationCache(engine, problem, config.ablation, config.batch_size)
     for part in chunks(problem, config.batch_size, config.progress, "eap-ig-activations"):
         clean = engine.outputs(part.clean)  # (batch, pos, sender, d_model)
-        corrupted = engine.outputs(part.corrupted)
+        ablated = cache.values(part)  # (batch | 1, pos | 1, sender, d_model)
         start: Resume | None = None  # the clean run entering the current group's layer
         for group in _progress(groups, config.progress):
             layer = max(graph.senders[group[0]].layer, 0)  # the input node has layer -1
             if layer > 0 and (start is None or start.layer != layer):
                 start = engine.state_at(part.clean, layer)  # groups go layer by layer
             columns = _group_scores(
-                engine, part, problem.batch, weights, clean, corrupted, group, start
+                engine, part, problem.batch, weights, clean, ablated, group, start
             )
             scores[:, group] += columns
     extra = {
@@ -93,7 +100,9 @@ def eap_ig_activations(
         "alphas": weights,
         "sign": SIGN_CONVENTION,
     }
-    return edge_scores(graph, scores, "eap-ig-activations", config, problem, extra)
+    return edge_scores(
+        graph, scores, "eap-ig-activations", config, problem, extra, ablation=cache.spec
+    )
 
 
 def _group_scores(
@@ -102,7 +111,7 @@ def _group_scores(
     total_rows: int,
     weights: list[float],
     clean: Tensor,
-    corrupted: Tensor,
+    ablated: Tensor,
     group: list[int],
     start: Resume | None,
 ) -> Tensor:
@@ -114,13 +123,13 @@ def _group_scores(
     grads = clean.new_zeros(batch, pos, engine.graph.n_receivers, d_model)  # summed over steps
     for alpha in weights:
         override = {
-            s: corrupted[:, :, s] + alpha * (clean[:, :, s] - corrupted[:, :, s]) for s in group
+            s: ablated[:, :, s] + alpha * (clean[:, :, s] - ablated[:, :, s]) for s in group
         }
         engine.receiver_gradients(
             part.clean, part.positions, objective, override=override, start=start,
             accumulate=grads,
         )  # fmt: skip
-    diff = masked_diff(corrupted[:, :, group], clean[:, :, group], part.clean.attention_mask)
+    diff = masked_diff(ablated[:, :, group], clean[:, :, group], part.clean.attention_mask)
     return contract(diff, grads) / len(weights)
 
 

@@ -1,11 +1,11 @@
 """Node-level attribution patching: one score per sender node (input, heads, MLPs).
 
-score(u) = sum over batch, pos, d_model of (z_u(corrupted) - z_u(clean)) * dL/dz_u on the clean
-run: the first-order estimate of patching u's whole output (every outgoing edge) with its
-corrupted value. Since z_u reaches the loss only through its downstream receivers,
-dL/dz_u = sum over receivers v of dL/dx_v, so score(u) is exactly the sum of u's outgoing EAP
-edge scores; this is how it is computed (same cost as EAP). Sign convention of
-`discovery.common` (positive = patching u hurts the metric).
+score(u) = sum over batch, pos, d_model of (a_u - z_u(clean)) * dL/dz_u on the clean run: the
+first-order estimate of replacing u's whole output (every outgoing edge) by its ablation value a_u
+(counterfactual: its corrupted value; or a mean, or zero, as in EAP). Since z_u reaches the loss
+only through its downstream receivers, dL/dz_u = sum over receivers v of dL/dx_v, so score(u)
+is exactly the sum of u's outgoing EAP edge scores; this is how it is computed (same cost as
+EAP). Sign convention of `discovery.common` (positive = ablating u hurts the metric).
 
 As `EdgeScores` (registered as "node-attribution"), every edge u -> v gets its sender's score,
 so the edge circuit builders (top-k, threshold, greedy) select whole nodes' fan-outs.
@@ -19,19 +19,31 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wildcircuits.discovery.common import SIGN_CONVENTION, edge_scores, settings_of
+from wildcircuits.discovery.common import (
+    SIGN_CONVENTION,
+    AblatingConfig,
+    edge_scores,
+    provenance_of,
+    settings_of,
+)
 from wildcircuits.discovery.eap import eap_matrix
 from wildcircuits.discovery.registry import register
 from wildcircuits.graph.circuit import EdgeScores
 from wildcircuits.graph.graph import Graph, Node
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.patching.ablation_spec import AblationSpec
+from wildcircuits.patching.edge_ablation import EDGE_ABLATIONS, AblationCache
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 
 
 @dataclass(frozen=True)
-class NodeAttributionConfig:
-    """batch_size: rows per chunk; progress: a progress bar on stderr."""
+class NodeAttributionConfig(AblatingConfig):
+    """batch_size: rows per chunk; progress: a progress bar on stderr; ablation: counterfactual
+    (default), mean or zero."""
+
+    METHOD = "node-attribution"
+    ABLATIONS = EDGE_ABLATIONS
 
     batch_size: int = 16
     progress: bool = False
@@ -63,18 +75,13 @@ def node_scores(
 ) -> NodeScores:
     """Attribution-patching score of every sender node: (sender,)."""
     engine = EdgeForward(model)
-    matrix = eap_matrix(engine, problem, config.batch_size, config.progress)
+    cache = AblationCache(engine, problem, config.ablation, config.batch_size)
+    matrix = eap_matrix(cache, problem, config.batch_size, config.progress)
     valid = engine.graph.valid.to(matrix.device)
     per_node = torch.where(valid, matrix, 0.0).sum(dim=0)  # (sender,)
     extra = {"gradient_at": "clean", "sign": SIGN_CONVENTION}
     settings = settings_of(config, extra)
-    provenance = {
-        **dict(problem.provenance),
-        "method": "node-attribution",
-        "settings": settings,
-        "ablation": "counterfactual (corrupted run)",
-        "n_examples": problem.batch,
-    }
+    provenance = provenance_of(problem, "node-attribution", settings, cache.spec)
     scores = per_node.detach().float().cpu()
     return NodeScores(engine.graph, scores, "node-attribution", settings, provenance)
 
@@ -88,4 +95,5 @@ def node_attribution(
     graph = nodes.graph
     matrix = nodes.scores[None, :].expand(graph.n_receivers, -1).clone()  # (receiver, sender)
     extra = {"gradient_at": "clean", "sign": SIGN_CONVENTION, "edge_score": "sender node's score"}
-    return edge_scores(graph, matrix, "node-attribution", config, problem, extra)
+    ablation = AblationSpec.parse(nodes.provenance["ablation"])  # what `node_scores` ran
+    return edge_scores(graph, matrix, "node-attribution", config, problem, extra, ablation=ablation)

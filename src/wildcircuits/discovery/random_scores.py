@@ -35,4 +35,4 @@ def random_scores(
     generator = torch.Generator().manual_seed(config.seed)
     scores = torch.randn(graph.n_receivers, graph.n_senders, generator=generator)
     extra = {"distribution": "standard normal, i.i.d. per edge"}
-    return edge_scores(graph, scores, "random", config, problem, extra)
+    return edge_scores(graph, scores, "random", config, problem, extra, ablation=None)

@@ -1,17 +1,16 @@
 """Discovery methods by name: one signature, `method(model, problem, config) -> EdgeScores`.
 
 Each method module registers itself with `register(name, config_type, description)`; its config
-is a frozen dataclass whose fields are the method's settings. `get_method(name)` imports the
-built-in method modules on first use (a module that is not present, such as a not-yet-written
-`acdc.py`, is skipped), so `wildcircuits.discovery.acdc` can register "acdc" without editing
-this file.
+is a frozen dataclass whose fields are the method's settings (a method that ablates derives it
+from `discovery.common.AblatingConfig`, which names the ablations it supports). `get_method(name)`
+imports the built-in method modules on first use; a built-in module that is missing or fails to
+import raises, naming the module and the import error (a broken method is never silently absent).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +40,20 @@ class MethodSpec:
     config_type: type
     description: str = ""
 
+    @property
+    def ablations(self) -> tuple[Any, ...]:
+        """The ablation kinds the method supports (none: it ablates nothing, e.g. random)."""
+        return tuple(getattr(self.config_type, "ABLATIONS", ()))
+
     def config(self, settings: Mapping[str, Any] | None = None) -> Any:
         """The method's config with `settings` (field name -> value) over the defaults."""
         settings = dict(settings or {})
         fields = {f.name for f in dataclasses.fields(self.config_type)}
+        if "ablation" in settings and "ablation" not in fields:
+            raise DiscoveryError(
+                f"method {self.name!r} runs no ablation, so it takes no ablation setting "
+                f"(got {settings['ablation']!r}); its ablations: none"
+            )
         unknown = sorted(set(settings) - fields)
         if unknown:
             raise DiscoveryError(
@@ -78,11 +87,16 @@ def register(name: str, config_type: type, description: str = "") -> Callable:
 
 
 def load_builtin_methods() -> None:
-    """Import every built-in method module that exists (each registers its methods)."""
+    """Import every built-in method module (each registers its methods); one that fails raises
+    a `DiscoveryError` naming the module and the import error."""
     for module in BUILTIN_MODULES:
         full = f"wildcircuits.discovery.{module}"
-        if importlib.util.find_spec(full) is not None:
+        try:
             importlib.import_module(full)
+        except Exception as error:
+            raise DiscoveryError(
+                f"discovery method module {full} failed to import: {type(error).__name__}: {error}"
+            ) from error
 
 
 def get_method(name: str) -> MethodSpec:

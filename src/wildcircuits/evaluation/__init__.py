@@ -5,13 +5,6 @@ report = evaluate_scores(model, problem, scores, EvaluationConfig())
 report.save("runs/ioi-eap")   # report.json, curve_*.json, faithfulness.png/.html
 """
 
-from wildcircuits.evaluation.ablation_values import (
-    AblationCache,
-    AblationSpec,
-    EdgeAblation,
-    MeanReference,
-    mean_outputs,
-)
 from wildcircuits.evaluation.baselines import (
     RandomBaseline,
     SensitivityRow,
@@ -43,21 +36,24 @@ from wildcircuits.evaluation.faithfulness import (
 )
 from wildcircuits.evaluation.heldout import HeldOutResult, heldout_check, shared_prompts
 from wildcircuits.evaluation.report import EvaluationConfig, EvaluationReport, evaluate_scores
+from wildcircuits.patching.ablation_spec import AblationKind, AblationSpec, Distribution
+from wildcircuits.patching.edge_ablation import EDGE_ABLATIONS, AblationCache, mean_outputs
 
 __all__ = [
     "ALL_FRACTIONS",
     "LOG_FRACTIONS",
     "MIB_FRACTIONS",
+    "EDGE_ABLATIONS",
     "AblationCache",
+    "AblationKind",
     "AblationSpec",
     "CircuitMetrics",
-    "EdgeAblation",
+    "Distribution",
     "EvaluationConfig",
     "EvaluationReport",
     "Faithfulness",
     "FaithfulnessCurve",
     "HeldOutResult",
-    "MeanReference",
     "RandomBaseline",
     "SensitivityRow",
     "SmallestCircuit",

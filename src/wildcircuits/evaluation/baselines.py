@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from wildcircuits.evaluation.ablation_values import AblationSpec, EdgeAblation
 from wildcircuits.evaluation.curves import (
     ALL_FRACTIONS,
     FaithfulnessCurve,
@@ -33,6 +32,8 @@ from wildcircuits.evaluation.curves import (
 from wildcircuits.graph.circuit import EdgeScores
 from wildcircuits.graph.graph import Graph
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.patching.ablation_spec import AblationSpec
+from wildcircuits.patching.edge_ablation import EDGE_ABLATIONS
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 
@@ -93,7 +94,7 @@ def random_baseline(
     problem: PatchingProblem,
     seeds: Sequence[int] = (0, 1, 2),
     fractions: Sequence[float] = ALL_FRACTIONS,
-    spec: AblationSpec | None = None,
+    spec: AblationSpec | str | None = None,
     batch_size: int = 16,
     engine: EdgeForward | None = None,
     progress: bool = False,
@@ -139,25 +140,25 @@ def ablation_sensitivity(
     model: InstrumentedModel,
     problem: PatchingProblem,
     scores: EdgeScores,
-    ablations: Sequence[EdgeAblation] = tuple(EdgeAblation),
+    ablations: Sequence[AblationSpec | str] = EDGE_ABLATIONS,
     fractions: Sequence[float] = ALL_FRACTIONS,
     batch_size: int = 16,
     engine: EdgeForward | None = None,
     progress: bool = False,
     pruned: bool = True,
-    done: dict[EdgeAblation, dict[Ranking, FaithfulnessCurve]] | None = None,
+    done: dict[AblationSpec, dict[Ranking, FaithfulnessCurve]] | None = None,
 ) -> list[SensitivityRow]:
-    """The same circuits under each ablation type (`done` reuses curves already computed)."""
+    """The same circuits under each ablation (specs or their strings; `done` reuses curves
+    already computed)."""
     engine = engine or EdgeForward(model)
     rows = []
-    for ablation in ablations:
-        ablation = EdgeAblation(ablation)
+    for ablation in map(AblationSpec.coerce, ablations):
         curves = (done or {}).get(ablation)
         if curves is None:
             curves = faithfulness_curves(
                 model, problem, scores, (Ranking.SIGNED, Ranking.ABSOLUTE), fractions,
-                AblationSpec(ablation), batch_size, engine, progress, pruned,
+                ablation, batch_size, engine, progress, pruned,
             )  # fmt: skip
-        rows.append(SensitivityRow(ablation.value, curves[Ranking.SIGNED],
+        rows.append(SensitivityRow(ablation.format(), curves[Ranking.SIGNED],
                                    curves[Ranking.ABSOLUTE]))  # fmt: skip
     return rows

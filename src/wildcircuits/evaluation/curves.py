@@ -33,12 +33,12 @@ import numpy as np
 import torch
 
 from wildcircuits.errors import WildcircuitsError
-from wildcircuits.evaluation.ablation_values import AblationSpec
 from wildcircuits.evaluation.faithfulness import evaluate_circuits
 from wildcircuits.graph.build import Ranking, edge_order, prune
 from wildcircuits.graph.circuit import Circuit, EdgeScores
 from wildcircuits.graph.graph import Graph
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.patching.ablation_spec import AblationSpec
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 
@@ -198,7 +198,7 @@ def faithfulness_curves(
     scores: EdgeScores,
     orderings: Sequence[Ranking] = (Ranking.SIGNED, Ranking.ABSOLUTE),
     fractions: Sequence[float] = ALL_FRACTIONS,
-    spec: AblationSpec | None = None,
+    spec: AblationSpec | str | None = None,
     batch_size: int = 16,
     engine: EdgeForward | None = None,
     progress: bool = False,
@@ -209,7 +209,7 @@ def faithfulness_curves(
     Per chunk: the ablation values once, then one forward per distinct circuit (at most
     len(orderings) per size, plus the empty circuit; the full circuit is the k = 1 point).
     """
-    spec = spec or AblationSpec()
+    spec = AblationSpec.coerce(spec)
     graph = _check_graph(scores, engine, model)
     fractions = sorted(fractions)
     sizes = [edges_at(k, graph.n_edges) for k in fractions]
@@ -236,7 +236,7 @@ def faithfulness_curves(
             m_empty=result.m_empty,
             m_corrupted=result.m_corrupted,
             ordering=ordering,
-            ablation=spec.ablation.value,
+            ablation=spec.format(),
             n_total_edges=graph.n_edges,
             n_selected=tuple(sizes),
             pruned=pruned,

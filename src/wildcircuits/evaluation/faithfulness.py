@@ -21,9 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from wildcircuits.errors import WildcircuitsError
-from wildcircuits.evaluation.ablation_values import AblationCache, AblationSpec
 from wildcircuits.graph.circuit import Circuit
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.patching.ablation_spec import AblationSpec
+from wildcircuits.patching.edge_ablation import AblationCache
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 
@@ -67,18 +68,19 @@ def evaluate_circuits(
     model: InstrumentedModel,
     problem: PatchingProblem,
     circuits: Sequence[Circuit],
-    spec: AblationSpec | None = None,
+    spec: AblationSpec | str | None = None,
     batch_size: int = 16,
     engine: EdgeForward | None = None,
     progress: bool = False,
 ) -> CircuitMetrics:
-    """Batch-mean metric of every circuit (identical circuits share one forward)."""
-    spec = spec or AblationSpec()
+    """Batch-mean metric of every circuit (identical circuits share one forward); `spec`: the
+    ablation (default counterfactual)."""
     engine = engine or EdgeForward(model)
     graph = engine.graph
     full, empty = Circuit.full(graph), Circuit.empty(graph)
     masks, index = _distinct_masks([full, empty, *circuits], graph.valid)
     cache = AblationCache(engine, problem, spec, batch_size)
+    spec = cache.spec
     sums = torch.zeros(len(masks), dtype=torch.float64)
     corrupted_sum, forwards = 0.0, 0
     chunks = problem.chunks(batch_size)
@@ -154,7 +156,7 @@ def circuit_faithfulness(
     model: InstrumentedModel,
     problem: PatchingProblem,
     circuit: Circuit,
-    spec: AblationSpec | None = None,
+    spec: AblationSpec | str | None = None,
     batch_size: int = 16,
     engine: EdgeForward | None = None,
 ) -> Faithfulness:

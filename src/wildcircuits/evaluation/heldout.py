@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from wildcircuits.errors import WildcircuitsError
-from wildcircuits.evaluation.ablation_values import AblationSpec
 from wildcircuits.evaluation.curves import (
     ALL_FRACTIONS,
     FaithfulnessCurve,
@@ -26,6 +25,7 @@ from wildcircuits.evaluation.curves import (
 )
 from wildcircuits.graph.circuit import EdgeScores
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.patching.ablation_spec import AblationSpec
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 
@@ -89,7 +89,7 @@ def heldout_check(
     train: PatchingProblem,
     test: PatchingProblem,
     scores: EdgeScores | Discover,
-    spec: AblationSpec | None = None,
+    spec: AblationSpec | str | None = None,
     fractions=ALL_FRACTIONS,
     batch_size: int = 16,
     progress: bool = False,

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wildcircuits.evaluation.ablation_values import AblationSpec, EdgeAblation
 from wildcircuits.evaluation.baselines import (
     RandomBaseline,
     SensitivityRow,
@@ -28,6 +27,7 @@ from wildcircuits.evaluation.curves import (
 from wildcircuits.evaluation.heldout import HeldOutResult, curve_summary
 from wildcircuits.graph.circuit import EdgeScores
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.patching.ablation_spec import AblationSpec
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 
@@ -39,7 +39,7 @@ class EvaluationConfig:
     spec: AblationSpec = field(default_factory=AblationSpec)
     fractions: tuple[float, ...] = ALL_FRACTIONS
     random_seeds: tuple[int, ...] = (0, 1, 2)
-    sensitivity: tuple[EdgeAblation, ...] = ()
+    sensitivity: tuple[AblationSpec | str, ...] = ()
     batch_size: int = 16
     pruned: bool = True
 
@@ -48,7 +48,7 @@ class EvaluationConfig:
             **self.spec.describe(),
             "n_sizes": len(self.fractions),
             "random_seeds": list(self.random_seeds),
-            "sensitivity": [EdgeAblation(a).value for a in self.sensitivity],
+            "sensitivity": [AblationSpec.coerce(a).format() for a in self.sensitivity],
             "batch_size": self.batch_size,
             "pruned": self.pruned,
         }
@@ -166,11 +166,11 @@ def evaluate_scores(
                                  config.pruned)  # fmt: skip
     rows: Sequence[SensitivityRow] = ()
     if config.sensitivity:
-        others = [EdgeAblation(a) for a in config.sensitivity]
-        ablations = list(dict.fromkeys([config.spec.ablation, *others]))
+        others = [AblationSpec.coerce(a) for a in config.sensitivity]
+        ablations = list(dict.fromkeys([config.spec, *others]))
         rows = ablation_sensitivity(model, problem, scores, ablations, config.fractions,
                                     config.batch_size, engine, progress, config.pruned,
-                                    done={config.spec.ablation: curves})  # fmt: skip
+                                    done={config.spec: curves})  # fmt: skip
     provenance = {**curves[Ranking.SIGNED].provenance, "evaluation": config.describe()}
     provenance.pop("ordering", None)
     return EvaluationReport(curves, random, tuple(rows), heldout, provenance)

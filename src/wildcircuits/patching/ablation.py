@@ -1,13 +1,16 @@
-"""Ablations: replace chosen activations by zero, a mean, or a resampled value, and measure.
+"""Site ablation: replace chosen activations by an ablation value, and measure.
 
-Three ablation types (`AblationType`):
+The ablation is an `AblationSpec` (patching.ablation_spec), drawn from a reference batch (by
+default the spec's distribution of the problem: its corrupted prompts, e.g. IOI's ABC prompts, or
+its clean ones; or any batch given as `reference`):
 - zero: the activation becomes 0.
-- mean: the mean of the activation over a reference distribution (by default the problem's
-  corrupted batch, e.g. IOI's ABC prompts). Per position by default (position p gets the mean of
-  position p over the reference rows that have a real token there); optionally per group, e.g.
-  per template as in the IOI paper: row i then gets the mean over the reference rows of its group.
+- mean: the mean of the activation over the reference's real tokens, per position (position p
+  gets the mean of position p over the reference rows with a real token there) or pooled;
+  optionally per group, e.g. per template as in the IOI paper: row i then gets the mean over the
+  reference rows of its group.
 - resample: row i gets the activation of another reference row (a seeded random derangement,
   within row i's group when groups are given), as in causal scrubbing / resample ablation.
+- counterfactual: row i gets the activation of reference row i (noising activation patching).
 
 `ablation_values` produces the replacement values (reusable by discovery code); `ablate` runs the
 ablated forward and reports the metric with and without the ablation, with provenance.
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ from torch import Tensor
 from wildcircuits.errors import InterventionError, SiteError
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.models.tokens import Tokens
+from wildcircuits.patching.ablation_spec import AblationKind, AblationSpec, mean_over_tokens
 from wildcircuits.patching.hooks import Intervention, Mode, selection_index
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import (
@@ -38,14 +41,6 @@ from wildcircuits.patching.sites import (
 )
 
 Groups = Sequence[Hashable] | Tensor
-
-
-class AblationType(StrEnum):
-    """How an ablated activation is replaced."""
-
-    ZERO = "zero"
-    MEAN = "mean"
-    RESAMPLE = "resample"
 
 
 @dataclass(frozen=True)
@@ -114,26 +109,14 @@ def _group_ids(groups: Groups, batch: int) -> Tensor:
     return torch.tensor([index.setdefault(label, len(index)) for label in labels])
 
 
-def _masked_mean(value: Tensor, mask: Tensor, per_position: bool) -> Tensor:
-    """Mean over rows (and positions unless per_position) of real tokens only.
-
-    value: (rows, pos, ...) mask: (rows, pos) -> (1, pos, ...) or (1, 1, ...).
-    """
-    weight = mask.to(value.dtype).reshape(*mask.shape, *([1] * (value.ndim - 2)))
-    if not per_position:
-        total = (value * weight).sum(dim=(0, 1), keepdim=True)
-        return total / weight.sum(dim=(0, 1), keepdim=True).clamp(min=1)
-    return (value * weight).sum(0, keepdim=True) / weight.sum(0, keepdim=True).clamp(min=1)
-
-
 def _mean_values(value: Tensor, mask: Tensor, ids: Tensor | None, per_position: bool) -> Tensor:
     """Mean of `value` (rows, pos, ...): (1, ...) overall, or (rows, ...) per group."""
     if ids is None:
-        return _masked_mean(value, mask, per_position)
+        return mean_over_tokens(value, mask, per_position)
     out = torch.empty_like(value if per_position else value[:, :1])
     for group in ids.unique():
         rows = (ids == group).nonzero().flatten().to(value.device)
-        out[rows] = _masked_mean(value[rows], mask[rows], per_position)
+        out[rows] = mean_over_tokens(value[rows], mask[rows], per_position)
     return out
 
 
@@ -162,35 +145,33 @@ def ablation_values(
     model: InstrumentedModel,
     tokens: Tokens,
     sites: Sequence[Site],
-    ablation: AblationType,
+    ablation: AblationSpec | str,
     groups: Groups | None = None,
-    seed: int = 0,
-    per_position: bool = True,
 ) -> dict[Site, Tensor]:
     """Replacement value of each site, computed on the reference batch `tokens`.
 
     Returned tensors broadcast to the site's selected slice of a batch aligned with `tokens`
     (same sequence length): zero -> zeros with batch 1; mean -> batch 1 without groups, one row
-    per reference row with groups; resample -> one row per reference row. E.g. for z.L3.H2 the
-    slice is (batch, pos, d_head) and the mean value (1, pos, d_head).
+    per reference row with groups; resample / counterfactual -> one row per reference row. E.g.
+    for z.L3.H2 the slice is (batch, pos, d_head) and the mean value (1, pos, d_head).
     """
-    ablation = AblationType(ablation)
+    spec = AblationSpec.coerce(ablation)
     sites = _check_sites(sites)
     full = list(dict.fromkeys(_full_site(s) for s in sites))
     ids = None if groups is None else _group_ids(groups, tokens.batch)
     with torch.no_grad():
         cache = model.run(tokens, capture=full, return_logits=False).cache
-    if ablation is AblationType.RESAMPLE:
-        source = resample_rows(
-            ids if ids is not None else torch.zeros(tokens.batch, dtype=torch.long), seed
-        )
+    source = torch.arange(tokens.batch)  # counterfactual: each row its own reference row
+    if spec.kind is AblationKind.RESAMPLE:
+        whole = torch.zeros(tokens.batch, dtype=torch.long)
+        source = resample_rows(ids if ids is not None else whole, spec.seed)
     values = {}
     for site in sites:
         value = cache[_full_site(site)]  # (batch, pos, ...)
-        if ablation is AblationType.ZERO:
+        if spec.kind is AblationKind.ZERO:
             value = torch.zeros_like(value[:1])
-        elif ablation is AblationType.MEAN:
-            value = _mean_values(value, tokens.attention_mask, ids, per_position)
+        elif spec.kind is AblationKind.MEAN:
+            value = _mean_values(value, tokens.attention_mask, ids, spec.per_position)
         else:
             value = value[source.to(value.device)]
         values[site] = _select_slice(site, value)
@@ -220,25 +201,26 @@ def ablate(
     model: InstrumentedModel,
     problem: PatchingProblem,
     targets: Sequence[Site | str],
-    ablation: AblationType | str,
+    ablation: AblationSpec | str,
     reference: Tokens | None = None,
     groups: Groups | None = None,
-    seed: int = 0,
-    per_position: bool = True,
 ) -> AblationResult:
     """Ablate `targets` on the problem's clean batch and report the metric change.
 
-    reference: the distribution means / resamples come from (default: the problem's corrupted
-    batch); it must have the clean batch's sequence length, and, when `groups` (one label per
-    reference row, e.g. the template of each example) or resampling is used, its rows must align
-    with the clean rows. Ablating z of a head replaces that head's output at every position (or
-    only at `site.position`).
+    ablation: a spec or its string, e.g. "mean", "mean:pooled", "resample:seed=7", "zero".
+    reference: the batch means / resamples come from (default: the spec's distribution of the
+    problem, its corrupted prompts unless the spec says clean); it must have the clean batch's
+    sequence length, and, when `groups` (one label per reference row, e.g. the template of each
+    example), resampling or counterfactual values are used, its rows must align with the clean
+    rows. Ablating z of a head replaces that head's output at every position (or only at
+    `site.position`).
     """
-    ablation = AblationType(ablation)
+    spec = AblationSpec.coerce(ablation)
     sites = _check_sites(list(targets))
-    reference = problem.corrupted if reference is None else reference
-    _check_reference(problem, reference, ablation, groups)
-    values = ablation_values(model, reference, sites, ablation, groups, seed, per_position)
+    named = spec.reference(problem)
+    reference = named if reference is None else reference
+    _check_reference(problem, reference, spec, groups)
+    values = ablation_values(model, reference, sites, spec, groups)
     with torch.no_grad():
         clean = _mean_metric(model, problem, problem.clean)
         corrupted = _mean_metric(model, problem, problem.corrupted)
@@ -248,12 +230,10 @@ def ablate(
     provenance = {
         **problem.provenance,
         "method": "ablation",
-        "ablation": ablation.value,
-        "reference": "corrupted" if reference is problem.corrupted else "custom",
+        **spec.describe(),
+        "reference": spec.over.value if reference is named else "custom",
         "reference_corruption": problem.provenance.get("corruption"),
         "grouped_means": groups is not None,
-        "per_position": per_position,
-        "resample_seed": seed if ablation is AblationType.RESAMPLE else None,
         "sites": [str(s) for s in sites],
     }
     return AblationResult(
@@ -268,17 +248,18 @@ def ablate(
     )
 
 
-def _check_reference(problem, reference: Tokens, ablation, groups) -> None:
-    if ablation is AblationType.ZERO:
+def _check_reference(problem, reference: Tokens, spec: AblationSpec, groups) -> None:
+    if spec.kind is AblationKind.ZERO:
         return
     if reference.seq_len != problem.clean.seq_len:
         raise InterventionError(
             f"reference batch has length {reference.seq_len}, the clean batch "
             f"{problem.clean.seq_len}; per-position means and resamples need equal lengths"
         )
-    per_row = groups is not None or ablation is AblationType.RESAMPLE
+    per_row = groups is not None or spec.kind is not AblationKind.MEAN
     if per_row and reference.batch != problem.batch:
         raise InterventionError(
-            f"{ablation.value} ablation with groups/resampling needs one reference row per clean "
-            f"row; got {reference.batch} reference rows for {problem.batch} clean rows"
+            f"{spec.kind.value} ablation with groups, resampled or counterfactual rows needs one "
+            f"reference row per clean row; got {reference.batch} reference rows for "
+            f"{problem.batch} clean rows"
         )

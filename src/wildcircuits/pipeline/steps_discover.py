@@ -32,7 +32,6 @@ def discover_step(ctx: Context) -> list[str]:
 def evaluate_step(ctx: Context) -> list[str]:
     """Faithfulness curves, CPR / CMD, random baseline, ablation sensitivity, held-out check;
     then the selected circuit (circuit.json) and the slider sizes (circuit_sizes.json)."""
-    from wildcircuits.evaluation.ablation_values import AblationSpec
     from wildcircuits.evaluation.baselines import ablation_sensitivity, random_baseline
     from wildcircuits.evaluation.curves import (
         ALL_FRACTIONS,
@@ -40,6 +39,8 @@ def evaluate_step(ctx: Context) -> list[str]:
         faithfulness_curves,
     )
     from wildcircuits.graph.build import Ranking
+    from wildcircuits.patching.ablation_spec import AblationSpec
+    from wildcircuits.patching.edge_ablation import edge_alternatives
 
     model, scores, engine = ctx.model, ctx.scores, ctx.engine
     spec = AblationSpec(ctx.config.ablation)
@@ -57,7 +58,7 @@ def evaluate_step(ctx: Context) -> list[str]:
     ctx.say("evaluate: random baseline, ablation sensitivity, train-split curve")
     random = random_baseline(model, ctx.test, ctx.config.random_seeds, MIB_FRACTIONS, spec,
                              engine=engine, progress=ctx.progress)  # fmt: skip
-    others = [a for a in ("counterfactual", "mean", "zero") if a != ctx.config.ablation]
+    others = edge_alternatives(spec)
     sensitivity = ablation_sensitivity(model, ctx.test, scores, others, MIB_FRACTIONS,
                                        engine=engine, progress=ctx.progress)  # fmt: skip
     train = faithfulness_curves(

@@ -54,8 +54,8 @@ def _selected(ctx: Context):
 
 
 def _faithfulness(ctx: Context, problem, circuits) -> list[float]:
-    from wildcircuits.evaluation.ablation_values import AblationSpec
     from wildcircuits.evaluation.faithfulness import evaluate_circuits
+    from wildcircuits.patching.ablation_spec import AblationSpec
 
     result = evaluate_circuits(ctx.model, problem, circuits, AblationSpec(ctx.config.ablation),
                                engine=ctx.engine)  # fmt: skip

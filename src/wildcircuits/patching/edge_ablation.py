@@ -1,0 +1,113 @@
+"""What an ablated edge carries: the sender outputs a_u the edge engine substitutes.
+
+An ablated edge u -> v feeds v the value a_u instead of u's output, while u's other out-edges are
+untouched (`patching.edges`). The values follow an `AblationSpec` (patching.ablation_spec):
+- counterfactual: u's output on the corrupted prompt of the same example;
+- mean: u's output averaged over the real tokens of the problem's corrupted (default) or clean
+  prompts, per position (positions index the padded batch, so rows must be aligned, as they are
+  for one-template tasks) or pooled. Per-template means are not offered here: a
+  `PatchingProblem` does not carry template labels;
+- zero: u contributes nothing (embeddings included).
+Resample ablation is not offered on edges (a shuffled row carries another row's padding).
+
+`AblationCache` is the one source of these values for the engine's callers (evaluation, EAP,
+EAP-IG on activations, ACDC): means are computed once per problem, counterfactual values per
+chunk of rows.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from wildcircuits.errors import WildcircuitsError
+from wildcircuits.models.tokens import Tokens
+from wildcircuits.patching.ablation_spec import (
+    AblationKind,
+    AblationSpec,
+    masked_mean,
+    masked_totals,
+)
+from wildcircuits.patching.edges import EdgeForward
+from wildcircuits.patching.problem import PatchingProblem
+
+#: The ablations the edge engine supports.
+EDGE_ABLATIONS = (AblationKind.COUNTERFACTUAL, AblationKind.MEAN, AblationKind.ZERO)
+
+
+def mean_outputs(
+    engine: EdgeForward, reference: Tokens, batch_size: int, per_position: bool = True
+) -> Float[Tensor, "1 pos sender d_model"]:
+    """Mean sender outputs over the real tokens of `reference`, computed in chunks of rows.
+
+    Returns (1, pos, sender, d_model) per position (rows without a token at p do not count),
+    or (1, 1, sender, d_model) with `per_position=False`.
+    """
+    total, count = None, None
+    for start in range(0, reference.batch, batch_size):
+        rows = reference.select(slice(start, start + batch_size))
+        outputs = engine.outputs(rows)  # (batch, pos, sender, d_model)
+        part, n = masked_totals(outputs, rows.attention_mask, per_position)
+        total = part if total is None else total + part
+        count = n if count is None else count + n
+    if total is None:
+        raise WildcircuitsError("the mean-ablation reference batch is empty")
+    return masked_mean(total, count)
+
+
+def edge_alternatives(spec: AblationSpec) -> list[AblationSpec]:
+    """The other edge ablations (each with its default options), for sensitivity checks."""
+    return [AblationSpec(kind) for kind in EDGE_ABLATIONS if kind is not spec.kind]
+
+
+class AblationCache:
+    """Ablation values for the rows of one problem (means computed once for all of them).
+
+    spec: the ablation (a spec or its string); batch_size: rows per forward when computing means
+    (it fixes the float summation order, so a caller keeps it to keep its numbers).
+    """
+
+    def __init__(
+        self,
+        engine: EdgeForward,
+        problem: PatchingProblem,
+        spec: AblationSpec | str | None,
+        batch_size: int,
+    ):
+        self.engine = engine
+        self.spec = AblationSpec.coerce(spec).require(EDGE_ABLATIONS, "the edge engine")
+        self._fixed: Tensor | None = None  # (1, pos | 1, sender, d_model)
+        model = engine.model
+        if self.spec.kind is AblationKind.ZERO:
+            shape = (1, 1, engine.graph.n_senders, model.d_model)
+            self._fixed = torch.zeros(shape, dtype=model.dtype, device=model.device)
+        elif self.spec.kind is AblationKind.MEAN:
+            reference = self.spec.reference(problem)
+            self._fixed = mean_outputs(engine, reference, batch_size, self.spec.per_position)
+
+    def values(
+        self, part: PatchingProblem, start: int = 0
+    ) -> Float[Tensor, "batch_or_1 pos_or_1 sender d_model"]:
+        """The ablation values of `part`: rows of the problem whose columns begin at `start`
+        (a padding group of `PatchingProblem.by_length`; 0 for a chunk of whole rows).
+
+        Counterfactual: (rows, pos, sender, d_model), one forward on the part's corrupted
+        prompts; mean / zero: the problem's values cut to the part's columns.
+        """
+        if self._fixed is None:
+            return self.engine.outputs(part.corrupted)
+        if self._fixed.shape[1] == 1:
+            return self._fixed
+        return self._fixed[:, start : start + part.clean.seq_len]
+
+    def for_chunk(self, chunk: PatchingProblem) -> tuple[Tensor, Tensor | None]:
+        """(ablation values (batch | 1, pos | 1, sender, d_model), corrupted logits or None).
+
+        Counterfactual values cost one forward on the chunk's corrupted prompts, whose logits
+        (batch, vocab) at the metric positions come back too.
+        """
+        if self._fixed is not None:
+            return self.values(chunk), None
+        run = self.engine.run(chunk.corrupted, chunk.positions, keep_outputs=True)
+        return run.outputs, run.logits
