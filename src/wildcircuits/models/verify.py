@@ -60,9 +60,7 @@ class VerifyReport:
         }
 
 
-def verify_model(
-    model: InstrumentedModel, prompts: tuple[str, ...] | None = None
-) -> VerifyReport:
+def verify_model(model: InstrumentedModel, prompts: tuple[str, ...] | None = None) -> VerifyReport:
     """Run every parity / invariant check on `model` with `prompts` (a padded batch).
 
     Without `prompts` a model with a tokenizer uses `DEFAULT_PROMPTS`; a model without one (e.g.
