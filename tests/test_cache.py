@@ -113,6 +113,24 @@ def _change_recorded_sha(folder: Path) -> None:
     record_path.write_text(json.dumps(record))
 
 
+def _overwrite_weights_in_the_middle(folder: Path) -> None:
+    """Same size, valid header, only tensor bytes changed (e.g. to NaN): what a size check and a
+    header check both miss."""
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+
+
+def _drop_recorded_checksums(folder: Path) -> None:
+    """An entry from before checksums were recorded."""
+    record_path = folder / cache.RECORD_NAME
+    record = json.loads(record_path.read_text())
+    del record["crc32"]
+    record_path.write_text(json.dumps(record))
+
+
 def _delete_tokenizer(folder: Path) -> None:
     (folder / "tokenizer.json").unlink()
 
@@ -125,6 +143,8 @@ CORRUPTIONS = [
     _delete_marker,
     _truncate_safetensors,
     _garble_safetensors_keeping_size,
+    _overwrite_weights_in_the_middle,
+    _drop_recorded_checksums,
     _change_recorded_sha,
     _delete_tokenizer,
     _garble_record,

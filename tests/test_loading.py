@@ -294,3 +294,28 @@ def test_multimodal_gemma3_folder_gives_text_only_model(tmp_path: Path) -> None:
     ids = torch.tensor([[2, 3, 4, 5, 6]])
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, original(input_ids=ids).logits)
+
+
+def test_a_model_with_non_finite_weights_is_an_error_not_a_result(tmp_path):
+    """NaN weights would make every later number `nan`: loading refuses them in one message."""
+    import torch
+
+    from tests.tiny_models import tiny_model
+    from wildcircuits.errors import ModelFileError
+    from wildcircuits.models import load_model
+
+    hf_model = tiny_model("llama", seed=3).hf_model
+    folder = tmp_path / "nan-model"
+    original = hf_model.model.layers[0].mlp.down_proj.weight.clone()
+    with torch.no_grad():
+        hf_model.model.layers[0].mlp.down_proj.weight[0, 0] = float("nan")
+    try:
+        hf_model.save_pretrained(folder)
+    finally:
+        with torch.no_grad():
+            hf_model.model.layers[0].mlp.down_proj.weight.copy_(original)
+    with pytest.raises(ModelFileError, match="non-finite logits.*NaN / inf"):
+        load_model(str(folder))
+    clean = tmp_path / "clean-model"
+    hf_model.save_pretrained(clean)
+    assert load_model(str(clean)).n_layers == 3

@@ -63,3 +63,39 @@ def test_unsupported_family_names_itself_and_the_supported_ones():
     )
     with pytest.raises(UnsupportedArchitectureError, match="'bert' is not supported.*llama"):
         wrap_hf_model(hf.BertLMHeadModel(config))
+
+
+def test_verify_model_on_a_folder_without_tokenizer_uses_synthetic_ids(tmp_path, capsys):
+    """A local folder holding only config + weights: the checks run on ids they make."""
+    from wildcircuits.cli.main import main
+
+    folder = tmp_path / "weights-only"
+    tiny_model("llama").hf_model.save_pretrained(folder)
+    assert not any(p.name.startswith("tokenizer") for p in folder.iterdir())
+    status = main(["verify-model", str(folder)])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0 and report["passed"], report["checks"]
+    assert report["inputs"] == "synthetic token ids (no tokenizer)"
+    assert report["max_abs_logit_diff"] <= 1e-5
+
+
+def test_verify_model_without_tokenizer_refuses_prompts_in_one_line(tmp_path, capsys):
+    from wildcircuits.cli.main import main
+
+    folder = tmp_path / "weights-only"
+    tiny_model("llama").hf_model.save_pretrained(folder)
+    capsys.readouterr()  # drop save_pretrained's progress bar
+    status = main(["verify-model", str(folder), "--prompt", "hello"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert len(err.splitlines()) == 1
+    assert "has no tokenizer" in err and "tokenizer.save_pretrained" in err
+
+
+def test_synthetic_tokens_pad_both_sides():
+    from wildcircuits.models.verify import synthetic_tokens
+
+    tokens = synthetic_tokens(50)
+    assert tokens.attention_mask[0].all()
+    assert tokens.attention_mask[1, -1] == 0 and tokens.attention_mask[2, 0] == 0
+    assert int(tokens.input_ids.max()) < 50

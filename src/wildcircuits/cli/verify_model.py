@@ -25,10 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from wildcircuits.models import load_model
-    from wildcircuits.models.verify import DEFAULT_PROMPTS, verify_model
+    from wildcircuits.models.verify import verify_model
 
     model = load_model(args.model, device=args.device)
-    prompts = tuple(args.prompt) if args.prompt else DEFAULT_PROMPTS
+    prompts = tuple(args.prompt) if args.prompt else None
     report = verify_model(model, prompts)
     print(json.dumps(report.to_dict(), indent=2))
     return 0 if report.passed else 1

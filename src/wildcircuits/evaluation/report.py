@@ -115,6 +115,14 @@ class EvaluationReport:
                        f"CMD {_num(row['cmd'])}")  # fmt: skip
         return out
 
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def _repr_html_(self) -> str:
+        from wildcircuits.report.notebook import evaluation_html
+
+        return evaluation_html(self)
+
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"

@@ -54,6 +54,11 @@ class EdgeScores:
         edges = self.graph.edges
         return [(edges[i].name, float(values[i])) for i in order.tolist()]
 
+    def _repr_html_(self) -> str:
+        from wildcircuits.report.notebook import edge_scores_html
+
+        return edge_scores_html(self)
+
     def save(self, path: Path | str) -> Path:
         """A `.pt` file of plain tensors / strings / numbers (loads with weights_only=True)."""
         import io
@@ -154,6 +159,11 @@ class Circuit:
 
     def heads(self) -> list[Node]:
         return [n for n in self.nodes() if n.kind is NodeKind.HEAD]
+
+    def _repr_html_(self) -> str:
+        from wildcircuits.report.notebook import circuit_html
+
+        return circuit_html(self)
 
 
 def graph_config(graph: Graph) -> dict[str, Any]:

@@ -12,7 +12,10 @@ Layout, under `cache_root()`:
 
 An entry is built in a temporary sibling folder and renamed into place, so a crash leaves either no
 entry or a complete one. Every load re-checks the entry (marker, record, source sha256, file sizes,
-safetensors headers) and rebuilds it when anything is off, instead of loading it.
+safetensors headers, and each file's CRC-32 against the one recorded at conversion) and rebuilds it
+when anything is off, instead of loading it. The CRC catches bytes changed in place at the same
+size (which a size check cannot); it costs ~0.17 s for SmolLM2's 538 MB and ~0.36 s for Gemma3's
+1.07 GB on this 2-core CPU (sha256 would cost 0.43 s / 1.08 s), once per process and file.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import shutil
 import struct
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +40,7 @@ from wildcircuits.errors import ModelFileError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the record holds a CRC-32 of every file
 RECORD_NAME = "record.json"
 MARKER_NAME = "COMPLETE"
 GGUF_MAGIC = b"GGUF"
@@ -44,6 +48,7 @@ GGUF_MAGIC = b"GGUF"
 logger = logging.getLogger(__name__)
 
 _HASH_MEMO: dict[tuple[str, int, int, int], str] = {}
+_CRC_MEMO: dict[tuple[str, int, int, int], int] = {}
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,19 @@ def file_sha256(path: Path) -> str:
                 digest.update(block)
         _HASH_MEMO[key] = digest.hexdigest()
     return _HASH_MEMO[key]
+
+
+def file_crc32(path: Path) -> int:
+    """The CRC-32 of a file, remembered in-process while its size, mtime and inode stay the same."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _CRC_MEMO:
+        crc = 0
+        with path.open("rb") as handle:
+            while block := handle.read(8 * 1024 * 1024):
+                crc = zlib.crc32(block, crc)
+        _CRC_MEMO[key] = crc
+    return _CRC_MEMO[key]
 
 
 def entry_folder(gguf_path: Path, sha256: str, root: Path | None = None) -> Path:
@@ -140,19 +158,29 @@ def check_entry(folder: Path, source_sha256: str) -> str | None:
         return f"format version {record.get('format_version')} is not {FORMAT_VERSION}"
     if record.get("source_sha256") != source_sha256:
         return "recorded source sha256 does not match the GGUF file"
-    files = record.get("files")
+    files, crcs = record.get("files"), record.get("crc32")
     if not isinstance(files, dict) or "config.json" not in files:
         return "record lists no files"
+    if not isinstance(crcs, dict) or set(crcs) != set(files):
+        return "record has no checksum for every file"
     for name, size in files.items():
-        path = folder / name
-        if not path.is_file():
-            return f"file {name} is missing"
-        if path.stat().st_size != size:
-            return f"file {name} has {path.stat().st_size} bytes, recorded {size}"
-        if name.endswith(".safetensors"):
-            problem = check_safetensors(path)
-            if problem is not None:
-                return f"file {name}: {problem}"
+        problem = _check_file(folder / name, size, crcs[name])
+        if problem is not None:
+            return f"file {name}: {problem}"
+    return None
+
+
+def _check_file(path: Path, size: int, crc: int) -> str | None:
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size != size:
+        return f"has {path.stat().st_size} bytes, recorded {size}"
+    if path.name.endswith(".safetensors"):
+        problem = check_safetensors(path)
+        if problem is not None:
+            return problem
+    if file_crc32(path) != crc:
+        return "its bytes changed since conversion (CRC-32 differs from the record)"
     return None
 
 
@@ -225,6 +253,7 @@ def _convert_into(gguf_path: Path, sha256: str, target: Path) -> dict[str, Any]:
         "transformers_version": transformers.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "files": {path.name: path.stat().st_size for path in sorted(target.iterdir())},
+        "crc32": {path.name: file_crc32(path) for path in sorted(target.iterdir())},
     }
 
 

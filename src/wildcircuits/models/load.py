@@ -23,7 +23,31 @@ def load_model(
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     hf_model, tokenizer, info = load_pretrained(name_or_path, device=device, dtype=dtype)
-    return InstrumentedModel(hf_model, tokenizer, info)
+    model = InstrumentedModel(hf_model, tokenizer, info)
+    check_finite(model)
+    return model
+
+
+def check_finite(model: InstrumentedModel, n_tokens: int = 8) -> None:
+    """Raise `ModelFileError` unless a forward on a few token ids gives finite logits.
+
+    Weights holding NaN / inf (a corrupt file, a bad conversion, a dtype that overflows) would
+    otherwise turn every later number into `nan`; a result must never be built on them.
+    """
+    from wildcircuits.errors import ModelFileError
+    from wildcircuits.models.cache import cache_root
+    from wildcircuits.models.tokens import tokens_from_ids
+
+    ids = torch.arange(n_tokens, device=model.device)[None] % model.info.d_vocab  # (1, pos)
+    logits = model.logits(tokens_from_ids(ids))
+    if not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).sum())
+        raise ModelFileError(
+            f"model {model.info.model_id!r} gives non-finite logits ({bad} of {logits.numel()} "
+            f"values on a {n_tokens}-token check): its weights hold NaN / inf or overflow in "
+            f"{model.dtype}; re-convert or re-download the model (converted GGUF models live "
+            f"under {cache_root()}) or load it in float32"
+        )
 
 
 def wrap_hf_model(hf_model, tokenizer=None, model_id: str = "in-memory") -> InstrumentedModel:

@@ -121,13 +121,23 @@ def _load_local(path: Path, device: str | torch.device, dtype: torch.dtype) -> L
             f"built-in models: {_builtin_list()}"
         )
     try:
-        model, tokenizer = _from_folder(path, dtype)
+        model, tokenizer = _from_folder(path, dtype, with_tokenizer=has_tokenizer(path))
     except (OSError, ValueError) as error:
         raise ModelFileError(f"could not load the model folder {path}: {error}") from error
     info = describe(
         model, model_id=path.name, source="local", path=str(path.resolve()), quantization=None
     )
     return _finish(model, device, dtype), tokenizer, info
+
+
+#: Files of which at least one is present in a model folder saved with its tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def has_tokenizer(folder: Path) -> bool:
+    """Whether a local model folder holds tokenizer files. A folder without them loads with no
+    tokenizer: checks on token ids (`verify-model`) still run; text prompts get a clear error."""
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
 
 
 def _load_hub(name: str, device: str | torch.device, dtype: torch.dtype) -> Loaded:

@@ -11,8 +11,10 @@ from typing import Any
 
 import torch
 
+from wildcircuits.errors import WildcircuitsError
 from wildcircuits.models.adapters import get_module
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.models.tokens import Tokens, tokens_from_ids
 from wildcircuits.patching.hooks import replace
 from wildcircuits.patching.sites import Component, Site
 
@@ -41,6 +43,7 @@ class VerifyReport:
     model: dict[str, Any]
     max_abs_logit_diff: float
     checks: list[Check] = field(default_factory=list)
+    inputs: str = "prompts"
 
     @property
     def passed(self) -> bool:
@@ -52,24 +55,51 @@ class VerifyReport:
             "passed": self.passed,
             "max_abs_logit_diff": self.max_abs_logit_diff,
             "tolerance": TOLERANCE,
+            "inputs": self.inputs,
             "checks": [asdict(c) for c in self.checks],
         }
 
 
-def verify_model(
-    model: InstrumentedModel, prompts: tuple[str, ...] = DEFAULT_PROMPTS
-) -> VerifyReport:
-    """Run every parity / invariant check on `model` with `prompts` (a padded batch)."""
-    tokens = model.tokenize(list(prompts))
+def verify_model(model: InstrumentedModel, prompts: tuple[str, ...] | None = None) -> VerifyReport:
+    """Run every parity / invariant check on `model` with `prompts` (a padded batch).
+
+    Without `prompts` a model with a tokenizer uses `DEFAULT_PROMPTS`; a model without one (e.g.
+    a local folder holding only weights) uses `synthetic_tokens`: the checks need token ids, not
+    text.
+    """
+    if model.tokenizer is None:
+        if prompts is not None:
+            raise WildcircuitsError(
+                f"model {model.info.model_id!r} has no tokenizer, so prompts cannot be checked; "
+                "drop the prompts (synthetic token ids are used) or add a tokenizer to the model "
+                "folder (tokenizer.save_pretrained(folder))"
+            )
+        tokens, inputs = synthetic_tokens(model.info.d_vocab), "synthetic token ids (no tokenizer)"
+        unpadded = tokens.select([0])  # row 0 has no padding
+    else:
+        prompts = DEFAULT_PROMPTS if prompts is None else prompts
+        tokens, inputs = model.tokenize(list(prompts)), "prompts"
+        unpadded = model.tokenize([DEFAULT_PROMPTS[0]])
+    tokens, unpadded = tokens.to(model.device), unpadded.to(model.device)
     checks = [
         _logit_parity(model, tokens),
         _positions_parity(model, tokens),
         _identity(model, tokens),
         _head_sum(model, tokens),
-        _causality(model),
+        _causality(model, unpadded),
         _untouched(model, tokens),
     ]
-    return VerifyReport(model.info.to_dict(), checks[0].value, checks)
+    return VerifyReport(model.info.to_dict(), checks[0].value, checks, inputs)
+
+
+def synthetic_tokens(d_vocab: int, batch: int = 3, length: int = 12, seed: int = 0) -> Tokens:
+    """Seeded random ids: row 1 right-padded, row 2 left-padded (both padding sides checked)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, d_vocab, (batch, length), generator=generator)  # (batch, pos)
+    mask = torch.ones_like(ids)
+    mask[1, length - 4 :] = 0
+    mask[2, :3] = 0
+    return tokens_from_ids(ids, mask)
 
 
 def _check(name: str, value: float, detail: str, bound: float = TOLERANCE) -> Check:
@@ -147,13 +177,11 @@ def _head_sum(model: InstrumentedModel, tokens) -> Check:
     return _check("head_results_sum_to_attn_out", diff, detail, bound)
 
 
-def _causality(model: InstrumentedModel) -> Check:
-    tokens = model.tokenize([DEFAULT_PROMPTS[0]])
+def _causality(model: InstrumentedModel, tokens: Tokens) -> Check:
+    """Change the second-to-last token of an unpadded row: no earlier position may move."""
     changed_ids = tokens.input_ids.clone()
     cut = tokens.seq_len - 2
     changed_ids[0, cut] = (changed_ids[0, cut] + 1) % model.info.d_vocab
-    from wildcircuits.models.tokens import tokens_from_ids
-
     changed = tokens_from_ids(changed_ids)
     sites = [Site(Component.RESID_POST, layer) for layer in range(model.n_layers)]
     a, b = model.run(tokens, capture=sites), model.run(changed, capture=sites)

@@ -58,6 +58,11 @@ class ScoreGrid:
             for i in order.tolist()
         ]
 
+    def _repr_html_(self) -> str:
+        from wildcircuits.report.notebook import grid_html
+
+        return grid_html(self)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from wildcircuits.errors import TaskError
 from wildcircuits.tasks.dataset import Dataset
 from wildcircuits.tasks.spec import MetricKind, Split
 
@@ -67,3 +68,47 @@ class Task(Protocol):
     def variations(self) -> tuple[Variation, ...]: ...
 
     def preview(self, seed: int = 0) -> Preview: ...
+
+    def problem(
+        self,
+        model: Any,
+        n: int,
+        split: Split | str = Split.ALL,
+        seed: int = 0,
+        corruption: str | None = None,
+    ) -> Any:
+        """`n` examples for `model` as a `PatchingProblem` (every task kind: `task_problem`)."""
+        ...
+
+
+def task_problem(
+    task: Task,
+    model: Any,
+    n: int,
+    split: Split | str = Split.ALL,
+    seed: int = 0,
+    corruption: str | None = None,
+) -> Any:
+    """`n` examples of `task` built for `model`'s tokenizer, as a `PatchingProblem` on its device
+    (clean / corrupted token batches, targets, metric positions, provenance).
+
+    `corruption` defaults to the task's own; the split is one of all / train / test. Every task
+    class binds this as its `problem` method.
+    """
+    from wildcircuits.patching.problem import problem_from_dataset
+
+    if model.tokenizer is None:
+        raise TaskError(
+            f"task {task.name!r} needs the model's tokenizer and model "
+            f"{model.info.model_id!r} has none; load a model folder with tokenizer files"
+        )
+    dataset = task.build(model.tokenizer, n=n, seed=seed, split=_split(split))
+    return problem_from_dataset(model, dataset, corruption)
+
+
+def _split(split: Split | str) -> Split:
+    try:
+        return Split(split)
+    except ValueError:
+        choices = ", ".join(s.value for s in Split)
+        raise TaskError(f"unknown split {split!r}; choose one of {choices}") from None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from wildcircuits.errors import TaskError, TaskFileError
-from wildcircuits.tasks.base import Preview, Variation
+from wildcircuits.tasks.base import Preview, Variation, task_problem
 from wildcircuits.tasks.dataset import (
     BuildReport,
     Dataset,
@@ -58,6 +58,8 @@ class Row:
 @dataclass(frozen=True)
 class JsonlTask:
     """A task given by explicit rows."""
+
+    problem = task_problem
 
     name: str
     rows: tuple[Row, ...]

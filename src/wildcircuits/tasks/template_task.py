@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from wildcircuits.tasks.base import Preview, Variation
+from wildcircuits.tasks.base import Preview, Variation, task_problem
 from wildcircuits.tasks.dataset import (
     AlignmentError,
     BuildReport,
@@ -63,6 +63,8 @@ class Draw:
 
 class TemplateTask:
     """A task defined by a `TemplateTaskSpec` (every YAML task)."""
+
+    problem = task_problem
 
     def __init__(self, spec: TemplateTaskSpec) -> None:
         validate_spec(spec)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wildcircuits.errors import TaskError
-from wildcircuits.tasks.base import Preview, Variation
+from wildcircuits.tasks.base import Preview, Variation, task_problem
 from wildcircuits.tasks.dataset import (
     AlignmentError,
     BuildReport,
@@ -50,6 +50,8 @@ CENTURIES = tuple(range(11, 20))
 @dataclass(frozen=True)
 class GreaterThanTask:
     """Years within one century; the model should continue with a later year."""
+
+    problem = task_problem
 
     name: str = "greater_than"
     description: str = "Greater-than: 'from the year 1732 to the year 17' -> YY > 32."

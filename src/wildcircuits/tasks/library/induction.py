@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from wildcircuits.errors import TaskError
-from wildcircuits.tasks.base import Preview, Variation
+from wildcircuits.tasks.base import Preview, Variation, task_problem
 from wildcircuits.tasks.dataset import (
     BuildReport,
     Dataset,
@@ -35,6 +35,8 @@ _PREVIEW_WORDS = (" garden", " silver", " market", " window", " planet", " lette
 @dataclass(frozen=True)
 class InductionTask:
     """Repeated random word tokens; `band` selects a slice of the word pool by id rank."""
+
+    problem = task_problem
 
     seq_len: int = 10
     band: tuple[float, float] = (0.0, 1.0)
