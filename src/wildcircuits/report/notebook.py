@@ -105,7 +105,7 @@ def circuit_html(circuit: Any, scores: Any = None) -> str:
     names = [e.name for e in circuit.edge_list()]
     values = {} if scores is None else {name: scores.of(name) for name in names}
     edges = sorted(((n, values.get(n, 1.0)) for n in names), key=lambda e: -abs(e[1]))
-    heads = ", ".join(node.name for node in circuit.heads()) or "none"
+    heads = ", ".join(node.display for node in circuit.heads()) or "none"
     summary = (
         f"<p>{circuit.n_edges:,} of {circuit.graph.n_edges:,} edges "
         f"({circuit.fraction:.2%}); {len(circuit.nodes())} nodes; heads: {esc(heads)}</p>"
