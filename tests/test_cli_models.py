@@ -73,6 +73,54 @@ def test_wildcircuits_error_prints_message_and_exits_2(
     assert "Traceback" not in captured.err
 
 
+def _buggy(args) -> int:
+    return {}["missing"]  # a KeyError: a bug, not bad input
+
+
+def test_unexpected_exception_is_one_line_and_a_trace_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    monkeypatch.setattr(cli_models, "run", _buggy)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    assert cli_main.main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "internal error (a bug in wildcircuits): KeyError: 'missing'" in err
+    trace = next(tmp_path.glob("wildcircuits-error-*.txt"))
+    assert str(trace) in err and "--debug" in err
+    text = trace.read_text()
+    assert "Traceback" in text and "_buggy" in text and "KeyError" in text
+
+
+def test_unexpected_exception_trace_goes_to_the_output_folder(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    import argparse
+
+    monkeypatch.setattr(cli_models, "run", _buggy)
+    real_parse = argparse.ArgumentParser.parse_args
+
+    def with_out(self, argv=None, namespace=None):  # as if the command had --out
+        args = real_parse(self, argv, namespace)
+        args.out = str(tmp_path)
+        return args
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", with_out)
+    assert cli_main.main(["models"]) == 1
+    assert (tmp_path / "wildcircuits-error.txt").is_file()
+    assert str(tmp_path / "wildcircuits-error.txt") in capsys.readouterr().err
+
+
+def test_debug_prints_the_traceback_inline(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli_models, "run", _buggy)
+    assert cli_main.main(["--debug", "models"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "_buggy" in err
+    assert err.strip().splitlines()[-1].startswith("error: internal error")
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         cli_main.main(["--version"])
