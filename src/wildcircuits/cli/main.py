@@ -123,12 +123,10 @@ def _write_trace(out: object, command: str, trace: str) -> str:
             return str(path)
         except OSError:
             pass
-    handle = tempfile.NamedTemporaryFile(
-        "w", prefix="wildcircuits-error-", suffix=".txt", delete=False
-    )
-    with handle:
+    fd, name = tempfile.mkstemp(prefix="wildcircuits-error-", suffix=".txt")
+    with os.fdopen(fd, "w") as handle:
         handle.write(text)
-    return handle.name
+    return name
 
 
 def _version() -> str:
