@@ -7,6 +7,11 @@ class WildcircuitsError(Exception):
     """Base class of every error wildcircuits raises on purpose."""
 
 
+class InputError(WildcircuitsError):
+    """A user-given value (argument, setting, device, size, path) that is not valid; checked
+    before any work starts (`wildcircuits.inputs`)."""
+
+
 class ModelNotFoundError(WildcircuitsError):
     """An unknown built-in id, or a hub id / path that cannot be found or reached."""
 

@@ -45,6 +45,9 @@ def load_pretrained(
     """Load a model, its tokenizer and its `ModelInfo` (see the module docstring for what
     `name_or_path` may be). Raises `ModelNotFoundError`, `ModelNotInstalledError` or
     `ModelFileError` with a message that says what to do."""
+    from wildcircuits.inputs import check_device
+
+    device = check_device(device, "device")
     name = str(name_or_path)
     if name in zoo.BUILTINS:
         return _load_builtin(zoo.BUILTINS[name], device, dtype)
