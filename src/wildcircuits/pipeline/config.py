@@ -55,7 +55,14 @@ class DiscoverConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiscoverConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        """Parse config.json; an unknown key raises, naming it and the valid keys."""
+        unknown = sorted(k for k in data if k not in cls.__dataclass_fields__)
+        if unknown:
+            raise WildcircuitsError(
+                f"config.json: unknown setting(s) {', '.join(unknown)}; valid settings are "
+                f"{', '.join(cls.__dataclass_fields__)}"
+            )
+        known = dict(data)
         for key in ("steps", "random_seeds"):
             if key in known:
                 known[key] = tuple(known[key])
