@@ -107,6 +107,10 @@ class Metrics(Result):
     FILE: ClassVar[str] = "metrics.json"
     STEP: ClassVar[str] = "evaluate"
 
+    @classmethod
+    def rebuild_hint(cls) -> str:
+        return f"{super().rebuild_hint()}, or run `wildcircuits evaluate` again"
+
     provenance: dict[str, Any]
     method: str
     metric: str | None
