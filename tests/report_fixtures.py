@@ -14,6 +14,7 @@ import torch
 from wildcircuits.graph.circuit import Circuit, EdgeScores, graph_config
 from wildcircuits.graph.graph import Graph
 from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels, position_labels
+from wildcircuits.results import metrics as m
 from wildcircuits.results import save_json
 from wildcircuits.results.behaviour import (
     Example,
@@ -26,15 +27,6 @@ from wildcircuits.results.behaviour import (
 from wildcircuits.results.circuits import CircuitFile, CircuitSizes, Member, SizeEntry
 from wildcircuits.results.localise import AttentionPattern, HeadRoleRow, HeadRoleTable, Localise
 from wildcircuits.results.manifest import Manifest, StepRecord, StepState
-from wildcircuits.results.metrics import (
-    Curve,
-    CurveKind,
-    HeldOutPoint,
-    Metrics,
-    Selected,
-    SensitivityPoint,
-    Smallest,
-)
 from wildcircuits.results.verdicts import Check, CheckVerdict, NodeRole, RedTeam, Roles
 from wildcircuits.tasks.probe_output import write_probe
 
@@ -186,12 +178,12 @@ def _circuits(root: Path, graph: Graph, fractions: tuple[float, ...]) -> dict[st
     }
 
 
-def _metrics(sizes: list[dict[str, Any]]) -> Metrics:
+def _metrics(sizes: list[dict[str, Any]]) -> m.Metrics:
     fractions = FRACTIONS
     n_edges = tuple(s["n_edges"] for s in sizes)
-    method = Curve(
+    method = m.Curve(
         name="eap-ig",
-        kind=CurveKind.METHOD,
+        kind=m.CurveKind.METHOD,
         fractions=fractions,
         n_edges=n_edges,
         faithfulness=(0.3, 0.55, 0.85, 0.95, 1.0),
@@ -199,25 +191,25 @@ def _metrics(sizes: list[dict[str, Any]]) -> Metrics:
         cmd=0.1,
         log_area=0.7,
     )
-    random = Curve(
+    random = m.Curve(
         name="random",
-        kind=CurveKind.RANDOM,
+        kind=m.CurveKind.RANDOM,
         fractions=fractions,
         n_edges=n_edges,
         faithfulness=(0.0, 0.05, 0.1, 0.4, 1.0),
         faithfulness_std=(0.02, 0.05, 0.05, 0.1, 0.0),
     )
-    return Metrics(
+    return m.Metrics(
         provenance=PROVENANCE,
         method="eap-ig",
         metric="logit_diff",
         ablation="counterfactual",
         split="test",
         curves=(method, random),
-        smallest_80=Smallest(fraction=0.2, n_edges=3, faithfulness=0.85),
-        selected=Selected(fraction=0.2, n_edges=3, faithfulness=0.85),
-        ablation_sensitivity=(SensitivityPoint(ablation="mean", n_edges=3, faithfulness=0.7),),
-        held_out=(HeldOutPoint(split="test", n=8, n_edges=3, faithfulness=0.8),),
+        smallest_80=m.Smallest(fraction=0.2, n_edges=3, faithfulness=0.85),
+        selected=m.Selected(fraction=0.2, n_edges=3, faithfulness=0.85),
+        ablation_sensitivity=(m.SensitivityPoint(ablation="mean", n_edges=3, faithfulness=0.7),),
+        held_out=(m.HeldOutPoint(split="test", n=8, n_edges=3, faithfulness=0.8),),
     )
 
 

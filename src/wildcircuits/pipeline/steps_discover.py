@@ -29,55 +29,14 @@ def discover_step(ctx: Context) -> list[str]:
 
 
 def evaluate_step(ctx: Context) -> list[str]:
-    """Faithfulness curves, CPR / CMD, random baseline, ablation sensitivity, held-out check;
-    then the selected circuit (circuit.json) and the slider sizes (circuit_sizes.json)."""
-    from wildcircuits.evaluation.ablation_values import AblationSpec
-    from wildcircuits.evaluation.baselines import ablation_sensitivity, random_baseline
-    from wildcircuits.evaluation.curves import (
-        ALL_FRACTIONS,
-        MIB_FRACTIONS,
-        faithfulness_curves,
-    )
+    """Faithfulness curves, CPR / CMD, random baseline, ablation sensitivity, held-out check
+    (metrics.json); then the selected circuit (circuit.json) and the slider sizes
+    (circuit_sizes.json)."""
     from wildcircuits.evaluation.run_metrics import build_metrics, select_headline
     from wildcircuits.graph.build import Ranking
 
-    model, scores, engine = ctx.model, ctx.scores, ctx.engine
-    spec = AblationSpec(ctx.config.ablation)
-    ctx.say("evaluate: faithfulness curves on the held-out test split")
-    curves = faithfulness_curves(
-        model,
-        ctx.test,
-        scores,
-        (Ranking.SIGNED, Ranking.ABSOLUTE),
-        ALL_FRACTIONS,
-        spec,
-        engine=engine,
-        progress=ctx.progress,
-    )
-    ctx.say("evaluate: random baseline, ablation sensitivity, train-split curve")
-    random = random_baseline(
-        model,
-        ctx.test,
-        ctx.config.random_seeds,
-        MIB_FRACTIONS,
-        spec,
-        engine=engine,
-        progress=ctx.progress,
-    )
-    others = [a for a in ("counterfactual", "mean", "zero") if a != ctx.config.ablation]
-    sensitivity = ablation_sensitivity(
-        model, ctx.test, scores, others, MIB_FRACTIONS, engine=engine, progress=ctx.progress
-    )
-    train = faithfulness_curves(
-        model,
-        ctx.train,
-        scores,
-        (Ranking.SIGNED,),
-        ALL_FRACTIONS,
-        spec,
-        engine=engine,
-        progress=ctx.progress,
-    )[Ranking.SIGNED]
+    curves, random, sensitivity, train = _measure(ctx)
+    signed = curves[Ranking.SIGNED]
     data = build_metrics(
         provenance=ctx.provenance(
             ctx.test, split="test", evaluation_split="test", discovery_split="train"
@@ -88,15 +47,53 @@ def evaluate_step(ctx: Context) -> list[str]:
         curves=curves,
         random=random,
         sensitivity=sensitivity,
-        held_out=[
-            ("train", ctx.train.batch, train),
-            ("test", ctx.test.batch, curves[Ranking.SIGNED]),
-        ],
+        held_out=[("train", ctx.train.batch, train), ("test", ctx.test.batch, signed)],
     )
     data.save(ctx.folder.path("metrics.json"))
-    _write_circuits(ctx, curves[Ranking.SIGNED], select_headline(curves[Ranking.SIGNED]))
+    _write_circuits(ctx, signed, select_headline(signed))
     _figure(ctx, curves, random)
     return ["metrics.json", "circuit.json", "circuit_sizes.json"]
+
+
+def _measure(ctx: Context):
+    """(test curves by ranking, random baseline, sensitivity rows, signed train curve)."""
+    from wildcircuits.evaluation.ablation_values import AblationSpec
+    from wildcircuits.evaluation.baselines import ablation_sensitivity, random_baseline
+    from wildcircuits.evaluation.curves import ALL_FRACTIONS, MIB_FRACTIONS, faithfulness_curves
+    from wildcircuits.graph.build import Ranking
+
+    model, scores, engine, progress = ctx.model, ctx.scores, ctx.engine, ctx.progress
+    spec = AblationSpec(ctx.config.ablation)
+    ctx.say("evaluate: faithfulness curves on the held-out test split")
+    both = (Ranking.SIGNED, Ranking.ABSOLUTE)
+    curves = faithfulness_curves(
+        model, ctx.test, scores, both, ALL_FRACTIONS, spec, engine=engine, progress=progress
+    )
+    ctx.say("evaluate: random baseline, ablation sensitivity, train-split curve")
+    random = random_baseline(
+        model,
+        ctx.test,
+        ctx.config.random_seeds,
+        MIB_FRACTIONS,
+        spec,
+        engine=engine,
+        progress=progress,
+    )
+    others = [a for a in ("counterfactual", "mean", "zero") if a != ctx.config.ablation]
+    sensitivity = ablation_sensitivity(
+        model, ctx.test, scores, others, MIB_FRACTIONS, engine=engine, progress=progress
+    )
+    train = faithfulness_curves(
+        model,
+        ctx.train,
+        scores,
+        (Ranking.SIGNED,),
+        ALL_FRACTIONS,
+        spec,
+        engine=engine,
+        progress=progress,
+    )[Ranking.SIGNED]
+    return curves, random, sensitivity, train
 
 
 def _write_circuits(ctx: Context, curve, selected: int) -> None:
