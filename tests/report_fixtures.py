@@ -1,11 +1,11 @@
-"""A synthetic but well-formed run folder (docs/run_folder.md), by default on a tiny Graph(3, 2).
+"""A synthetic but well-formed run folder (docs/run_folder.md), by default on a tiny Graph(3, 2),
+written through the result types (wildcircuits.results), as the pipeline writes it.
 
 Strings that reach the page carry HTML / script injections, so tests can check they arrive as text.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,20 @@ import torch
 from wildcircuits.graph.circuit import Circuit, EdgeScores, graph_config
 from wildcircuits.graph.graph import Graph
 from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels, position_labels
+from wildcircuits.results import metrics as m
 from wildcircuits.results import save_json
-from wildcircuits.tasks.probe import ProbeResult, Stats, VariationResult, Verdict
+from wildcircuits.results.behaviour import (
+    Example,
+    Examples,
+    ProbeResult,
+    Stats,
+    VariationResult,
+    Verdict,
+)
+from wildcircuits.results.circuits import CircuitFile, CircuitSizes, Member, SizeEntry
+from wildcircuits.results.localise import AttentionPattern, HeadRoleRow, HeadRoleTable, Localise
+from wildcircuits.results.manifest import Manifest, StepRecord, StepState
+from wildcircuits.results.verdicts import Check, CheckVerdict, NodeRole, RedTeam, Roles
 from wildcircuits.tasks.probe_output import write_probe
 
 HOSTILE_PROMPT = 'When <script>alert("prompt")</script> and Mary went to the store, John gave'
@@ -48,7 +60,13 @@ def _behaviour(root: Path) -> None:
         task="ioi-hostile",
         description="IOI with a <script> in its prompt",
         model={"model_id": "tiny-test-model", "quantization": "none (synthetic)"},
-        provenance={"seed": 0, "split": "all", "model_id": "tiny-test-model"},
+        provenance={
+            "seed": 0,
+            "split": "all",
+            "model_id": "tiny-test-model",
+            "quantization": "none (synthetic)",
+            "metric": "logit_diff",
+        },
         n=8,
         metric="logit_diff",
         higher_is_better=True,
@@ -56,18 +74,13 @@ def _behaviour(root: Path) -> None:
         clean=clean,
         corrupted={"ABC": corrupt},
         variations=[variation],
-        example={
-            "clean": HOSTILE_PROMPT,
-            "corrupted": {"ABC": "When Anna and Bob went"},
-            "answers": [" Mary"],
-            "distractors": [" John"],
-        },
+        example=Example(HOSTILE_PROMPT, {"ABC": "When Anna and Bob went"}, (" Mary",), (" John",)),
     )
     write_probe(result, root)
 
 
 def _grid(name: str, values: torch.Tensor, rows: list[str], cols: list[str], col_axis: str):
-    return ScoreGrid(name, name, values, "layer", col_axis, rows, cols, PROVENANCE).to_dict()
+    return ScoreGrid(name, name, values, "layer", col_axis, rows, cols, PROVENANCE).saved()
 
 
 def _localise(root: Path, graph: Graph) -> None:
@@ -93,43 +106,29 @@ def _localise(root: Path, graph: Graph) -> None:
         ),
         "patch_head": _grid("patch_head", head_grid.flip(0), layers, heads, "head"),
     }
-    heads_rows = [
-        {
-            "head": f"L{layer}.H{h}",
-            "layer": layer,
-            "index": h,
-            "name_mover": float(head_grid[layer, h]),
-            "induction": 0.1 * h,
-            "labels": ["name mover"] if head_grid[layer, h] > 0.5 else [],
-        }
+    heads_rows = tuple(
+        HeadRoleRow(
+            head=f"L{layer}.H{h}",
+            layer=layer,
+            index=h,
+            scores={"name_mover": float(head_grid[layer, h]), "induction": 0.1 * h},
+            labels=("name mover",) if head_grid[layer, h] > 0.5 else (),
+        )
         for layer in range(graph.n_layers)
         for h in range(graph.n_heads)
-    ]
+    )
     pattern = torch.softmax(torch.randn(5, 5, generator=g), -1).tril()
     pattern = pattern / pattern.sum(-1, keepdim=True)
-    save_json(
-        root / "localise.json",
-        {
-            "provenance": PROVENANCE,
-            "grids": grids,
-            "head_roles": {"thresholds": {"name_mover": 0.5}, "units": {}, "heads": heads_rows},
-            "attention_patterns": [
-                {
-                    "head": "L2.H1",
-                    "why": "top <name> mover",
-                    "prompt_index": 0,
-                    "tokens": tokens,
-                    "pattern": pattern.tolist(),
-                },
-                {
-                    "head": "L1.H0",
-                    "why": "figure only",
-                    "prompt_index": 0,
-                    "figure": "figures/pattern_L1_H0_p0.png",
-                },
-            ],
-        },
+    patterns = (
+        AttentionPattern(
+            "L2.H1", "top <name> mover", 0, tuple(tokens), tuple(map(tuple, pattern.tolist()))
+        ),
+        AttentionPattern("L1.H0", "figure only", 0, figure="figures/pattern_L1_H0_p0.png"),
     )
+    roles = HeadRoleTable({"name_mover": 0.5}, heads_rows)
+    Localise(
+        provenance=PROVENANCE, grids=grids, head_roles=roles, attention_patterns=patterns
+    ).save(root / "localise.json")
 
 
 def _figures(root: Path) -> None:
@@ -155,139 +154,108 @@ def _circuits(root: Path, graph: Graph, fractions: tuple[float, ...]) -> dict[st
     sizes, circuits = [], []
     for fraction in fractions:
         n = max(1, round(fraction * graph.n_edges))
-        circuit = Circuit.from_edges(graph, ranked[:n])
-        circuits.append(circuit)
-        sizes.append(
-            {
-                "fraction": fraction,
-                "n_edges": n,
-                "edges": ranked[:n],
-                "faithfulness": round(0.35 + 0.6 * len(sizes) / max(len(fractions) - 1, 1), 3),
-            }
-        )
-    save_json(
-        root / "circuit_sizes.json",
-        {"provenance": PROVENANCE, "selected": SELECTED, "sizes": sizes},
-    )
+        circuits.append(Circuit.from_edges(graph, ranked[:n]))
+        faithfulness = round(0.35 + 0.6 * len(sizes) / max(len(fractions) - 1, 1), 3)
+        sizes.append(SizeEntry(fraction, n, tuple(ranked[:n]), faithfulness))
+    CircuitSizes(PROVENANCE, tuple(sizes), SELECTED).save(root / "circuit_sizes.json")
     chosen = circuits[SELECTED]
     in_nodes = {n.name for n in chosen.nodes()}
     in_edges = {e.name for e in chosen.edge_list()}
     all_nodes = {n.name for n in Circuit.full(graph).nodes()}
-    mib = {
-        "cfg": graph_config(graph) | {"d_model": 8},
-        "nodes": {n: {"in_graph": n in in_nodes} for n in sorted(all_nodes)},
-        "edges": {
-            e.name: {"score": scores.of(e), "in_graph": e.name in in_edges} for e in graph.edges
-        },
-    }
-    (root / "circuit.json").write_text(json.dumps(mib))
+    mib = CircuitFile(
+        cfg=graph_config(graph) | {"d_model": 8},
+        nodes={n: Member(n in in_nodes) for n in sorted(all_nodes)},
+        edges={e.name: Member(e.name in in_edges, scores.of(e)) for e in graph.edges},
+    )
+    mib.save(root / "circuit.json")
     union = set().union(*({n.name for n in c.nodes()} for c in circuits)) | in_nodes
     heads = [n.name for n in chosen.heads()]
     return {
         "circuit_nodes": len(in_nodes),
         "graph_nodes": len(union),
-        "sizes": sizes,
+        "sizes": [{"n_edges": s.n_edges, "edges": list(s.edges)} for s in sizes],
         "heads": heads,
     }
 
 
+def _metrics(sizes: list[dict[str, Any]]) -> m.Metrics:
+    fractions = FRACTIONS
+    n_edges = tuple(s["n_edges"] for s in sizes)
+    method = m.Curve(
+        name="eap-ig",
+        kind=m.CurveKind.METHOD,
+        fractions=fractions,
+        n_edges=n_edges,
+        faithfulness=(0.3, 0.55, 0.85, 0.95, 1.0),
+        cpr=0.9,
+        cmd=0.1,
+        log_area=0.7,
+    )
+    random = m.Curve(
+        name="random",
+        kind=m.CurveKind.RANDOM,
+        fractions=fractions,
+        n_edges=n_edges,
+        faithfulness=(0.0, 0.05, 0.1, 0.4, 1.0),
+        faithfulness_std=(0.02, 0.05, 0.05, 0.1, 0.0),
+    )
+    return m.Metrics(
+        provenance=PROVENANCE,
+        method="eap-ig",
+        metric="logit_diff",
+        ablation="counterfactual",
+        split="test",
+        curves=(method, random),
+        smallest_80=m.Smallest(fraction=0.2, n_edges=3, faithfulness=0.85),
+        selected=m.Selected(fraction=0.2, n_edges=3, faithfulness=0.85),
+        ablation_sensitivity=(m.SensitivityPoint(ablation="mean", n_edges=3, faithfulness=0.7),),
+        held_out=(m.HeldOutPoint(split="test", n=8, n_edges=3, faithfulness=0.8),),
+    )
+
+
 def _results(root: Path, facts: dict[str, Any]) -> None:
-    sizes = facts["sizes"]
-    curve = {"fractions": [s["fraction"] for s in sizes], "n_edges": [s["n_edges"] for s in sizes]}
-    save_json(
-        root / "metrics.json",
-        {
-            "provenance": PROVENANCE,
-            "method": "eap-ig",
-            "metric": "logit_diff",
-            "ablation": "counterfactual",
-            "split": "test",
-            "curves": [
-                curve
-                | {
-                    "name": "eap-ig",
-                    "kind": "method",
-                    "cpr": 0.9,
-                    "cmd": 0.1,
-                    "faithfulness": [0.3, 0.55, 0.85, 0.95, 1.0],
-                    "log_area": 0.7,
-                },
-                curve
-                | {
-                    "name": "random",
-                    "kind": "random",
-                    "faithfulness": [0.0, 0.05, 0.1, 0.4, 1.0],
-                    "faithfulness_std": [0.02, 0.05, 0.05, 0.1, 0.0],
-                },
-            ],
-            "smallest_80": {"fraction": 0.2, "n_edges": 3, "faithfulness": 0.85},
-            "ablation_sensitivity": [{"ablation": "mean", "n_edges": 3, "faithfulness": 0.7}],
-            "held_out": [{"split": "test", "n": 8, "n_edges": 3, "faithfulness": 0.8}],
-        },
+    _metrics(facts["sizes"]).save(root / "metrics.json")
+    checks = (
+        Check(
+            "random_circuit",
+            "Does a random circuit of the same size do as well?",
+            CheckVerdict.PASS,
+            "circuit 0.85, random 0.10",
+            {"random": 0.1},
+        ),
+        Check(
+            "single_component",
+            "Does one head carry most of the effect?",
+            CheckVerdict.WARN,
+            HOSTILE_EVIDENCE,
+            {"top_share": 0.6},
+        ),
     )
-    save_json(
-        root / "redteam.json",
-        {
-            "provenance": PROVENANCE,
-            "checks": [
-                {
-                    "name": "random_circuit",
-                    "question": "Does a random circuit of the same size do as well?",
-                    "verdict": "pass",
-                    "evidence": "circuit 0.85, random 0.10",
-                    "numbers": {"random": 0.1},
-                },
-                {
-                    "name": "single_component",
-                    "question": "Does one head carry most of the effect?",
-                    "verdict": "warn",
-                    "evidence": HOSTILE_EVIDENCE,
-                    "numbers": {"top_share": 0.6},
-                },
-            ],
-        },
+    RedTeam(PROVENANCE, checks).save(root / "redteam.json")
+    nodes = _more_roles(facts["heads"]) | {
+        "a2.h1": NodeRole("name mover", HOSTILE_EVIDENCE),
+        "a0.h0": NodeRole("previous token", "attends to pos-1 (0.9)"),
+        "m1": NodeRole("MLP", "large DLA"),
+    }
+    Roles(PROVENANCE, ("L2.H1 moves the answer name <b>not bold</b>.",), nodes).save(
+        root / "roles.json"
     )
-    save_json(
-        root / "roles.json",
-        {
-            "provenance": PROVENANCE,
-            "summary": ["L2.H1 moves the answer name <b>not bold</b>."],
-            "nodes": _more_roles(facts["heads"])
-            | {
-                "a2.h1": {"role": "name mover", "evidence": HOSTILE_EVIDENCE},
-                "a0.h0": {"role": "previous token", "evidence": "attends to pos-1 (0.9)"},
-                "m1": {"role": "MLP", "evidence": "large DLA"},
-            },
-        },
+    examples = (
+        Example(HOSTILE_PROMPT, {"ABC": "When Anna and Bob went"}, (" Mary",), (" John",)),
+        Example(
+            "When John and Mary went to the park, Mary gave a ball to",
+            {"ABC": "When Ann and Sue went to the park, Tom gave a ball to"},
+            (" John",),
+            (" Mary",),
+        ),
     )
-    save_json(
-        root / "examples.json",
-        {
-            "provenance": PROVENANCE,
-            "examples": [
-                {
-                    "clean": HOSTILE_PROMPT,
-                    "corrupted": {"ABC": "When Anna and Bob went"},
-                    "answers": [" Mary"],
-                    "distractors": [" John"],
-                },
-                {
-                    "clean": "When John and Mary went to the park, Mary gave a ball to",
-                    "corrupted": {"ABC": "When Ann and Sue went to the park, Tom gave a ball to"},
-                    "answers": [" John"],
-                    "distractors": [" Mary"],
-                },
-            ],
-        },
-    )
+    Examples(PROVENANCE, examples).save(root / "examples.json")
 
 
-def _more_roles(heads: list[str]) -> dict[str, dict[str, str]]:
+def _more_roles(heads: list[str]) -> dict[str, NodeRole]:
     """Roles for the circuit's heads in larger synthetic graphs (for pictures)."""
     names = ("name mover", "S-inhibition", "induction", "duplicate token", "previous token")
-    return {
-        h: {"role": names[i % len(names)], "evidence": "synthetic"} for i, h in enumerate(heads)
-    }
+    return {h: NodeRole(names[i % len(names)], "synthetic") for i, h in enumerate(heads)}
 
 
 def write_synthetic_run(
@@ -307,18 +275,14 @@ def write_synthetic_run(
         "steps": ["behaviour", "localise", "discover", "evaluate", "redteam", "summarise"],
     }
     save_json(root / "config.json", config, require_provenance=False)
-    save_json(
-        root / "manifest.json",
-        {
-            "package_version": "0.1.0",
-            "git_commit": "deadbeef",
-            "created": "2026-01-01T00:00:00Z",
-            "model": {"model_id": "tiny-test-model", "quantization": "none (synthetic)"},
-            "seeds": {"dataset": 0},
-            "steps": {s: {"state": "done", "seconds": 1.5} for s in config["steps"]},
-        },
-        require_provenance=False,
-    )
+    Manifest(
+        package_version="0.1.0",
+        git_commit="deadbeef",
+        created="2026-01-01T00:00:00Z",
+        model={"model_id": "tiny-test-model", "quantization": "none (synthetic)"},
+        seeds={"dataset": 0},
+        steps={s: StepRecord(StepState.DONE, 1.5) for s in config["steps"]},
+    ).save(root / "manifest.json")
     _behaviour(root)
     _localise(root, graph)
     _figures(root)

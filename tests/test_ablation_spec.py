@@ -7,6 +7,7 @@ import torch
 
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.patching.ablation_spec import (
+    EDGE_ABLATIONS,
     AblationKind,
     AblationSpec,
     Distribution,
@@ -14,7 +15,7 @@ from wildcircuits.patching.ablation_spec import (
     masked_totals,
     mean_over_tokens,
 )
-from wildcircuits.patching.edge_ablation import EDGE_ABLATIONS, edge_alternatives
+from wildcircuits.patching.edge_ablation import edge_alternatives
 
 CANONICAL = [
     ("counterfactual", AblationSpec()),

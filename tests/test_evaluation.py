@@ -30,6 +30,7 @@ from wildcircuits.evaluation import (
     shared_prompts,
     top_circuits,
 )
+from wildcircuits.evaluation.run_metrics import select_headline
 from wildcircuits.graph.build import Ranking
 from wildcircuits.graph.circuit import Circuit, EdgeScores
 from wildcircuits.graph.graph import Graph
@@ -263,10 +264,14 @@ def test_report_saves_json_curves_and_figure(tmp_path):
     small = metrics["smallest_80"]
     if small is not None:
         assert small["faithfulness"] >= 0.8
-        assert [row["ablation"] for row in metrics["ablation_sensitivity"]] == [
-            "counterfactual",
-            "zero",
-        ]
+    assert [row["ablation"] for row in metrics["ablation_sensitivity"]] == [
+        "counterfactual",
+        "zero",
+    ]
+    signed = report.curves[Ranking.SIGNED]
+    headline = select_headline(signed)  # the pipeline's rule: one headline for both writers
+    assert metrics["selected"]["fraction"] == signed.fractions[headline]
+    assert metrics["selected"]["faithfulness"] == pytest.approx(signed.faithfulness[headline])
 
 
 def test_no_effect_is_a_clear_error():

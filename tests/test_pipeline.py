@@ -65,6 +65,12 @@ def test_full_run_writes_every_file_and_a_report(tiny_setup, tmp_path):
         "Red team" in (folder / "report.html").read_text()
         or "red team" in (folder / "report.html").read_text().lower()
     )
+    page = (folder / "report.html").read_text()
+    assert 'class="verdict verdict-running"' not in page  # the page lists its own step as done
+    assert '<td>report</td><td><span class="verdict verdict-done">' in page
+    selected = metrics["selected"]
+    circuit = json.loads((folder / "circuit_sizes.json").read_text())
+    assert circuit["sizes"][circuit["selected"]]["faithfulness"] == selected["faithfulness"]
 
 
 def test_a_model_that_does_not_do_the_task_stops_with_a_report(tiny_setup, tmp_path):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from wildcircuits.errors import WildcircuitsError
+from wildcircuits.evaluation.curves import ALL_FRACTIONS
 from wildcircuits.report.figures import provenance_caption, save_bars, save_heatmap, save_lines
+from wildcircuits.report.svg import Series, line_chart_svg, x_ticks
 from wildcircuits.results import load_json, save_json
 
 PROVENANCE = {"model": "tiny", "quantization": "none", "metric": "logit_diff", "seed": 0}
@@ -54,3 +57,17 @@ def test_figures_write_png_and_html_with_offline_plotly(tmp_path):
     assert (
         provenance_caption(PROVENANCE) == "model=tiny; quantization=none; metric=logit_diff; seed=0"
     )
+
+
+def test_log_axis_ticks_are_powers_of_ten_with_short_labels():
+    """The report's faithfulness chart labelled every few log-spaced sizes as long decimals
+    (0.000143845, ...) that overlapped; ticks are now the decades."""
+    ticks = x_ticks(ALL_FRACTIONS, log_x=True)
+    assert [label for _, label in ticks] == ["0.0001", "0.001", "0.01", "0.1", "1"]
+    assert x_ticks([0.2, 0.5], log_x=True) == [(0.2, "0.2"), (0.5, "0.5")]
+    assert len(x_ticks(list(range(1, 40)), log_x=False)) <= 8
+    series = Series("m", ALL_FRACTIONS, [0.5] * len(ALL_FRACTIONS), "#000", "")
+    svg = line_chart_svg([series], "x", "y")
+    labels = re.findall(r'text-anchor="middle">([^<]*)</text>', svg)
+    assert labels[:5] == ["0.0001", "0.001", "0.01", "0.1", "1"]
+    assert all(len(label) <= 6 for label in labels[:5])

@@ -41,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument(
-        "--ablation", default=defaults.ablation, choices=["counterfactual", "mean", "zero"]
+        "--ablation",
+        default=defaults.ablation,
+        help="what an ablated edge carries: counterfactual (default), mean[:clean][:pooled], zero",
     )
     parser.add_argument("--corruption", default=None, help="corruption (default: the task's)")
     parser.add_argument(

@@ -101,8 +101,7 @@ def _spec(args: argparse.Namespace):
     """The `AblationSpec` of --ablation (and --mean-over for a mean), checked for edges."""
     from dataclasses import replace
 
-    from wildcircuits.patching.ablation_spec import AblationKind, AblationSpec
-    from wildcircuits.patching.edge_ablation import EDGE_ABLATIONS
+    from wildcircuits.patching.ablation_spec import EDGE_ABLATIONS, AblationKind, AblationSpec
 
     spec = AblationSpec.parse(args.ablation).require(EDGE_ABLATIONS, "evaluate")
     if args.mean_over is not None and spec.kind is AblationKind.MEAN:

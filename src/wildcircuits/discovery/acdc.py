@@ -42,8 +42,8 @@ import torch
 
 from wildcircuits.discovery.common import AblatingConfig, edge_scores, settings_of
 from wildcircuits.discovery.registry import DiscoveryError, get_method, register
-from wildcircuits.patching.ablation_spec import AblationKind
-from wildcircuits.patching.edge_ablation import EDGE_ABLATIONS, AblationCache
+from wildcircuits.patching.ablation_spec import EDGE_ABLATIONS, AblationKind
+from wildcircuits.patching.edge_ablation import AblationCache
 from wildcircuits.patching.edges import EdgeForward, Resume
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.results import atomic_write_bytes

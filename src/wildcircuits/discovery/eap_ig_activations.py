@@ -38,7 +38,8 @@ from wildcircuits.discovery.registry import register
 from wildcircuits.graph.circuit import EdgeScores
 from wildcircuits.graph.graph import Graph
 from wildcircuits.models.instrumented import InstrumentedModel
-from wildcircuits.patching.edge_ablation import EDGE_ABLATIONS, AblationCache
+from wildcircuits.patching.ablation_spec import EDGE_ABLATIONS
+from wildcircuits.patching.edge_ablation import AblationCache
 from wildcircuits.patching.edges import EdgeForward, Resume
 from wildcircuits.patching.problem import PatchingProblem
 

@@ -31,8 +31,8 @@ from wildcircuits.discovery.registry import register
 from wildcircuits.graph.circuit import EdgeScores
 from wildcircuits.graph.graph import Graph, Node
 from wildcircuits.models.instrumented import InstrumentedModel
-from wildcircuits.patching.ablation_spec import AblationSpec
-from wildcircuits.patching.edge_ablation import EDGE_ABLATIONS, AblationCache
+from wildcircuits.patching.ablation_spec import EDGE_ABLATIONS, AblationSpec
+from wildcircuits.patching.edge_ablation import AblationCache
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 

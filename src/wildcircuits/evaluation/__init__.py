@@ -36,8 +36,13 @@ from wildcircuits.evaluation.faithfulness import (
 )
 from wildcircuits.evaluation.heldout import HeldOutResult, heldout_check, shared_prompts
 from wildcircuits.evaluation.report import EvaluationConfig, EvaluationReport, evaluate_scores
-from wildcircuits.patching.ablation_spec import AblationKind, AblationSpec, Distribution
-from wildcircuits.patching.edge_ablation import EDGE_ABLATIONS, AblationCache, mean_outputs
+from wildcircuits.patching.ablation_spec import (
+    EDGE_ABLATIONS,
+    AblationKind,
+    AblationSpec,
+    Distribution,
+)
+from wildcircuits.patching.edge_ablation import AblationCache, mean_outputs
 
 __all__ = [
     "ALL_FRACTIONS",

@@ -32,8 +32,7 @@ from wildcircuits.evaluation.curves import (
 from wildcircuits.graph.circuit import EdgeScores
 from wildcircuits.graph.graph import Graph
 from wildcircuits.models.instrumented import InstrumentedModel
-from wildcircuits.patching.ablation_spec import AblationSpec
-from wildcircuits.patching.edge_ablation import EDGE_ABLATIONS
+from wildcircuits.patching.ablation_spec import EDGE_ABLATIONS, AblationSpec
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 

@@ -30,6 +30,7 @@ from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.patching.ablation_spec import AblationSpec
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
+from wildcircuits.results.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -79,15 +80,35 @@ class EvaluationReport:
             "provenance": dict(self.provenance),
         }
 
+    def metrics(self) -> Metrics:
+        """This report as the run folder's metrics.json (the one writer, `build_metrics`)."""
+        from wildcircuits.evaluation.run_metrics import build_metrics
+
+        signed = self.curves[Ranking.SIGNED]
+        held_out = []
+        if self.heldout is not None:
+            for split, pair in (("train", self.heldout.train), ("test", self.heldout.test)):
+                curve = pair[Ranking.SIGNED]
+                held_out.append((split, curve.provenance.get("n_examples"), curve))
+        return build_metrics(
+            provenance=self.provenance,
+            method=str(signed.provenance.get("scores_method", "scores")),
+            ablation=signed.ablation,
+            split=self.provenance.get("split"),
+            curves=self.curves,
+            random=self.random,
+            sensitivity=self.sensitivity,
+            held_out=held_out,
+        )
+
     def save(self, folder: Path | str) -> Path:
         """report.json, metrics.json (run-folder schema), curve_<ordering>.json,
         random_seed<seed>.json and faithfulness.png / .html in `folder`."""
-        from wildcircuits.evaluation.run_metrics import metrics_json
         from wildcircuits.results import save_json
 
         folder = Path(folder)
         save_json(folder / "report.json", self.to_dict())
-        save_json(folder / "metrics.json", metrics_json(self))
+        self.metrics().save(folder / "metrics.json")
         for ordering, curve in self.curves.items():
             curve.save(folder / f"curve_{ordering.value}.json")
         if self.random is not None:

@@ -28,6 +28,8 @@ from wildcircuits.models.tokens import Tokens
 from wildcircuits.names import head_node
 from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels
 from wildcircuits.patching.problem import PatchingProblem
+from wildcircuits.results.codec import encode
+from wildcircuits.results.localise import HeadRoleRow, HeadRoleTable
 
 ROLES = (
     "previous_token",
@@ -140,6 +142,15 @@ class HeadRoles:
             value_label=UNITS[role],
         )
 
+    def saved(self) -> HeadRoleTable:
+        """The table as saved (head_roles.json, localise.json's `head_roles`)."""
+        return HeadRoleTable(
+            thresholds=asdict(self.thresholds),
+            heads=tuple(HeadRoleRow.from_row(row) for row in self.table()),
+            provenance=dict(self.provenance),
+            units={role: UNITS[role] for role in self.scores},
+        )
+
     def save(self, folder: Path | str) -> Path:
         """head_roles.json (table, thresholds, provenance) and a heatmap per role."""
         from wildcircuits.results import save_json
@@ -147,15 +158,7 @@ class HeadRoles:
         folder = Path(folder)
         for role in self.scores:
             self.grid(role).save(folder)
-        return save_json(
-            folder / "head_roles.json",
-            {
-                "thresholds": asdict(self.thresholds),
-                "units": {role: UNITS[role] for role in self.scores},
-                "heads": self.table(),
-                "provenance": dict(self.provenance),
-            },
-        )
+        return save_json(folder / "head_roles.json", encode(self.saved()))
 
 
 _PATTERN_ROLES = ("previous_token", "induction", "duplicate_token")

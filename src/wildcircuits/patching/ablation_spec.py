@@ -25,13 +25,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from wildcircuits.errors import WildcircuitsError
-from wildcircuits.models.tokens import Tokens
-from wildcircuits.patching.problem import PatchingProblem
+
+if TYPE_CHECKING:  # torch-free at import: the CLI parses ablation strings before loading torch
+    from torch import Tensor
+
+    from wildcircuits.models.tokens import Tokens
+    from wildcircuits.patching.problem import PatchingProblem
 
 POOLED = "pooled"
 PER_POSITION = "per-position"
@@ -49,6 +51,11 @@ class AblationKind(StrEnum):
     RESAMPLE = "resample"
     MEAN = "mean"
     ZERO = "zero"
+
+
+#: What an ablated edge can carry; resample is for sites only (shuffled rows would carry other
+#: rows' padding into the edge engine).
+EDGE_ABLATIONS = (AblationKind.COUNTERFACTUAL, AblationKind.MEAN, AblationKind.ZERO)
 
 
 class Distribution(StrEnum):

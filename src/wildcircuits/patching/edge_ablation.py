@@ -24,6 +24,7 @@ from torch import Tensor
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.models.tokens import Tokens
 from wildcircuits.patching.ablation_spec import (
+    EDGE_ABLATIONS,
     AblationKind,
     AblationSpec,
     masked_mean,
@@ -33,7 +34,6 @@ from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 
 #: The ablations the edge engine supports.
-EDGE_ABLATIONS = (AblationKind.COUNTERFACTUAL, AblationKind.MEAN, AblationKind.ZERO)
 
 
 def mean_outputs(

@@ -18,6 +18,8 @@ import torch
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.names import head_label, layer_label
 from wildcircuits.results import load_json, save_json
+from wildcircuits.results.codec import KeyPath, decode
+from wildcircuits.results.localise import GridData
 
 
 @dataclass(frozen=True)
@@ -63,33 +65,42 @@ class ScoreGrid:
 
         return grid_html(self)
 
+    def saved(self) -> GridData:
+        """This grid as saved in files (torch-free; `wildcircuits.results.localise`)."""
+        return GridData(
+            name=self.name,
+            title=self.title,
+            row_axis=self.row_axis,
+            col_axis=self.col_axis,
+            row_labels=tuple(self.row_labels),
+            col_labels=tuple(self.col_labels),
+            values=tuple(map(tuple, self.values.detach().cpu().tolist())),
+            provenance=dict(self.provenance),
+            value_label=self.value_label,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "title": self.title,
-            "row_axis": self.row_axis,
-            "col_axis": self.col_axis,
-            "row_labels": list(self.row_labels),
-            "col_labels": list(self.col_labels),
-            "value_label": self.value_label,
-            "values": self.values.detach().cpu().tolist(),
-            "provenance": dict(self.provenance),
-        }
+        return self.saved().to_dict()
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ScoreGrid:
-        values = np.array(data["values"], dtype=float)  # None (NaN on save) -> nan
+    def from_saved(cls, data: GridData) -> ScoreGrid:
+        values = np.array(data.values, dtype=float)  # None (NaN on save) -> nan
         return cls(
-            name=data["name"],
-            title=data["title"],
+            name=data.name,
+            title=data.title,
             values=torch.tensor(values, dtype=torch.float32),
-            row_axis=data["row_axis"],
-            col_axis=data["col_axis"],
-            row_labels=list(data["row_labels"]),
-            col_labels=list(data["col_labels"]),
-            provenance=dict(data["provenance"]),
-            value_label=data.get("value_label", "score"),
+            row_axis=data.row_axis,
+            col_axis=data.col_axis,
+            row_labels=list(data.row_labels),
+            col_labels=list(data.col_labels),
+            provenance=dict(data.provenance),
+            value_label=data.value_label,
         )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], file: str = "grid") -> ScoreGrid:
+        """Parse saved JSON; a missing or ill-typed key raises naming `file` and the key."""
+        return cls.from_saved(decode(GridData, data, KeyPath(file)))
 
     def save(self, folder: Path | str, figure: bool = True) -> Path:
         """Write `<folder>/<name>.json` (atomic) and, by default, its heatmap PNG + HTML."""
@@ -113,7 +124,7 @@ class ScoreGrid:
 
 
 def load_grid(path: Path | str) -> ScoreGrid:
-    return ScoreGrid.from_dict(load_json(path))
+    return ScoreGrid.from_dict(load_json(path), file=str(path))
 
 
 def layer_labels(n_layers: int) -> list[str]:

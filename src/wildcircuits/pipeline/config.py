@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from wildcircuits.errors import WildcircuitsError
+from wildcircuits.patching.ablation_spec import EDGE_ABLATIONS, AblationSpec
 
 STEPS = ("behaviour", "localise", "discover", "evaluate", "redteam", "summarise", "report")
 
@@ -39,10 +40,8 @@ class DiscoverConfig:
         unknown = [s for s in self.steps if s not in STEPS]
         if unknown:
             raise WildcircuitsError(f"unknown step(s) {unknown}; steps are {', '.join(STEPS)}")
-        if self.ablation not in ("counterfactual", "mean", "zero"):
-            raise WildcircuitsError(
-                f"unknown ablation {self.ablation!r}; use counterfactual, mean or zero"
-            )
+        spec = AblationSpec.parse(self.ablation).require(EDGE_ABLATIONS, "discover")
+        object.__setattr__(self, "ablation", spec.format())
         if self.n_examples < 2:
             raise WildcircuitsError("--n-examples must be at least 2")
         object.__setattr__(self, "steps", tuple(s for s in STEPS if s in self.steps))
@@ -55,7 +54,14 @@ class DiscoverConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiscoverConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        """Parse config.json; an unknown key raises, naming it and the valid keys."""
+        unknown = sorted(k for k in data if k not in cls.__dataclass_fields__)
+        if unknown:
+            raise WildcircuitsError(
+                f"config.json: unknown setting(s) {', '.join(unknown)}; valid settings are "
+                f"{', '.join(cls.__dataclass_fields__)}"
+            )
+        known = dict(data)
         for key in ("steps", "random_seeds"):
             if key in known:
                 known[key] = tuple(known[key])

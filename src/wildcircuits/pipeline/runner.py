@@ -13,11 +13,15 @@ from wildcircuits.pipeline.steps_discover import discover_step, evaluate_step
 from wildcircuits.pipeline.steps_localise import behaviour, localise
 from wildcircuits.pipeline.steps_redteam import redteam
 from wildcircuits.pipeline.summarise import summarise
+from wildcircuits.results.manifest import StepState
 
 
 def report(ctx: Context) -> list[str]:
+    """report.html; the step is marked done first so that the page's Steps table, written
+    during this step, does not show it as running (a failure is then recorded as failed)."""
     from wildcircuits.report.html import build_report
 
+    ctx.folder.mark("report", StepState.DONE, outputs=("report.html",))
     build_report(ctx.folder.root)
     return ["report.html"]
 

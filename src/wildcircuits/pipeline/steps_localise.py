@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from wildcircuits.names import head_node, parse_head
 from wildcircuits.pipeline.context import Context, StopRun
-from wildcircuits.results import save_json
+from wildcircuits.results.behaviour import Example, Examples, ProbeResult
+from wildcircuits.results.localise import AttentionPattern, Localise
 
 
 def behaviour(ctx: Context) -> list[str]:
@@ -20,47 +19,46 @@ def behaviour(ctx: Context) -> list[str]:
     result = run_probe(ctx.model, ctx.task, n=config.n_examples, seed=config.seed,
                        split=Split.TRAIN, progress=ctx.progress)  # fmt: skip
     write_probe(result, ctx.folder.root)
-    save_json(ctx.folder.path("examples.json"), _examples(ctx), require_provenance=False)
+    _examples(ctx).save(ctx.folder.path("examples.json"))
     outputs = ["behaviour.json", "behaviour.png", "examples.json"]
-    reason = _gate(result.to_dict(), config.min_accuracy)
+    reason = _gate(result, config.min_accuracy)
     if reason:
         raise StopRun(reason, outputs)
     return outputs
 
 
-def _gate(data: dict[str, Any], min_accuracy: float) -> str | None:
+def _gate(result: ProbeResult, min_accuracy: float) -> str | None:
     """Why the model does not do the task, or None when it does.
 
     It does when clean top-1 accuracy >= `min_accuracy` and the clean metric beats the default
     corruption's in the metric's own direction.
     """
-    clean = data["clean"]
-    corrupted = data["corrupted"][data["default_corruption"]]
-    better = clean["mean"] > corrupted["mean"]
-    if not data.get("higher_is_better", True):
-        better = clean["mean"] < corrupted["mean"]
-    if clean["accuracy"] < min_accuracy or not better:
+    clean, corrupted = result.clean, result.baseline
+    better = clean.mean > corrupted.mean
+    if not result.higher_is_better:
+        better = clean.mean < corrupted.mean
+    if clean.accuracy < min_accuracy or not better:
         return (
-            f"the model does not do the task: clean accuracy {clean['accuracy']:.2f} "
-            f"(threshold {min_accuracy:.2f}), clean {data['metric']} {clean['mean']:.3f} vs "
-            f"{corrupted['mean']:.3f} on the {data['default_corruption']} corruption; "
+            f"the model does not do the task: clean accuracy {clean.accuracy:.2f} "
+            f"(threshold {min_accuracy:.2f}), clean {result.metric} {clean.mean:.3f} vs "
+            f"{corrupted.mean:.3f} on the {result.default_corruption} corruption; "
             "there is no behaviour to find a circuit for"
         )
     return None
 
 
-def _examples(ctx: Context) -> dict[str, Any]:
-    data = ctx.train_data
-    rows = []
-    for example in data.examples[:5]:
-        rows.append({
-            "clean": example.clean.text,
-            "corrupted": {name: p.text for name, p in example.corrupted.items()},
-            "answers": list(example.answer_texts),
-            "distractors": list(example.distractor_texts),
-            "template": example.template,
-        })  # fmt: skip
-    return {"provenance": ctx.provenance(), "examples": rows}
+def _examples(ctx: Context) -> Examples:
+    rows = [
+        Example(
+            clean=example.clean.text,
+            corrupted={name: p.text for name, p in example.corrupted.items()},
+            answers=tuple(example.answer_texts),
+            distractors=tuple(example.distractor_texts),
+            template=example.template,
+        )
+        for example in ctx.train_data.examples[:5]
+    ]
+    return Examples(provenance=ctx.provenance(), examples=tuple(rows))
 
 
 def localise(ctx: Context) -> list[str]:
@@ -84,19 +82,15 @@ def localise(ctx: Context) -> list[str]:
         "patch_head": heads.effect,
     }
     key_heads = _key_heads(grids["dla_head"], grids["patch_head"])
-    data = {
-        "provenance": ctx.provenance(),
-        "grids": {name: grid.to_dict() for name, grid in grids.items()},
-        "head_roles": {
-            "thresholds": dict(vars(roles.thresholds)),
-            "heads": roles.table(),
-            "provenance": dict(roles.provenance),
-        },
-        "attention_patterns": _patterns(ctx, key_heads),
-        "clean_metric": resid.clean_metric,
-        "corrupted_metric": resid.corrupted_metric,
-    }
-    save_json(ctx.folder.path("localise.json"), data)
+    result = Localise(
+        provenance=ctx.provenance(),
+        grids={name: grid.saved() for name, grid in grids.items()},
+        head_roles=roles.saved(),
+        attention_patterns=_patterns(ctx, key_heads),
+        clean_metric=resid.clean_metric,
+        corrupted_metric=resid.corrupted_metric,
+    )
+    result.save(ctx.folder.path("localise.json"))
     return ["localise.json"]
 
 
@@ -111,20 +105,20 @@ def _key_heads(dla, patch, k: int = 4) -> list[tuple[int, int, str]]:
     return [(layer, head, why) for (layer, head), why in list(chosen.items())[:k]]
 
 
-def _patterns(ctx: Context, heads: list[tuple[int, int, str]]) -> list[dict[str, Any]]:
+def _patterns(ctx: Context, heads: list[tuple[int, int, str]]) -> tuple[AttentionPattern, ...]:
     from wildcircuits.localise.head_scores import head_patterns
 
     model, tokens = ctx.model, ctx.train.clean
     real = tokens.attention_mask[0].bool().cpu()
     words = model.to_str_tokens(tokens.input_ids[0].cpu()[real])
     patterns = head_patterns(model, tokens, [(layer, head) for layer, head, _ in heads], 0)
-    return [
-        {
-            "head": head_node(layer, head).display,
-            "why": why,
-            "prompt_index": 0,
-            "tokens": words,
-            "pattern": patterns[(layer, head)].tolist(),
-        }
+    return tuple(
+        AttentionPattern(
+            head=head_node(layer, head).display,
+            why=why,
+            prompt_index=0,
+            tokens=tuple(words),
+            pattern=tuple(map(tuple, patterns[(layer, head)].tolist())),
+        )
         for layer, head, why in heads
-    ]
+    )

@@ -18,21 +18,20 @@ Every check answers one question with `pass` or `warn` and the numbers behind it
 from __future__ import annotations
 
 import statistics
-from typing import Any
 
 from wildcircuits.pipeline.context import Context
-from wildcircuits.results import load_json, save_json
+from wildcircuits.results.behaviour import ProbeResult
+from wildcircuits.results.localise import Localise
+from wildcircuits.results.metrics import Metrics
+from wildcircuits.results.verdicts import Check, RedTeam
 
-
-def _check(name: str, question: str, ok: bool, evidence: str, **numbers: Any) -> dict[str, Any]:
-    return {"name": name, "question": question, "verdict": "pass" if ok else "warn",
-            "evidence": evidence, "numbers": numbers}  # fmt: skip
+_check = Check.of
 
 
 def redteam(ctx: Context) -> list[str]:
-    metrics = load_json(ctx.folder.path("metrics.json"))
+    metrics = Metrics.load(ctx.folder.path("metrics.json"))
     circuit = _selected(ctx)
-    f_circuit = metrics["selected"]["faithfulness"]
+    f_circuit = metrics.selected.faithfulness
     ctx.say("red team: random circuits, another seed, template subsets")
     checks = [
         _random_circuit(ctx, circuit, f_circuit),
@@ -42,8 +41,8 @@ def redteam(ctx: Context) -> list[str]:
         *_single_component(ctx),
         _position_only(ctx),
     ]
-    data = {"provenance": ctx.provenance(ctx.test, split="test"), "checks": checks}
-    save_json(ctx.folder.path("redteam.json"), data)
+    result = RedTeam(provenance=ctx.provenance(ctx.test, split="test"), checks=tuple(checks))
+    result.save(ctx.folder.path("redteam.json"))
     return ["redteam.json"]
 
 
@@ -57,30 +56,40 @@ def _faithfulness(ctx: Context, problem, circuits) -> list[float]:
     from wildcircuits.evaluation.faithfulness import evaluate_circuits
     from wildcircuits.patching.ablation_spec import AblationSpec
 
-    result = evaluate_circuits(ctx.model, problem, circuits, AblationSpec(ctx.config.ablation),
-                               engine=ctx.engine)  # fmt: skip
+    result = evaluate_circuits(
+        ctx.model, problem, circuits, AblationSpec(ctx.config.ablation), engine=ctx.engine
+    )
     return list(result.faithfulness)
 
 
-def _random_circuit(ctx: Context, circuit, f_circuit: float) -> dict[str, Any]:
+def _random_circuit(ctx: Context, circuit, f_circuit: float) -> Check:
     from wildcircuits.evaluation.baselines import random_scores
     from wildcircuits.graph.build import Ranking, top_n
 
     seeds = [100 + s for s in ctx.config.random_seeds]
-    randoms = [top_n(random_scores(ctx.engine.graph, s), circuit.n_edges, Ranking.SIGNED,
-                     prune_result=False) for s in seeds]  # fmt: skip
+    randoms = [
+        top_n(
+            random_scores(ctx.engine.graph, s), circuit.n_edges, Ranking.SIGNED, prune_result=False
+        )
+        for s in seeds
+    ]
     values = _faithfulness(ctx, ctx.test, randoms)
     mean, std = statistics.fmean(values), statistics.pstdev(values)
     ok = f_circuit >= mean + max(0.2, 2 * std)
     return _check(
-        "random_circuit", "Does a random circuit of the same size do as well?", ok,
+        "random_circuit",
+        "Does a random circuit of the same size do as well?",
+        ok,
         f"the circuit keeps {f_circuit:.2f} of the effect; {len(values)} random circuits of "
         f"{circuit.n_edges} edges keep {mean:.2f} +- {std:.2f}",
-        circuit=f_circuit, random_mean=mean, random_std=std, n_edges=circuit.n_edges,
-    )  # fmt: skip
+        circuit=f_circuit,
+        random_mean=mean,
+        random_std=std,
+        n_edges=circuit.n_edges,
+    )
 
 
-def _other_seed(ctx: Context, circuit, f_circuit: float) -> dict[str, Any]:
+def _other_seed(ctx: Context, circuit, f_circuit: float) -> Check:
     from wildcircuits.graph.build import Ranking, top_n
 
     seed = ctx.config.seed + 1
@@ -95,14 +104,19 @@ def _other_seed(ctx: Context, circuit, f_circuit: float) -> dict[str, Any]:
     keeps = f_new >= 0.7 * f_circuit
     ok = keeps and overlap >= 0.2
     return _check(
-        "other_seed", "Does the result survive another seed (new prompts, rediscovered)?", ok,
+        "other_seed",
+        "Does the result survive another seed (new prompts, rediscovered)?",
+        ok,
         f"on prompts drawn with seed {seed} the circuit keeps {f_new:.2f} (was {f_circuit:.2f}); "
         f"rediscovering there gives a circuit with edge overlap (Jaccard) {overlap:.2f}",
-        faithfulness_new_seed=f_new, faithfulness=f_circuit, jaccard=overlap, seed=seed,
-    )  # fmt: skip
+        faithfulness_new_seed=f_new,
+        faithfulness=f_circuit,
+        jaccard=overlap,
+        seed=seed,
+    )
 
 
-def _template_subsets(ctx: Context, circuit) -> dict[str, Any]:
+def _template_subsets(ctx: Context, circuit) -> Check:
     groups: dict[str, list[int]] = {}
     for i, example in enumerate(ctx.test_data.examples):
         groups.setdefault(example.template, []).append(i)
@@ -126,71 +140,75 @@ def _template_subsets(ctx: Context, circuit) -> dict[str, Any]:
         )
     worst = min(values)
     return _check(
-        "template_subsets", "Does the circuit hold on each template alone?", worst >= 0.5,
+        "template_subsets",
+        "Does the circuit hold on each template alone?",
+        worst >= 0.5,
         f"faithfulness per template ranges {worst:.2f} .. {max(values):.2f} over {len(values)} "
-        "templates", per_template=per, worst=worst,
-    )  # fmt: skip
+        "templates",
+        per_template=per,
+        worst=worst,
+    )
 
 
-def _ablation_type(metrics: dict[str, Any], f_circuit: float) -> dict[str, Any]:
-    rows = metrics.get("ablation_sensitivity", [])
-    diffs = {r["ablation"]: r["faithfulness"] - f_circuit for r in rows}
+def _ablation_type(metrics: Metrics, f_circuit: float) -> Check:
+    rows = metrics.ablation_sensitivity
+    diffs = {r.ablation: r.faithfulness - f_circuit for r in rows}
     ok = all(abs(d) <= 0.3 for d in diffs.values())
-    text = ", ".join(f"{r['ablation']} {r['faithfulness']:.2f} at {r['n_edges']} edges"
-                     for r in rows)  # fmt: skip
+    text = ", ".join(f"{r.ablation} {r.faithfulness:.2f} at {r.n_edges} edges" for r in rows)
     return _check(
-        "ablation_type", "Does the circuit depend on the ablation type?", ok,
-        f"{metrics['ablation']} ablation gives {f_circuit:.2f}; {text}", differences=diffs,
-    )  # fmt: skip
+        "ablation_type",
+        "Does the circuit depend on the ablation type?",
+        ok,
+        f"{metrics.ablation} ablation gives {f_circuit:.2f}; {text}",
+        differences=diffs,
+    )
 
 
-def _single_component(ctx: Context) -> list[dict[str, Any]]:
-    localise = load_json(ctx.folder.path("localise.json"))
-    grids = localise["grids"]
-    checks = []
-    patch = grids["patch_head"]
-    best = max(
-        (
-            (abs(v), r, c)
-            for r, row in zip(patch["row_labels"], patch["values"], strict=True)
-            for c, v in zip(patch["col_labels"], row, strict=True)
-            if v is not None
+def _single_component(ctx: Context) -> list[Check]:
+    localise = Localise.load(ctx.folder.path("localise.json"))
+    patch = localise.grids["patch_head"]
+    best = max((abs(v), r, c) for r, c, v in patch.cells() if v is not None)
+    checks = [
+        _check(
+            "single_component_patching",
+            "Does a single head carry most of the effect?",
+            best[0] < 0.8,
+            f"the largest single-head denoising effect is {best[0]:.2f} ({best[1]}.{best[2]}) of "
+            "the full effect",
+            largest=best[0],
+            head=f"{best[1]}.{best[2]}",
+        )
+    ]
+    dla = localise.grids["dla_head"]
+    total = localise.clean_metric
+    top, name = max((abs(v), f"{r}.{c}") for r, c, v in dla.cells() if v is not None)
+    share = top / abs(total) if total else 0.0
+    checks.append(
+        _check(
+            "single_component_dla",
+            "Does a single head write most of the answer directly?",
+            share < 0.8,
+            f"the largest direct logit effect of one head is {top:.2f} ({name}), {share:.0%} of "
+            f"the clean metric {total:.2f}",
+            largest=top,
+            share=share,
+            head=name,
         )
     )
-    checks.append(_check(
-        "single_component_patching", "Does a single head carry most of the effect?",
-        best[0] < 0.8,
-        f"the largest single-head denoising effect is {best[0]:.2f} ({best[1]}.{best[2]}) of "
-        "the full effect", largest=best[0], head=f"{best[1]}.{best[2]}",
-    ))  # fmt: skip
-    dla = grids["dla_head"]
-    total = localise.get("clean_metric")
-    values = [
-        (abs(v), f"{r}.{c}")
-        for r, row in zip(dla["row_labels"], dla["values"], strict=True)
-        for c, v in zip(dla["col_labels"], row, strict=True)
-        if v is not None
-    ]
-    top, name = max(values)
-    share = top / abs(total) if total else 0.0
-    checks.append(_check(
-        "single_component_dla", "Does a single head write most of the answer directly?",
-        share < 0.8,
-        f"the largest direct logit effect of one head is {top:.2f} ({name}), {share:.0%} of "
-        f"the clean metric {total:.2f}", largest=top, share=share, head=name,
-    ))  # fmt: skip
     return checks
 
 
-def _position_only(ctx: Context) -> dict[str, Any]:
-    data = load_json(ctx.folder.path("behaviour.json"))
-    clean = data["clean"]["mean"]
-    corrupted = data["corrupted"][data["default_corruption"]]["mean"]
+def _position_only(ctx: Context) -> Check:
+    data = ProbeResult.load(ctx.folder.path("behaviour.json"))
+    clean, corrupted = data.clean.mean, data.baseline.mean
     share = corrupted / clean if clean else 0.0
-    if not data.get("higher_is_better", True):
+    if not data.higher_is_better:
         share = clean / corrupted if corrupted else 0.0
     return _check(
-        "position_only", "Could position or template alone explain the behaviour?", share < 0.5,
-        f"with the same positions but other tokens ({data['default_corruption']}), the metric is "
-        f"{corrupted:.2f} vs {clean:.2f} clean ({share:.0%})", share=share,
-    )  # fmt: skip
+        "position_only",
+        "Could position or template alone explain the behaviour?",
+        share < 0.5,
+        f"with the same positions but other tokens ({data.default_corruption}), the metric is "
+        f"{corrupted:.2f} vs {clean:.2f} clean ({share:.0%})",
+        share=share,
+    )

@@ -187,7 +187,7 @@ def save_lines(
     for name, ys in series.items():
         ax.plot(list(x), list(ys), marker="o", markersize=3, label=name)
     if log_x:
-        ax.set_xscale("log")
+        _log_ticks(ax, [v for v in x if v > 0])
     ax.set_xlabel(x_axis)
     ax.set_ylabel(y_axis)
     ax.set_title(title, fontsize=10)
@@ -216,6 +216,19 @@ def save_lines(
         xaxis_type="log" if log_x else "linear",
     )
     return png, _write_html(fig_html, stem)
+
+
+def _log_ticks(ax: Any, xs: Sequence[float]) -> None:
+    """Log x axis with one short label per power of ten (no crowded minor-tick labels)."""
+    from matplotlib.ticker import NullFormatter
+
+    from wildcircuits.report.svg import x_ticks
+
+    ax.set_xscale("log")
+    if xs:
+        values, labels = zip(*x_ticks(xs, log_x=True), strict=True)
+        ax.set_xticks(values, labels=labels)
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def save_attention_pattern(

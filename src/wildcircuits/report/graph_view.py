@@ -17,6 +17,8 @@ from typing import Any
 from wildcircuits.errors import GraphError
 from wildcircuits.names import Node, NodeKind, layer_label, parse_edge, parse_node
 from wildcircuits.report.svg import esc, fmt
+from wildcircuits.results.circuits import CircuitFile, CircuitSizes, Member
+from wildcircuits.results.verdicts import NodeRole
 
 MAX_DRAWN_EDGES = 1500
 ROW_H, COL_W, NODE_W, NODE_H, MARGIN = 58, 66, 52, 20, 60
@@ -79,39 +81,27 @@ def size_label(size: Size, n_total: int | None) -> str:
     return f"{size.n_edges:,} edges{share}{drawn}{faith}"
 
 
-def _in_graph(entries: Mapping[str, Any]) -> list[str]:
-    return [name for name, e in entries.items() if isinstance(e, Mapping) and e.get("in_graph")]
-
-
-def _raw_sizes(circuit: Mapping[str, Any], sizes: Mapping[str, Any] | None) -> tuple[list, int]:
+def _raw_sizes(circuit: CircuitFile, sizes: CircuitSizes | None) -> tuple[list, int]:
     """[(fraction, n_edges, edge names, faithfulness)] and the selected index."""
-    chosen = _in_graph(circuit.get("edges", {}))
-    if not sizes or not sizes.get("sizes"):
+    chosen = circuit.in_graph("edges")
+    if sizes is None or not sizes.sizes:
         return [(None, len(chosen), chosen, None)], 0
-    rows = [
-        (
-            s.get("fraction"),
-            int(s.get("n_edges", len(s.get("edges", [])))),
-            list(s.get("edges", [])),
-            s.get("faithfulness"),
-        )
-        for s in sizes["sizes"]
-    ]
-    selected = sizes.get("selected")
-    if not isinstance(selected, int) or not 0 <= selected < len(rows):
+    rows = [(s.fraction, s.n_edges, list(s.edges), s.faithfulness) for s in sizes.sizes]
+    selected = sizes.selected
+    if selected is None or not 0 <= selected < len(rows):
         selected = min(range(len(rows)), key=lambda i: abs(rows[i][1] - len(chosen)))
     return rows, selected
 
 
 def build_graph_view(
-    circuit: Mapping[str, Any],
-    sizes: Mapping[str, Any] | None,
-    roles: Mapping[str, Mapping[str, Any]],
+    circuit: CircuitFile,
+    sizes: CircuitSizes | None,
+    roles: Mapping[str, NodeRole],
     extra_scores: Callable[[set[str]], dict[str, float]] = lambda names: {},
 ) -> GraphView:
     """Lay out the circuit (and every slider size) as SVG; see the module docstring."""
     rows, selected = _raw_sizes(circuit, sizes)
-    edge_info = circuit.get("edges", {})
+    edge_info = circuit.edges
     names = {name for _, _, edges, _ in rows for name in edges}
     missing = {n for n in names if _score(edge_info.get(n)) is None}
     scores = {n: _score(edge_info.get(n)) for n in names} | extra_scores(missing)
@@ -123,9 +113,9 @@ def build_graph_view(
             membership.setdefault(name, set()).add(index)
         view_sizes.append(Size(fraction, n_edges, len(drawn), _finite(faith)))
     parsed, skipped = _parse_edges(membership)
-    nodes, bad_nodes = _nodes(parsed, _in_graph(circuit.get("nodes", {})))
+    nodes, bad_nodes = _nodes(parsed, circuit.in_graph("nodes"))
     colors = _role_colors(nodes, roles)
-    layout = _layout(nodes, int(circuit.get("cfg", {}).get("n_heads", 1)))
+    layout = _layout(nodes, circuit.n_heads)
     svg = _svg(parsed, membership, scores, nodes, layout, roles, colors, selected, circuit)
     return GraphView(svg, view_sizes, selected, len(nodes), colors, skipped + bad_nodes)
 
@@ -135,8 +125,8 @@ def _finite(value: Any) -> float | None:
     return float(value) if ok else None
 
 
-def _score(entry: Any) -> float | None:
-    return _finite(entry.get("score")) if isinstance(entry, Mapping) else None
+def _score(entry: Member | None) -> float | None:
+    return None if entry is None else _finite(entry.score)
 
 
 def _parse_edges(membership: Mapping[str, set[int]]) -> tuple[dict[str, Any], list[str]]:
@@ -166,14 +156,18 @@ def _order(node: Node) -> tuple[int, int, int]:
     return (10**9 if node.kind is NodeKind.LOGITS else layer, rank, node.head)
 
 
-def node_role(node: Node, roles: Mapping[str, Mapping[str, Any]]) -> str:
+def _entry(node: Node, roles: Mapping[str, NodeRole]) -> NodeRole | None:
+    return roles.get(node.name) or roles.get(node.display)
+
+
+def node_role(node: Node, roles: Mapping[str, NodeRole]) -> str:
     if node.kind in (NodeKind.INPUT, NodeKind.LOGITS):
         return node.name
-    entry = roles.get(node.name) or roles.get(node.display) or {}
-    return str(entry.get("role") or "unlabelled")
+    entry = _entry(node, roles)
+    return (entry.role if entry else "") or "unlabelled"
 
 
-def _role_colors(nodes: Sequence[Node], roles: Mapping[str, Mapping[str, Any]]) -> dict:
+def _role_colors(nodes: Sequence[Node], roles: Mapping[str, NodeRole]) -> dict:
     seen = sorted({node_role(n, roles) for n in nodes} - set(FIXED_COLORS))
     colors = {role: ROLE_COLORS[i % len(ROLE_COLORS)] for i, role in enumerate(seen)}
     used = {node_role(n, roles) for n in nodes}
@@ -215,7 +209,7 @@ def _svg(parsed, membership, scores, nodes, layout, roles, colors, selected, cir
     for name, edge in parsed.items():
         out.append(_edge(name, edge, membership[name], scores.get(name), top, layout, selected))
     out.append('</g><g class="nodes">')
-    node_info = circuit.get("nodes", {})
+    node_info = circuit.nodes
     for node in nodes:
         out.append(_node(node, layout[node], roles, colors, node_info, node in active))
     out.append("</g></svg>")
@@ -258,12 +252,12 @@ def _edge(name, edge, sizes: set[int], score, top, layout, selected) -> str:
 
 def _node(node, xy, roles, colors, node_info, active: bool) -> str:
     role = node_role(node, roles)
-    entry = roles.get(node.name) or roles.get(node.display) or {}
+    entry = _entry(node, roles) or NodeRole(role)
     score = _score(node_info.get(node.name))
     lines = [f"{node.display} ({node.name})", f"role: {role}"]
-    if entry.get("evidence"):
-        lines.append(f"evidence: {entry['evidence']}")
-    for key, value in (entry.get("scores") or {}).items():
+    if entry.evidence:
+        lines.append(f"evidence: {entry.evidence}")
+    for key, value in entry.scores.items():
         lines.append(f"{key}: {fmt(value)}")
     if score is not None:
         lines.append(f"node score: {fmt(score, 4)}")

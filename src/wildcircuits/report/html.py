@@ -37,6 +37,11 @@ from wildcircuits.report.sections import (
 )
 from wildcircuits.report.svg import esc, fmt
 from wildcircuits.results import atomic_write_bytes
+from wildcircuits.results.behaviour import ProbeResult
+from wildcircuits.results.circuits import CircuitFile
+from wildcircuits.results.localise import Localise
+from wildcircuits.results.metrics import Metrics
+from wildcircuits.results.verdicts import NodeRole, Roles
 
 SECTIONS = (
     ("task", "Task and example prompts"),
@@ -75,29 +80,28 @@ def _asset(name: str) -> str:
     return resources.files("wildcircuits.report").joinpath("assets", name).read_text("utf-8")
 
 
-def _roles(run: RunFiles) -> dict[str, Mapping[str, Any]]:
-    """node name -> {role, evidence, scores}: roles.json, else the first head-role label."""
-    part = run.part("roles.json")
-    if part.ok and isinstance(part.data.get("nodes"), Mapping):
-        return {str(k): v for k, v in part.data["nodes"].items() if isinstance(v, Mapping)}
-    localise = run.part("localise.json")
-    heads = (localise.data.get("head_roles") or {}).get("heads") if localise.ok else None
-    out = {}
-    for row in heads or []:
-        if row.get("labels") and "layer" in row and "index" in row:
-            name = head_node(int(row["layer"]), int(row["index"])).name
-            out[name] = {"role": row["labels"][0], "evidence": "head-role scores (localise.json)"}
-    return out
+def _roles(run: RunFiles) -> dict[str, NodeRole]:
+    """node name -> role: roles.json, else the first head-role label (localise.json)."""
+    roles: Roles | None = run.result("roles.json")
+    if roles is not None:
+        return dict(roles.nodes)
+    localise: Localise | None = run.result("localise.json")
+    heads = localise.head_roles.heads if localise and localise.head_roles else ()
+    evidence = "head-role scores (localise.json)"
+    return {
+        head_node(row.layer, row.index).name: NodeRole(row.labels[0], evidence)
+        for row in heads
+        if row.labels
+    }
 
 
 def _graph(run: RunFiles) -> GraphView | None:
-    circuit = run.part("circuit.json")
-    if not circuit.ok:
+    circuit: CircuitFile | None = run.result("circuit.json")
+    if circuit is None:
         return None
-    sizes = run.part("circuit_sizes.json")
     return build_graph_view(
-        circuit.data,
-        sizes.data if sizes.ok else None,
+        circuit,
+        run.result("circuit_sizes.json"),
         _roles(run),
         lambda names: scores_from_pt(run.root, names),
     )
@@ -107,7 +111,7 @@ def _graph_total(run: RunFiles) -> int | None:
     """Edges of the full graph, for percentages (from circuit.json's cfg)."""
     from wildcircuits.graph.circuit import graph_from_config
 
-    cfg = run.part("circuit.json").data.get("cfg") or {}
+    cfg = run.result("circuit.json").cfg
     try:
         return graph_from_config(cfg).n_edges
     except (KeyError, TypeError, ValueError):
@@ -153,16 +157,11 @@ def roles_section(run: RunFiles) -> str:
     part = run.part("roles.json")
     if not part.ok:
         return missing(part.note())
+    data: Roles = part.data
     out = []
-    sentences = part.data.get("summary") or []
-    if sentences:
-        out.append("<ul>" + "".join(f"<li>{esc(s)}</li>" for s in sentences) + "</ul>")
-    nodes = part.data.get("nodes") or {}
-    rows = [
-        [_pretty(name), e.get("role", ""), e.get("evidence", "")]
-        for name, e in nodes.items()
-        if isinstance(e, Mapping)
-    ]
+    if data.summary:
+        out.append("<ul>" + "".join(f"<li>{esc(s)}</li>" for s in data.summary) + "</ul>")
+    rows = [[_pretty(name), e.role, e.evidence] for name, e in data.nodes.items()]
     out.append(table(["node", "role", "evidence"], rows) if rows else "")
     return "".join(out)
 
@@ -178,16 +177,15 @@ def _pretty(name: str) -> str:
 
 def _settings(run: RunFiles) -> dict[str, Any]:
     """The provenance keys the issue names, from config, manifest and the result files."""
-    model = run.manifest.get("model") or {}
-    found: dict[str, Any] = {
-        "model": model.get("model_id"),
-        "quantization": model.get("quantization"),
-    }
-    sources = [run.config]
-    for name in ("metrics.json", "behaviour.json"):
-        part = run.part(name)
-        if part.ok:
-            sources += [part.data, part.data.get("provenance") or {}]
+    manifest = run.manifest
+    found: dict[str, Any] = {"model": manifest.model_id, "quantization": manifest.quantization}
+    sources: list[Mapping[str, Any]] = [run.config.to_dict()]
+    metrics: Metrics | None = run.result("metrics.json")
+    if metrics is not None:
+        sources += [metrics.settings(), metrics.provenance]
+    behaviour: ProbeResult | None = run.result("behaviour.json")
+    if behaviour is not None:
+        sources += [{"task": behaviour.task, "metric": behaviour.metric}, behaviour.provenance]
     for key in PROVENANCE_KEYS:
         for source in sources:
             if found.get(key) in (None, "") and source.get(key) not in (None, ""):
@@ -200,15 +198,15 @@ def provenance_section(run: RunFiles) -> str:
     out = [table(["setting", "value"], [[k, settings.get(k)] for k in PROVENANCE_KEYS])]
     manifest = run.manifest
     facts = [
-        ["package version", manifest.get("package_version")],
-        ["git commit", manifest.get("git_commit")],
-        ["created", manifest.get("created")],
-        ["seeds", json.dumps(manifest.get("seeds"))],
+        ["package version", manifest.package_version],
+        ["git commit", manifest.git_commit],
+        ["created", manifest.created],
+        ["seeds", json.dumps(manifest.seeds)],
     ]
     out.append("<h3>Provenance</h3>" + table(["", ""], facts))
-    steps = manifest.get("steps") or {}
     rows = [
-        [name, _state(s), _seconds(s), (s or {}).get("error") or ""] for name, s in steps.items()
+        [name, badge(s.state.value), _seconds(s.seconds), s.error or ""]
+        for name, s in manifest.steps.items()
     ]
     out.append(
         "<h3>Steps</h3>"
@@ -219,7 +217,8 @@ def provenance_section(run: RunFiles) -> str:
         )
     )
     config_rows = [
-        [k, v if isinstance(v, str | int | float) else json.dumps(v)] for k, v in run.config.items()
+        [k, v if isinstance(v, str | int | float) else json.dumps(v)]
+        for k, v in run.config.to_dict().items()
     ]
     out.append(
         "<h3>config.json (everything needed to rerun)</h3>" + table(["key", "value"], config_rows)
@@ -227,14 +226,8 @@ def provenance_section(run: RunFiles) -> str:
     return "".join(out)
 
 
-def _seconds(step: Any) -> str:
-    value = step.get("seconds") if isinstance(step, Mapping) else None
-    return f"{value:.1f}" if isinstance(value, int | float) else "n/a"
-
-
-def _state(step: Any) -> Any:
-    state = (step or {}).get("state", "?") if isinstance(step, Mapping) else step
-    return badge(state)
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def figures_section(run: RunFiles) -> str:
@@ -248,9 +241,9 @@ def figures_section(run: RunFiles) -> str:
 
 
 def _named_figures(run: RunFiles) -> set[str]:
-    part = run.part("localise.json")
-    patterns = (part.data.get("attention_patterns") or []) if part.ok else []
-    return {str(p.get("figure")) for p in patterns if p.get("figure")} | {"figures/behaviour.png"}
+    localise: Localise | None = run.result("localise.json")
+    patterns = localise.attention_patterns if localise else ()
+    return {p.figure for p in patterns if p.figure} | {"figures/behaviour.png"}
 
 
 def _header(run: RunFiles) -> str:
@@ -258,9 +251,9 @@ def _header(run: RunFiles) -> str:
     title = f"{settings.get('task') or 'task'} on {settings.get('model') or 'model'}"
     subtitle = f"method {fmt(settings.get('method'))}, ablation {fmt(settings.get('ablation'))}"
     out = [f"<h1>wildcircuits: {esc(title)}</h1><p class='subtitle'>{esc(subtitle)}</p>"]
-    stopped = run.manifest.get("stopped")
-    if isinstance(stopped, Mapping):
-        text = f"The run stopped at step {stopped.get('step', '?')}: {stopped.get('reason', '')}"
+    stopped = run.manifest.stopped
+    if stopped is not None:
+        text = f"The run stopped at step {stopped.step}: {stopped.reason}"
         out.append(f'<div class="banner">{esc(text)}</div>')
     links = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in SECTIONS)
     out.append(f'<nav class="toc">{links}</nav>')

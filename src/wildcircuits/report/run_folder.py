@@ -1,20 +1,24 @@
 """Reading a run folder (schema: docs/run_folder.md) for the report, without loading a model.
 
-`read_run(run_dir)` returns a `RunFiles`: the required files parsed, and for every optional
-file a `Part` that is either its data, "not computed" (missing) or "could not be read" (with the
-reason). Nothing here imports torch except the optional `scores.pt` fallback.
+`read_run(run_dir)` returns a `RunFiles`: the required files parsed (`DiscoverConfig`,
+`Manifest`), and for every optional file a `Part` that is either its result (the type
+`wildcircuits.results.RESULT_KINDS` names for the file), "not computed" (missing) or "could not be
+read" (with the reason, naming the key that does not fit). Nothing here imports torch except
+the optional `scores.pt` fallback.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from wildcircuits.errors import WildcircuitsError
+from wildcircuits.pipeline.config import DiscoverConfig
+from wildcircuits.results import RESULT_KINDS, Result, load_json
+from wildcircuits.results.manifest import Manifest
 
 REQUIRED = ("config.json", "manifest.json")
 OPTIONAL = (
@@ -41,11 +45,11 @@ class PartState(StrEnum):
 
 @dataclass(frozen=True)
 class Part:
-    """One optional file: its data when `state` is OK, else why there is none."""
+    """One optional file: its parsed result when `state` is OK, else why there is none."""
 
     name: str
     state: PartState
-    data: Any = None
+    data: Result | None = None
     reason: str = ""
 
     @property
@@ -61,13 +65,19 @@ class Part:
 
 @dataclass(frozen=True)
 class RunFiles:
+    """A run folder as read for the report: the required files and every optional part."""
+
     root: Path
-    config: Mapping[str, Any]
-    manifest: Mapping[str, Any]
+    config: DiscoverConfig
+    manifest: Manifest
     parts: Mapping[str, Part] = field(default_factory=dict)
 
     def part(self, name: str) -> Part:
         return self.parts[name]
+
+    def result(self, name: str) -> Any:
+        """The parsed result of an optional file, or None when it is missing or unreadable."""
+        return self.parts[name].data
 
     def path(self, relative: str) -> Path | None:
         """A file inside the run folder (None when it is missing or escapes the folder)."""
@@ -77,11 +87,7 @@ class RunFiles:
         return path
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _read_required(root: Path, name: str) -> Mapping[str, Any]:
+def _read_required(root: Path, name: str, parse: Callable[[Any], Any]) -> Any:
     path = root / name
     if not path.is_file():
         raise RunFolderError(
@@ -89,12 +95,17 @@ def _read_required(root: Path, name: str) -> Mapping[str, Any]:
             "(see docs/run_folder.md)"
         )
     try:
-        data = _read_json(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunFolderError(f"{path} is not valid JSON ({error})") from None
+        data = load_json(path)
+    except WildcircuitsError as error:
+        raise RunFolderError(str(error)) from None
     if not isinstance(data, Mapping):
         raise RunFolderError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
+    try:
+        return parse(data)
+    except WildcircuitsError as error:  # names the file and the key
+        raise RunFolderError(str(error)) from None
+    except (TypeError, ValueError) as error:
+        raise RunFolderError(f"{path}: {error}") from None
 
 
 def _read_optional(root: Path, name: str) -> Part:
@@ -102,12 +113,15 @@ def _read_optional(root: Path, name: str) -> Part:
     if not path.exists():
         return Part(name, PartState.MISSING)
     try:
-        data = _read_json(path)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        return Part(name, PartState.BROKEN, reason=str(error))
-    if not isinstance(data, Mapping):
-        return Part(name, PartState.BROKEN, reason=f"expected a JSON object, got {type(data)}")
-    return Part(name, PartState.OK, data)
+        return Part(name, PartState.OK, RESULT_KINDS[name].load(path))
+    except (OSError, UnicodeDecodeError, WildcircuitsError) as error:
+        return Part(name, PartState.BROKEN, reason=_reason(error, path))
+
+
+def _reason(error: Exception, path: Path) -> str:
+    """The error without the file's own path in front (the note names the file)."""
+    text = str(error)
+    return text.removeprefix(f"{path}: ")
 
 
 def read_run(run_dir: Path | str) -> RunFiles:
@@ -115,8 +129,8 @@ def read_run(run_dir: Path | str) -> RunFiles:
     root = Path(run_dir)
     if not root.is_dir():
         raise RunFolderError(f"run folder {root} does not exist or is not a folder")
-    config = _read_required(root, "config.json")
-    manifest = _read_required(root, "manifest.json")
+    config = _read_required(root, "config.json", DiscoverConfig.from_dict)
+    manifest = _read_required(root, "manifest.json", Manifest.from_json)
     parts = {name: _read_optional(root, name) for name in OPTIONAL}
     return RunFiles(root, config, manifest, parts)
 

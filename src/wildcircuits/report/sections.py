@@ -7,11 +7,15 @@ a missing file gives its "not computed" note instead of the section's body.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from wildcircuits.report.run_folder import RunFiles
 from wildcircuits.report.svg import Series, esc, fmt, heatmap_svg, line_chart_svg
+from wildcircuits.results.behaviour import Example, Examples, ProbeResult, Stats, VariationResult
+from wildcircuits.results.localise import AttentionPattern, GridData, HeadRoleTable, Localise
+from wildcircuits.results.metrics import Curve, Metrics, Smallest
+from wildcircuits.results.verdicts import RedTeam
 
 GRID_TITLES = {
     "dla_layer": "Direct logit attribution by layer",
@@ -65,28 +69,30 @@ def prompt(text: Any) -> str:
 
 
 # task and behaviour ---------------------------------------------------------------------------
-def _example_rows(example: Mapping[str, Any]) -> list[list[Any]]:
-    rows = [["clean", Raw(prompt(example.get("clean", "")))]]
-    for name, text in (example.get("corrupted") or {}).items():
+def _example_rows(example: Example) -> list[list[Any]]:
+    rows = [["clean", Raw(prompt(example.clean))]]
+    for name, text in example.corrupted.items():
         rows.append([f"corrupted: {name}", Raw(prompt(text))])
-    answers = ", ".join(repr(a) for a in example.get("answers") or [])
-    distractors = ", ".join(repr(d) for d in example.get("distractors") or [])
+    answers = ", ".join(repr(a) for a in example.answers)
+    distractors = ", ".join(repr(d) for d in example.distractors)
     rows.append(["answers / distractors", f"{answers} / {distractors}"])
     return rows
 
 
 def task_section(run: RunFiles) -> str:
-    behaviour, extra = run.part("behaviour.json"), run.part("examples.json")
-    name = behaviour.data.get("task") if behaviour.ok else run.config.get("task", "?")
+    part = run.part("behaviour.json")
+    behaviour: ProbeResult | None = part.data
+    extra: Examples | None = run.result("examples.json")
+    name = behaviour.task if behaviour else run.config.task
     out = [f"<p><strong>Task:</strong> {esc(name)}"]
-    if behaviour.ok and behaviour.data.get("description"):
-        out.append(f" &mdash; {esc(behaviour.data['description'])}")
+    if behaviour and behaviour.description:
+        out.append(f" &mdash; {esc(behaviour.description)}")
     out.append("</p>")
-    examples = list(extra.data.get("examples") or [])[:5] if extra.ok else []
-    if not examples and behaviour.ok and behaviour.data.get("example"):
-        examples = [behaviour.data["example"]]
+    examples = list(extra.examples[:5]) if extra else []
+    if not examples and behaviour and behaviour.example:
+        examples = [behaviour.example]
     if not examples:
-        return "".join(out) + missing("No example prompts: " + behaviour.note())
+        return "".join(out) + missing("No example prompts: " + part.note())
     for i, example in enumerate(examples):
         out.append(f"<h3>Example {i + 1}</h3>")
         out.append(table(["prompt", "text"], _example_rows(example)))
@@ -97,18 +103,17 @@ def behaviour_section(run: RunFiles) -> str:
     part = run.part("behaviour.json")
     if not part.ok:
         return missing(part.note())
-    data = part.data
+    data: ProbeResult = part.data
     header = ["distribution", "n", "mean", "std", "accuracy", "normalized", "verdict"]
-    rows = [["clean", *_stats(data.get("clean") or {}), badge("baseline")]]
-    for name, stats in (data.get("corrupted") or {}).items():
+    rows = [["clean", *_stats(data.clean), badge("baseline")]]
+    for name, stats in data.corrupted.items():
         rows.append([f"corrupted: {name}", *_stats(stats), badge("corruption")])
-    for v in data.get("variations") or []:
-        verdict = badge(v.get("verdict", "undefined"))
-        rows.append([v.get("name", "?"), *_stats(v), verdict])
-    thresholds = data.get("thresholds") or {}
+    for v in data.variations:
+        rows.append([v.name, *_stats(v), badge(v.verdict.value)])
+    thresholds = data.thresholds
     caption = (
-        f"Metric {data.get('metric', '?')} (n={data.get('n', '?')}); normalized: clean = 1, "
-        f"{data.get('default_corruption', '?')} = 0; holds >= {thresholds.get('holds', '?')}, "
+        f"Metric {data.metric} (n={data.n}); normalized: clean = 1, "
+        f"{data.default_corruption} = 0; holds >= {thresholds.get('holds', '?')}, "
         f"breaks < {thresholds.get('breaks', '?')}."
     )
     figure = next((f for f in ("behaviour.png", "figures/behaviour.png") if run.path(f)), None)
@@ -120,27 +125,25 @@ def behaviour_section(run: RunFiles) -> str:
     )
 
 
-def _stats(stats: Mapping[str, Any]) -> list[Any]:
-    keys = ("n", "mean", "std", "accuracy", "normalized")
-    return [stats.get(k) for k in keys]
+def _stats(stats: Stats | VariationResult) -> list[Any]:
+    return [stats.n, stats.mean, stats.std, stats.accuracy, stats.normalized]
 
 
 # localisation ---------------------------------------------------------------------------------
-def _grid(name: str, grid: Mapping[str, Any]) -> str:
-    title = GRID_TITLES.get(name) or grid.get("title") or name
+def _grid(name: str, grid: GridData) -> str:
+    title = GRID_TITLES.get(name) or grid.title or name
     try:
         svg = heatmap_svg(
-            grid["values"],
-            grid["row_labels"],
-            grid["col_labels"],
-            grid.get("row_axis", "row"),
-            grid.get("col_axis", "column"),
-            grid.get("value_label", "score"),
+            grid.values,
+            grid.row_labels,
+            grid.col_labels,
+            grid.row_axis,
+            grid.col_axis,
+            grid.value_label,
         )
-    except (KeyError, TypeError, ValueError) as error:
+    except (TypeError, ValueError) as error:
         return f"<h3>{esc(title)}</h3>" + missing(f"Grid {name} is malformed ({error}).")
-    provenance = grid.get("provenance") or {}
-    caption = "; ".join(f"{k}={v}" for k, v in provenance.items() if not isinstance(v, dict))
+    caption = "; ".join(f"{k}={v}" for k, v in grid.provenance.items() if not isinstance(v, dict))
     return (
         f"<h3>{esc(title)}</h3>"
         f'<div class="figure-box">{svg}<p class="caption">{esc(caption)}</p></div>'
@@ -151,50 +154,45 @@ def localise_section(run: RunFiles) -> str:
     part = run.part("localise.json")
     if not part.ok:
         return missing(part.note())
-    grids = part.data.get("grids") or {}
+    data: Localise = part.data
+    grids = data.grids
     order = [n for n in GRID_TITLES if n in grids] + [n for n in grids if n not in GRID_TITLES]
-    out = [_grid(name, grids[name]) for name in order if isinstance(grids[name], Mapping)]
+    out = [_grid(name, grids[name]) for name in order]
     for name in GRID_TITLES:
         if name not in grids:
             out.append(f"<h3>{esc(GRID_TITLES[name])}</h3>" + missing("Not computed."))
-    out.append("<h3>Head roles</h3>" + _head_roles(part.data.get("head_roles")))
-    out.append(
-        "<h3>Attention patterns of key heads</h3>"
-        + _patterns(run, part.data.get("attention_patterns"))
-    )
+    out.append("<h3>Head roles</h3>" + _head_roles(data.head_roles))
+    out.append("<h3>Attention patterns of key heads</h3>" + _patterns(run, data.attention_patterns))
     return "".join(out)
 
 
-def _head_roles(data: Any) -> str:
-    if not isinstance(data, Mapping) or not data.get("heads"):
+def _head_roles(data: HeadRoleTable | None) -> str:
+    if data is None or not data.heads:
         return missing("Not computed.")
-    heads = [h for h in data["heads"] if h.get("labels")]
+    heads = [h for h in data.heads if h.labels]
     if not heads:
         return missing("No head reached a role threshold.")
-    skip = {"head", "layer", "index", "labels"}
-    roles = [k for k in heads[0] if k not in skip]
-    rows = [[h["head"], ", ".join(h["labels"]), *[h.get(r) for r in roles]] for h in heads]
+    roles = list(heads[0].scores)
+    rows = [[h.head, ", ".join(h.labels), *[h.scores.get(r) for r in roles]] for h in heads]
     header = ["head", "labels", *[r.replace("_", " ") for r in roles]]
     return table(header, rows, numeric=set(range(2, 2 + len(roles))))
 
 
-def _patterns(run: RunFiles, patterns: Any) -> str:
+def _patterns(run: RunFiles, patterns: Sequence[AttentionPattern]) -> str:
     if not patterns:
         return missing("Not computed.")
     out = []
     for entry in patterns:
-        head, why = entry.get("head", "?"), entry.get("why", "")
-        title = (
-            f"{head}" + (f" ({why})" if why else "") + f", prompt {entry.get('prompt_index', 0)}"
-        )
+        why = f" ({entry.why})" if entry.why else ""
+        title = f"{entry.head}{why}, prompt {entry.prompt_index}"
         body = missing("No pattern data.")
-        if entry.get("pattern") and entry.get("tokens"):
-            tokens = [f"{i}:{t}" for i, t in enumerate(entry["tokens"])]
+        if entry.pattern and entry.tokens:
+            tokens = [f"{i}:{t}" for i, t in enumerate(entry.tokens)]
             body = heatmap_svg(
-                entry["pattern"], tokens, tokens, "query", "key", "attention", diverging=False
+                entry.pattern, tokens, tokens, "query", "key", "attention", diverging=False
             )
-        elif entry.get("figure"):
-            body = image(run, entry["figure"], f"attention pattern of {head}")
+        elif entry.figure:
+            body = image(run, entry.figure, f"attention pattern of {entry.head}")
         out.append(f'<div><h3>{esc(title)}</h3><div class="figure-box">{body}</div></div>')
     return f'<div class="grid-pair">{"".join(out)}</div>'
 
@@ -204,89 +202,68 @@ def faithfulness_section(run: RunFiles) -> str:
     part = run.part("metrics.json")
     if not part.ok:
         return missing(part.note())
-    data = part.data
-    curves = [c for c in data.get("curves") or [] if isinstance(c, Mapping)]
+    data: Metrics = part.data
     out = []
-    if curves:
-        series = [_series(c) for c in curves]
+    if data.curves:
         chart = line_chart_svg(
-            series,
+            [_series(c) for c in data.curves],
             "circuit size (fraction of edges, log scale)",
             "normalized faithfulness",
             reference_lines=[(1.0, "full model"), (0.8, "80%")],
         )
         out.append(f'<div class="figure-box">{chart}</div>')
-        rows = [
-            [c.get("name"), c.get("kind"), c.get("cpr"), c.get("cmd"), c.get("log_area")]
-            for c in curves
-        ]
+        rows = [[c.name, c.kind.value, c.cpr, c.cmd, c.log_area] for c in data.curves]
         out.append(table(["curve", "kind", "CPR", "CMD", "log-area"], rows, numeric={2, 3, 4}))
     else:
         out.append(missing("No faithfulness curve."))
-    out.append(_smallest(data.get("smallest_80")))
+    out.append(_smallest(data.smallest_80))
+    sensitivity = [[r.ablation, r.n_edges, r.faithfulness] for r in data.ablation_sensitivity]
     out.append(
         "<h3>Ablation-type sensitivity</h3>"
-        + _rows_table(data.get("ablation_sensitivity"), ["ablation", "n_edges", "faithfulness"])
+        + _rows_table(sensitivity, ["ablation", "n_edges", "faithfulness"])
     )
+    held_out = [[r.split, r.n, r.n_edges, r.faithfulness] for r in data.held_out]
     out.append(
-        "<h3>Held-out split</h3>"
-        + _rows_table(data.get("held_out"), ["split", "n", "n_edges", "faithfulness"])
+        "<h3>Held-out split</h3>" + _rows_table(held_out, ["split", "n", "n_edges", "faithfulness"])
     )
-    keys = ("method", "metric", "ablation", "split")
-    caption = "; ".join(f"{k}={data[k]}" for k in keys if data.get(k) is not None)
+    caption = "; ".join(f"{k}={v}" for k, v in data.settings().items() if v is not None)
     out.append(f'<p class="caption">{esc(caption)}</p>')
     return "".join(out)
 
 
-def _series(curve: Mapping[str, Any]) -> Series:
-    color, dash = CURVE_STYLE.get(str(curve.get("kind")), CURVE_STYLE["other"])
-    xs = curve.get("fractions") or []
+def _series(curve: Curve) -> Series:
+    color, dash = CURVE_STYLE.get(curve.kind.value, CURVE_STYLE["other"])
     return Series(
-        str(curve.get("name", "?")),
-        xs,
-        curve.get("faithfulness") or [None] * len(xs),
-        color,
-        dash,
-        curve.get("faithfulness_std"),
+        curve.name, curve.fractions, curve.faithfulness, color, dash, curve.faithfulness_std
     )
 
 
-def _smallest(entry: Any) -> str:
+def _smallest(entry: Smallest | None) -> str:
     if entry is None:
         return "<h3>Smallest 80%-faithful circuit</h3>" + missing("No size reaches 80%.")
-    if not isinstance(entry, Mapping):
-        return ""
     text = (
-        f"{fmt(entry.get('n_edges'))} edges (fraction {fmt(entry.get('fraction'), 4)}), "
-        f"faithfulness {fmt(entry.get('faithfulness'))}"
+        f"{fmt(entry.n_edges)} edges (fraction {fmt(entry.fraction, 4)}), "
+        f"faithfulness {fmt(entry.faithfulness)}"
     )
     return f"<h3>Smallest 80%-faithful circuit</h3><p>{esc(text)}</p>"
 
 
-def _rows_table(rows: Any, keys: Sequence[str]) -> str:
+def _rows_table(rows: Sequence[Sequence[Any]], keys: Sequence[str]) -> str:
     if not rows:
         return missing("Not computed.")
-    body = [[row.get(k) for k in keys] for row in rows if isinstance(row, Mapping)]
-    return table(list(keys), body, numeric=set(range(1, len(keys))))
+    return table(list(keys), rows, numeric=set(range(1, len(keys))))
 
 
 def redteam_section(run: RunFiles) -> str:
     part = run.part("redteam.json")
     if not part.ok:
         return missing(part.note())
-    checks = part.data.get("checks") or []
-    if not checks:
+    data: RedTeam = part.data
+    if not data.checks:
         return missing("No checks recorded.")
     rows = []
-    for check in checks:
-        numbers = check.get("numbers") or {}
-        detail = "; ".join(f"{k} = {fmt(v)}" for k, v in numbers.items())
-        rows.append(
-            [
-                check.get("question") or check.get("name"),
-                badge(check.get("verdict", "?")),
-                check.get("evidence", ""),
-                detail,
-            ]
-        )
+    for check in data.checks:
+        detail = "; ".join(f"{k} = {fmt(v)}" for k, v in check.numbers.items())
+        row = [check.question or check.name, badge(check.verdict.value), check.evidence, detail]
+        rows.append(row)
     return table(["question", "verdict", "evidence", "numbers"], rows)

@@ -204,13 +204,26 @@ def line_chart_svg(
     return "".join(out)
 
 
+def x_ticks(xs: Sequence[float], log_x: bool, most: int = 8) -> list[tuple[float, str]]:
+    """(value, label) of the x-axis ticks: on a log axis the powers of ten within the data
+    (labelled 0.0001 ... 1; the data's end points when it spans less than a decade), else at
+    most `most` evenly spread data values; labels are short (`:g`), so they cannot overlap."""
+    lo, hi = min(xs), max(xs)
+    if log_x:
+        decades = range(math.ceil(math.log10(lo) - 1e-9), math.floor(math.log10(hi) + 1e-9) + 1)
+        values = [10.0**e for e in decades] or [lo, hi]
+    else:
+        values = list(xs) if len(xs) <= most else list(xs[:: math.ceil(len(xs) / most)])
+    return [(v, f"{v:.3g}") for v in values]
+
+
 def _axes(xs, px, py, y0, y1, left, top, plot_w, plot_h, log_x) -> list[str]:
     out = []
-    ticks = xs if len(xs) <= 12 else xs[:: math.ceil(len(xs) / 12)]
-    for x in ticks:
+    for x, label in x_ticks(xs, log_x):
         out.append(
-            f'<text x="{px(x):.1f}" y="{top + plot_h + 14}" text-anchor="middle">'
-            f"{esc(f'{x:g}')}</text>"
+            f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{top}" y2="{top + plot_h}" '
+            f'class="grid"/><text x="{px(x):.1f}" y="{top + plot_h + 14}" '
+            f'text-anchor="middle">{esc(label)}</text>'
         )
     for k in range(5):
         v = y0 + (y1 - y0) * k / 4

@@ -3,86 +3,34 @@
 Verdicts compare a variation's mean metric with the baseline, normalized so the clean baseline
 is 1 and the default corruption is 0: score >= HOLDS (0.75) holds, score < BREAKS (0.25) breaks,
 in between degrades; `undefined` when clean and corrupted baselines agree (nothing to compare).
+The result types live in `wildcircuits.results.behaviour` (behaviour.json).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import torch
 
 from wildcircuits.errors import TaskError
+from wildcircuits.results.behaviour import (
+    BREAKS,
+    HOLDS,
+    Example,
+    ProbeResult,
+    Stats,
+    VariationResult,
+    Verdict,
+)
 from wildcircuits.tasks.base import Task, Variation
 from wildcircuits.tasks.dataset import Dataset
 from wildcircuits.tasks.evaluate import Scores, kl_from_clean, score
 from wildcircuits.tasks.metrics import HIGHER_IS_BETTER
 from wildcircuits.tasks.spec import Split
 
-HOLDS = 0.75
-BREAKS = 0.25
-
-
-class Verdict(StrEnum):
-    HOLDS = "holds"
-    DEGRADES = "degrades"
-    BREAKS = "breaks"
-    UNDEFINED = "undefined"
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Summary of one distribution of prompts."""
-
-    n: int
-    mean: float
-    std: float
-    median: float
-    accuracy: float
-    top1: float
-    answer_prob: float | None = None
-    kl_to_clean: float | None = None
-    normalized: float | None = None
-
-
-@dataclass(frozen=True)
-class VariationResult:
-    name: str
-    description: str
-    n: int
-    mean: float
-    std: float
-    accuracy: float
-    top1: float
-    answer_prob: float | None
-    normalized: float | None
-    verdict: Verdict
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    task: str
-    description: str
-    model: dict[str, Any]
-    provenance: dict[str, Any]
-    n: int
-    metric: str
-    higher_is_better: bool
-    default_corruption: str
-    clean: Stats
-    corrupted: dict[str, Stats]
-    variations: list[VariationResult]
-    thresholds: dict[str, float] = field(default_factory=lambda: {"holds": HOLDS, "breaks": BREAKS})
-    example: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["model_id"] = self.model.get("model_id")
-        return out
+__all__ = ["BREAKS", "HOLDS", "ProbeResult", "Stats", "VariationResult", "Verdict", "run_probe"]
 
 
 def _finite(x: float) -> float:
@@ -246,12 +194,12 @@ def _result(
         "default_corruption": dataset.default_corruption,
     }
     first = dataset.examples[0]
-    example = {
-        "clean": first.clean.text,
-        "corrupted": {k: p.text for k, p in first.corrupted.items()},
-        "answers": list(first.answer_texts),
-        "distractors": list(first.distractor_texts),
-    }
+    example = Example(
+        clean=first.clean.text,
+        corrupted={k: p.text for k, p in first.corrupted.items()},
+        answers=tuple(first.answer_texts),
+        distractors=tuple(first.distractor_texts),
+    )
     return ProbeResult(
         task=task.name,
         description=task.description,

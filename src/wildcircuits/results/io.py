@@ -10,7 +10,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +51,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def save_json(path: Path | str, data: Mapping[str, Any], require_provenance: bool = True) -> Path:
-    """Atomically write a result as JSON; it must carry a provenance mapping."""
-    if require_provenance:
+def save_json(
+    path: Path | str,
+    data: Mapping[str, Any],
+    require_provenance: bool = True,
+    required: Sequence[str] = REQUIRED_PROVENANCE,
+) -> Path:
+    """Atomically write a result as JSON; it must carry a provenance mapping with the keys
+    `required` (none checked when `required` is empty or `require_provenance` is False)."""
+    if require_provenance and required:
         provenance = data.get("provenance")
-        missing = [k for k in REQUIRED_PROVENANCE if not (provenance or {}).get(k)]
+        missing = [k for k in required if not (provenance or {}).get(k)]
         if provenance is None or missing:
             raise WildcircuitsError(
-                f"result for {path} lacks provenance {missing or list(REQUIRED_PROVENANCE)}: "
+                f"result for {path} lacks provenance {missing or list(required)}: "
                 "every saved number must say how it was obtained"
             )
     text = json.dumps(_plain(dict(data)), indent=2, sort_keys=False)

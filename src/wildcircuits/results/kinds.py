@@ -1,0 +1,7 @@
+"""Imports every result module so that `RESULT_KINDS` lists every run-folder file type."""
+
+from __future__ import annotations
+
+from wildcircuits.results import behaviour, circuits, localise, manifest, metrics, verdicts
+
+__all__ = ["behaviour", "circuits", "localise", "manifest", "metrics", "verdicts"]

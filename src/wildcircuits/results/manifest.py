@@ -1,0 +1,68 @@
+"""manifest.json: what ran, when, with which code and model, and how each step ended."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from wildcircuits.results.base import Result, register
+
+
+class StepState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step's state; `outputs` are the files it wrote (checked on `--resume`)."""
+
+    state: StepState
+    seconds: float | None = None
+    outputs: tuple[str, ...] = ()
+    error: str | None = None
+
+    def _json_out(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in data.items() if v not in (None, [])}
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The run stopped early on purpose (e.g. the model does not do the task)."""
+
+    step: str
+    reason: str
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Manifest(Result):
+    """manifest.json (written at the start and after every step). `model` is
+    `ModelInfo.to_dict()`; `seeds` names every seed the run uses."""
+
+    FILE: ClassVar[str] = "manifest.json"
+    STEP: ClassVar[str] = "start"
+    PROVENANCE: ClassVar[tuple[str, ...]] = ()
+
+    package_version: str | None = None
+    git_commit: str | None = None
+    created: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    seeds: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, StepRecord] = field(default_factory=dict)
+    stopped: Stop | None = None
+
+    def with_step(self, step: str, record: StepRecord) -> Manifest:
+        return replace(self, steps={**self.steps, step: record})
+
+    @property
+    def model_id(self) -> str | None:
+        return self.model.get("model_id")
+
+    @property
+    def quantization(self) -> str | None:
+        return self.model.get("quantization")
