@@ -66,13 +66,15 @@ def grid_html(grid: Any) -> str:
     return _frame(grid.title, [_provenance(grid.provenance), svg, table])
 
 
-def _graph_mapping(graph: Any, edges: Sequence[tuple[str, float]]) -> dict[str, Any]:
-    """The MIB-JSON-shaped mapping the report's graph drawing reads, for these edges only."""
-    return {
-        "cfg": {"n_layers": graph.n_layers, "n_heads": graph.n_heads},
-        "nodes": {},
-        "edges": {name: {"score": value, "in_graph": True} for name, value in edges},
-    }
+def _circuit_file(graph: Any, edges: Sequence[tuple[str, float]]) -> Any:
+    """The run folder's circuit-file type, for these edges only: what the report's graph
+    drawing reads."""
+    from wildcircuits.results.circuits import CircuitFile, Member
+
+    return CircuitFile(
+        cfg={"n_layers": graph.n_layers, "n_heads": graph.n_heads},
+        edges={name: Member(in_graph=True, score=value) for name, value in edges},
+    )
 
 
 def _graph_svg(graph: Any, edges: Sequence[tuple[str, float]]) -> str:
@@ -80,7 +82,7 @@ def _graph_svg(graph: Any, edges: Sequence[tuple[str, float]]) -> str:
 
     if not edges:
         return "<p>No edges.</p>"
-    view = build_graph_view(_graph_mapping(graph, edges), None, {})
+    view = build_graph_view(_circuit_file(graph, edges), None, {})
     return view.svg
 
 
