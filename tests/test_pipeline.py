@@ -128,5 +128,7 @@ def test_bad_settings_are_clear_errors():
 
     with pytest.raises(WildcircuitsError, match="unknown step"):
         DiscoverConfig(steps=("behaviour", "dance"))
-    with pytest.raises(WildcircuitsError, match="unknown ablation"):
-        DiscoverConfig(ablation="resample")
+    with pytest.raises(WildcircuitsError, match="unknown ablation 'banana'"):
+        DiscoverConfig(ablation="banana")
+    with pytest.raises(WildcircuitsError, match="does not support 'resample'.*zero"):
+        DiscoverConfig(ablation="resample")  # a site ablation, not an edge one
