@@ -60,9 +60,9 @@ class FileCheck:
         """The file's size; raises when it is missing, a directory or unreadable."""
         try:
             if not self.path.exists():
-                raise self.problem(f"no such file (expected a {self.what})")
+                raise self.problem(f"no such file (expected {article(self.what)})")
             if self.path.is_dir():
-                raise self.problem(f"is a directory, not a {self.what}")
+                raise self.problem(f"is a directory, not {article(self.what)}")
             return self.path.stat().st_size
         except OSError as error:
             raise self.problem(f"cannot read it: {error.strerror or error}") from None
@@ -72,12 +72,12 @@ class FileCheck:
         if not isinstance(value, Mapping):
             expected = f"a mapping with keys {', '.join(keys)}" if keys else "a mapping"
             raise self.problem(
-                f"not a {self.what}: {where} is {kind_of(value)}, expected {expected}"
+                f"not {article(self.what)}: {where} is {kind_of(value)}, expected {expected}"
             )
         missing = [key for key in keys if key not in value]
         if missing:
             raise self.problem(
-                f"not a {self.what}: {where} lacks {', '.join(repr(k) for k in missing)}"
+                f"not {article(self.what)}: {where} lacks {', '.join(repr(k) for k in missing)}"
             )
         return value
 
@@ -123,11 +123,16 @@ class FileCheck:
 
 
 def kind_of(value: Any) -> str:
-    """How a value's type reads in a message: 'a list', 'a str ('abc')'."""
-    name = type(value).__name__
+    """How a value's type reads in a message: 'a list', 'a str ('abc')', 'an int (3)'."""
+    name = article(type(value).__name__)
     if isinstance(value, str | int | float) and not isinstance(value, bool):
-        return f"a {name} ({one_line(repr(value), 40)})"
-    return "null" if value is None else f"a {name}"
+        return f"{name} ({one_line(repr(value), 40)})"
+    return "null" if value is None else name
+
+
+def article(noun: str) -> str:
+    """`noun` with 'a' or 'an' in front."""
+    return f"{'an' if noun[:1].lower() in 'aeio' else 'a'} {noun}"
 
 
 def describe_bytes(head: bytes) -> str:
@@ -145,7 +150,7 @@ def safe_torch_load(path: Path | str, what: str, error: type[WildcircuitsError])
     """Load a `.pt` file with `weights_only=True`; any failure raises `error` (one line)."""
     check = FileCheck(Path(path), what, error)
     if check.regular_file() == 0:
-        raise check.problem(f"empty file (0 bytes), not a {what}")
+        raise check.problem(f"empty file (0 bytes), not {article(what)}")
     try:
         with check.path.open("rb") as handle:
             head = handle.read(64)
@@ -156,7 +161,7 @@ def safe_torch_load(path: Path | str, what: str, error: type[WildcircuitsError])
     elif head[:1] == b"\x80":  # a pickle protocol opcode: torch's legacy format or a raw pickle
         container = "pickle"
     else:
-        raise check.problem(f"not a {what}: {describe_bytes(head)}, not a torch file")
+        raise check.problem(f"not {article(what)}: {describe_bytes(head)}, not a torch file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -177,7 +182,7 @@ def _unpickling_problem(message: str, container: str, what: str) -> str:
     if found:
         held = "a zip archive holding a pickle" if container == "zip archive" else "a pickle"
         return (
-            f"not a {what} (it is {held} that would import {found.group(1)}; "
+            f"not {article(what)} (it is {held} that would import {found.group(1)}; "
             "wildcircuits never runs pickled code)"
         )
     operand = re.search(r"Unsupported operand (\d+)", message)
@@ -214,12 +219,15 @@ def read_text_file(path: Path | str, what: str, error: type[WildcircuitsError]) 
     except UnicodeDecodeError as failure:
         line = data[: failure.start].count(b"\n") + 1
         raise check.problem(
-            f"not UTF-8 text (byte 0x{data[failure.start]:02x} on line {line}); expected a {what}"
+            f"not UTF-8 text (byte 0x{data[failure.start]:02x} on line {line}); "
+            f"expected {article(what)}"
         ) from None
 
 
 def parse_json(text: str, check: FileCheck, line: int | None = None) -> Any:
     """`json.loads(text)`; invalid JSON raises `check`'s error with its line and column."""
+    if line is None and not text.strip():
+        raise check.problem(f"empty file (no JSON), not {article(check.what)}")
     try:
         return json.loads(text)
     except json.JSONDecodeError as failure:

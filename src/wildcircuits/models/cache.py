@@ -165,6 +165,7 @@ def check_entry(folder: Path, source_sha256: str) -> str | None:
     for name, size in files.items():
         if not _plain_name(name) or not _is_int(size) or not _is_int(crcs[name]):
             return f"record entry {name!r} is malformed (expected a file name, size and CRC)"
+    for name, size in files.items():
         problem = _check_file(folder / name, size, crcs[name])
         if problem is not None:
             return f"file {name}: {problem}"

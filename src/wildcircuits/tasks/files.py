@@ -35,6 +35,8 @@ def load_yaml_spec(path: str | Path) -> TemplateTaskSpec:
     """Read a YAML task file into a validated spec (TaskFileError, one line, on any problem)."""
     path = Path(path)
     data = _parse_yaml(path, read_text_file(path, "YAML task file", TaskFileError))
+    if data is None:
+        raise TaskFileError(f"{path}: empty file (no YAML mapping), not a YAML task file")
     try:
         spec = spec_from_dict(data, source=str(path))
         from wildcircuits.tasks.validate import validate_spec
