@@ -604,3 +604,26 @@ def test_generated_cache_entries_never_raise(tmp_path: Path, record, header: byt
     assert cache.check_safetensors(folder / "model.safetensors") is None or isinstance(
         cache.check_safetensors(folder / "model.safetensors"), str
     )
+
+
+# small things: the build report and `wildcircuits tasks FILE` -----------------------------------
+def test_build_report_counts_rows_of_unequal_token_length() -> None:
+    from wildcircuits.tasks.dataset import UNEQUAL_LENGTH, BuildReport
+
+    report = BuildReport(10, 6, 10, (), {f"corruption corrupted: {UNEQUAL_LENGTH}": 3, "x": 1})
+    assert report.dropped_unequal_length == 3
+    assert report.to_dict()["dropped_unequal_length"] == 3
+    assert report.to_dict()["dropped_examples"] == dict(report.dropped_examples)
+    assert json.loads(json.dumps(report.to_dict())) == report.to_dict()
+    assert any("3 candidate examples" in line for line in report.dropped_lines())
+    assert BuildReport(4, 4, 4).dropped_lines() == []
+
+
+def test_tasks_command_caps_a_huge_prompt(tmp_path: Path, capsys) -> None:
+    from wildcircuits.cli.main import main
+
+    path = tmp_path / "huge.jsonl"
+    path.write_text(json.dumps({**JSONL_ROW, "clean": "word " * 200_000}) + "\n")
+    assert main(["tasks", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert len(out) < 5_000 and "1,000,000 characters in all" in out
