@@ -277,7 +277,10 @@ _DELETE = object()
 _WRONG_SHAPE = torch.zeros(3, 4)
 STRUCTURE_CASES: dict[str, dict[str, tuple[Callable[[Path, Loader], None], str]]] = {
     "scores": {
-        "other_format": (_pt_structure({"format": "something/2"}), "format"),
+        "other_format": (
+            _pt_structure({"format": "something/2"}),
+            "not a wildcircuits edge-scores file (format",
+        ),
         "missing_scores": (_pt_structure({"scores": _DELETE}), "'scores'"),
         "scores_wrong_shape": (_pt_structure({"scores": _WRONG_SHAPE}), "shape (3, 4)"),
         "scores_bool": (_pt_structure({"scores": torch.zeros(SHAPE, dtype=torch.bool)}), "dtype"),

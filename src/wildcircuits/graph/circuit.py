@@ -87,9 +87,10 @@ class EdgeScores:
 
         check = FileCheck(Path(path), SCORES_FILE, GraphError)
         data = check.mapping(safe_torch_load(path, SCORES_FILE, GraphError), "its content")
-        if data.get("format") != SCORES_FORMAT:
+        if data.get("format") != SCORES_FORMAT:  # cli/evaluate.py matches this wording
             raise check.problem(
-                f"not a {SCORES_FILE} (format {data.get('format')!r}, expected {SCORES_FORMAT!r})"
+                f"is not a wildcircuits edge-scores file (format {data.get('format')!r}, "
+                f"expected {SCORES_FORMAT!r})"
             )
         check.mapping(data, "its content", ("graph", "scores", "method"))
         shape = checked_graph_shape(check, data["graph"], "graph")
