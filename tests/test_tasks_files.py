@@ -133,3 +133,22 @@ def test_jsonl_unaligned_rows_are_dropped_and_reported(
     )
     with pytest.raises(TaskError, match="token length differs"):
         load_task(path).build(real_tokenizers["smollm2-135m-instruct"], 1)
+
+
+def test_jsonl_rows_of_unequal_length_are_counted_on_the_report(
+    tmp_path: Path,
+    real_tokenizers: dict,  # noqa: F811
+) -> None:
+    row = (
+        '{"clean": "When Mary and John left, John thanked", "corrupted": "%s", '
+        '"answer": " Mary", "distractor": " John"}'
+    )
+    lines = [
+        row % "When the tall old man and John left, John thanked",
+        row % "When Anna and John left, John thanked",
+    ]
+    path = write(tmp_path, "rows.jsonl", "\n".join(lines) + "\n")
+    dataset = load_task(path).build(real_tokenizers["smollm2-135m-instruct"], 2, min_n=1)
+    assert len(dataset) == 1 and dataset.report.dropped_unequal_length == 1
+    assert dataset.report.to_dict()["dropped_unequal_length"] == 1
+    assert any("token length differs" in line for line in dataset.report.dropped_lines())

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+#: Characters of a prompt or answer printed as text (a user file may hold megabytes).
+SHOWN_CHARS = 300
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `tasks` sub-command."""
@@ -49,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
         _print_detail(rows[0])
     else:
         for row in rows:
-            example = row["example"]["clean"].replace("\n", "\\n")
-            answer = " | ".join(row["example"]["answers"])
+            example = shown(row["example"]["clean"])
+            answer = shown(" | ".join(row["example"]["answers"]))
             print(f"{row['name']:<24} {row['description']}")
-            print(f"{'':<24} e.g. {example!r} -> {answer!r}  [{row['metric']}]")
+            print(f"{'':<24} e.g. {example} -> {answer}  [{row['metric']}]")
     return 0
 
 
@@ -62,7 +65,16 @@ def _print_detail(row: dict) -> None:
     print(f"corruptions: {', '.join(row['corruptions'])}")
     print(f"variations: {', '.join(row['variations']) or '-'}")
     example = row["example"]
-    print(f"clean:      {example['clean']!r}")
+    print(f"clean:      {shown(example['clean'])}")
     for name, text in example["corrupted"].items():
-        print(f"{name + ':':<11} {text!r}")
-    print(f"answers: {example['answers']}  distractors: {example['distractors']}")
+        print(f"{shown(name, 40) + ':':<11} {shown(text)}")
+    answers = ", ".join(shown(a, 60) for a in example["answers"])
+    distractors = ", ".join(shown(d, 60) for d in example["distractors"])
+    print(f"answers: [{answers}]  distractors: [{distractors}]")
+
+
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`repr(text)`, cut to `limit` characters with the full length said when longer."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters in all)"

@@ -314,26 +314,46 @@ class _Search:
         path = self.config.checkpoint
         if not path or not Path(path).exists():
             return False
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a corrupt checkpoint is rebuilt, never trusted
-            print(f"acdc: ignoring unreadable checkpoint {path} ({error})", file=sys.stderr)
+        try:  # a corrupt or hostile checkpoint is rebuilt, never trusted (a pickle never runs)
+            data = read_checkpoint(path, self.graph.valid.shape, len(self.graph.receivers))
+        except DiscoveryError as error:
+            print(f"acdc: ignoring checkpoint: {error}; starting afresh", file=sys.stderr)
             return False
-        if data.get("fingerprint") != self.fingerprint:
+        if data["fingerprint"] != self.fingerprint:
             print(
                 f"acdc: checkpoint {path} is for other settings or data; starting afresh",
                 file=sys.stderr,
             )
             return False
-        for key in (
-            "removed",
-            "initial",
-            "scores",
-            "done",
-            "forwards",
-            "evaluations",
-            "filtered",
-            "seconds",
-        ):
+        for key in _CHECKPOINT_KEYS[1:]:
             setattr(self, key, data[key])
         return True
+
+
+CHECKPOINT_FILE = "ACDC checkpoint"
+_CHECKPOINT_KEYS = (
+    "fingerprint", "removed", "initial", "scores", "done", "forwards", "evaluations", "filtered",
+    "seconds",
+)  # fmt: skip
+
+
+def read_checkpoint(path: str | Path, shape: tuple[int, ...], n_receivers: int) -> dict:
+    """An ACDC checkpoint for a graph whose (receiver, sender) matrices have `shape`, every field
+    checked; DiscoveryError (one line naming the file) when it is unreadable, hostile or of the
+    wrong structure."""
+    from wildcircuits.files import FileCheck, safe_torch_load
+
+    check = FileCheck(Path(path), CHECKPOINT_FILE, DiscoveryError)
+    data = dict(
+        check.mapping(
+            safe_torch_load(path, CHECKPOINT_FILE, DiscoveryError), "its content", _CHECKPOINT_KEYS
+        )
+    )
+    check.string(data["fingerprint"], "fingerprint")
+    for key, kind in (("removed", "bool"), ("initial", "bool"), ("scores", "float")):
+        data[key] = check.tensor(data[key], key, tuple(shape), kind)
+    data["done"] = check.integer(data["done"], "done", 0, n_receivers)
+    for key in ("forwards", "evaluations", "filtered"):
+        data[key] = check.integer(data[key], key)
+    data["seconds"] = check.number(data["seconds"], "seconds")
+    return data

@@ -68,7 +68,7 @@ class EdgeScores:
         buffer = io.BytesIO()
         torch.save(
             {
-                "format": "wildcircuits.edge_scores/1",
+                "format": SCORES_FORMAT,
                 "graph": graph_config(self.graph),
                 "scores": self.scores,
                 "method": self.method,
@@ -81,18 +81,34 @@ class EdgeScores:
 
     @classmethod
     def load(cls, path: Path | str, graph: Graph | None = None) -> EdgeScores:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(data, dict) or data.get("format") != "wildcircuits.edge_scores/1":
-            raise GraphError(f"{path} is not a wildcircuits edge-scores file")
-        stored = graph_from_config(data["graph"])
-        if graph is not None and graph_config(graph) != graph_config(stored):
-            raise GraphError(
-                f"{path} holds scores for a graph of {stored.describe()}; "
+        """Read a file written by `save`; GraphError (one line naming the file) on any problem:
+        missing, damaged, hostile (a pickle is never run), wrong structure, or another graph."""
+        from wildcircuits.files import FileCheck, safe_torch_load
+
+        check = FileCheck(Path(path), SCORES_FILE, GraphError)
+        data = check.mapping(safe_torch_load(path, SCORES_FILE, GraphError), "its content")
+        if data.get("format") != SCORES_FORMAT:  # cli/evaluate.py matches this wording
+            raise check.problem(
+                f"is not a wildcircuits edge-scores file (format {data.get('format')!r}, "
+                f"expected {SCORES_FORMAT!r})"
+            )
+        check.mapping(data, "its content", ("graph", "scores", "method"))
+        shape = checked_graph_shape(check, data["graph"], "graph")
+        if graph is not None and shape != graph_shape(graph):
+            raise check.problem(
+                f"holds scores for a graph of {describe_shape(*shape)}; "
                 f"this model's graph is {graph.describe()}"
             )
-        return cls(
-            graph or stored, data["scores"], data["method"], data["settings"], data["provenance"]
-        )
+        cells = graph_cells(*shape[:2])
+        scores = check.tensor(data["scores"], "scores", cells, "float")
+        stored = graph if graph is not None else Graph(*shape)
+        nan = int(torch.where(stored.valid, scores.float(), 0.0).isnan().sum())
+        if nan:
+            raise check.problem(f"scores: {nan} edge scores are NaN, expected numbers")
+        settings = check.mapping(data.get("settings", {}), "settings")
+        provenance = check.mapping(data.get("provenance", {}), "provenance")
+        method = check.string(data["method"], "method")
+        return cls(stored, scores.float(), method, dict(settings), dict(provenance))
 
 
 @dataclass(frozen=True)
@@ -180,3 +196,33 @@ def graph_from_config(config: Mapping[str, Any]) -> Graph:
         int(config["n_heads"]),
         bool(config.get("parallel_attn_mlp", False)),
     )
+
+
+SCORES_FORMAT = "wildcircuits.edge_scores/1"
+SCORES_FILE = "wildcircuits scores file"
+MAX_LAYERS = MAX_HEADS = 256  # a file claiming more is damaged or hostile (the graph is dense)
+
+
+def graph_shape(graph: Graph) -> tuple[int, int, bool]:
+    return graph.n_layers, graph.n_heads, graph.parallel_attn_mlp
+
+
+def graph_cells(n_layers: int, n_heads: int) -> tuple[int, int]:
+    """(receivers, senders) of a graph, without building it."""
+    return n_layers * (3 * n_heads + 1) + 1, n_layers * (n_heads + 1) + 1
+
+
+def describe_shape(n_layers: int, n_heads: int, parallel: bool) -> str:
+    kind = "parallel" if parallel else "sequential"
+    return f"{n_layers} layers x {n_heads} heads, {kind} blocks"
+
+
+def checked_graph_shape(check: Any, config: Any, where: str) -> tuple[int, int, bool]:
+    """(n_layers, n_heads, parallel_attn_mlp) from a file's graph config, each checked by
+    `check` (a `wildcircuits.files.FileCheck`), so no absurd graph is ever built."""
+    config = check.mapping(config, where, ("n_layers", "n_heads"))
+    n_layers = check.integer(config["n_layers"], f"{where}.n_layers", 1, MAX_LAYERS)
+    n_heads = check.integer(config["n_heads"], f"{where}.n_heads", 1, MAX_HEADS)
+    parallel = config.get("parallel_attn_mlp", False)
+    parallel = False if parallel is None else check.boolean(parallel, f"{where}.parallel_attn_mlp")
+    return n_layers, n_heads, parallel

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +31,28 @@ from typing import Any
 import torch
 
 from wildcircuits.errors import GraphError
-from wildcircuits.graph.circuit import Circuit, EdgeScores
+from wildcircuits.files import (
+    FileCheck,
+    kind_of,
+    one_line,
+    parse_json,
+    read_text_file,
+    safe_torch_load,
+)
+from wildcircuits.graph.circuit import (
+    Circuit,
+    EdgeScores,
+    checked_graph_shape,
+    describe_shape,
+    graph_shape,
+)
 from wildcircuits.graph.graph import Graph
 from wildcircuits.names import LOGITS, parse_node, parse_receiver
 from wildcircuits.results import atomic_write_bytes
 
 FORMAT = "wildcircuits.circuit/1"
+JSON_FILE = "MIB circuit file (JSON)"
+PT_FILE = "MIB circuit file (PT)"
 
 
 @dataclass(frozen=True)
@@ -94,32 +109,33 @@ def save_mib_json(
 
 def load_mib_json(path: Path | str, graph: Graph, d_model: int | None = None) -> CircuitFile:
     """Read a MIB JSON circuit for `graph`; see the module docstring for the checks."""
-    try:
-        document = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise GraphError(f"cannot read MIB circuit {path}: {error}") from error
-    if not isinstance(document, dict) or not {"cfg", "edges"} <= document.keys():
-        raise GraphError(f"{path} is not a MIB circuit file (needs 'cfg' and 'edges')")
-    _check_cfg(path, document["cfg"], graph, d_model)
+    check = FileCheck(Path(path), JSON_FILE, GraphError)
+    document = parse_json(read_text_file(path, JSON_FILE, GraphError), check)
+    if not isinstance(document, Mapping) or not {"cfg", "edges"} <= document.keys():
+        got = f"keys {sorted(document)[:6]}" if isinstance(document, Mapping) else kind_of(document)
+        raise check.problem(f"not a MIB circuit file (needs 'cfg' and 'edges'; got {got})")
+    _check_cfg(check, document["cfg"], graph, d_model)
+    edges = check.mapping(document["edges"], "edges")
     cells = _edge_cells(graph)
-    unknown = [name for name in document["edges"] if name not in cells]
+    unknown = [name for name in edges if name not in cells]
     if unknown:
         _raise_unknown(path, unknown, graph)
-    entries = [(cells[name], *_edge_entry(path, name, e)) for name, e in document["edges"].items()]
+    entries = [(cells[name], *_edge_entry(path, name, e)) for name, e in edges.items()]
     in_graph = torch.zeros_like(graph.valid)
     values = torch.zeros(graph.n_receivers, graph.n_senders)
     if entries:
         cell_list, flags, scores = zip(*entries, strict=True)
         index = tuple(torch.tensor(cell_list, dtype=torch.long).reshape(-1, 2).T)  # (2, edge)
         in_graph[index], values[index] = torch.tensor(flags), torch.tensor(scores)
-    circuit, scores = _assemble(path, graph, in_graph, values, document.get("wildcircuits"))
+    circuit, scores = _assemble(check, graph, in_graph, values, document.get("wildcircuits"))
+    nodes = check.mapping(document.get("nodes") or {}, "nodes")
     report = ImportReport(
         str(path),
-        len(document["edges"]),
-        graph.n_edges - len(document["edges"]),
+        len(edges),
+        graph.n_edges - len(edges),
         circuit.n_edges,
         scores is not None,
-        _node_conflicts(path, circuit, _json_node_flags(path, document.get("nodes", {}))),
+        _node_conflicts(path, circuit, _json_node_flags(path, nodes)),
     )
     return CircuitFile(circuit, scores, report)
 
@@ -150,23 +166,24 @@ def save_circuit_pt(
 
 def load_circuit_pt(path: Path | str, graph: Graph, d_model: int | None = None) -> CircuitFile:
     """Read a MIB-style PT circuit for `graph` (weights_only=True; see the module docstring)."""
-    data = _safe_load(path)
-    required = {"cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_graph"}
-    if not isinstance(data, dict) or not required <= data.keys():
-        missing = sorted(required - set(data)) if isinstance(data, dict) else sorted(required)
-        raise GraphError(f"{path} is not a MIB PT circuit file (missing {', '.join(missing)})")
-    _check_cfg(path, data["cfg"], graph, d_model)
-    columns = [_sender_index(path, graph, name) for name in data["src_nodes"]]
-    rows = [_receiver_index(path, graph, name) for name in data["dst_nodes"]]
-    flags, stored = data["edges_in_graph"].bool(), data["edges_scores"].float()
+    check = FileCheck(Path(path), PT_FILE, GraphError)
+    data = safe_torch_load(path, PT_FILE, GraphError)
+    required = ("cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_graph")
+    check.mapping(data, "its content", required)
+    _check_cfg(check, data["cfg"], graph, d_model)
+    columns = [_sender_index(path, graph, name) for name in _names(check, data, "src_nodes")]
+    rows = [_receiver_index(path, graph, name) for name in _names(check, data, "dst_nodes")]
     if len(set(columns)) != len(columns) or len(set(rows)) != len(rows):
         raise GraphError(f"{path}: src_nodes / dst_nodes repeat a name")
     shape = (len(columns), len(rows))
-    if tuple(flags.shape) != shape or tuple(stored.shape) != shape:
-        raise GraphError(f"{path}: edge tensors must be (src, dst) = {shape}")
+    flags = _edge_tensor(check, data["edges_in_graph"], "edges_in_graph", shape).bool()
+    stored = _edge_tensor(check, data["edges_scores"], "edges_scores", shape).float()
     in_graph = torch.zeros_like(graph.valid)
     values = torch.zeros(graph.n_receivers, graph.n_senders)
-    index = (torch.tensor(rows)[None, :], torch.tensor(columns)[:, None])  # (src, dst) cells
+    index = (
+        torch.tensor(rows, dtype=torch.long)[None, :],
+        torch.tensor(columns, dtype=torch.long)[:, None],
+    )
     in_graph[index], values[index] = flags, stored
     present = torch.zeros_like(graph.valid)
     present[index] = True
@@ -174,12 +191,30 @@ def load_circuit_pt(path: Path | str, graph: Graph, d_model: int | None = None) 
     if bool(backwards.any()):
         count = int(backwards.sum())
         raise GraphError(f"{path}: {count} in-graph edges are not edges of {graph.describe()}")
-    circuit, scores = _assemble(path, graph, in_graph, values, data.get("wildcircuits"))
+    circuit, scores = _assemble(check, graph, in_graph, values, data.get("wildcircuits"))
     n_present = int((present & graph.valid).sum())
     report = ImportReport(
         str(path), n_present, graph.n_edges - n_present, circuit.n_edges, scores is not None
     )
     return CircuitFile(circuit, scores, report)
+
+
+def _names(check: FileCheck, data: Mapping[str, Any], key: str) -> list[str]:
+    names = data[key]
+    if not isinstance(names, list | tuple):
+        raise check.problem(f"{key} is {kind_of(names)}, expected a list of node names")
+    return [check.string(name, f"{key}[{i}]") for i, name in enumerate(names)]
+
+
+def _edge_tensor(check: FileCheck, value: Any, key: str, shape: tuple[int, int]) -> torch.Tensor:
+    """A (src, dst) tensor of bools or real numbers."""
+    if not isinstance(value, torch.Tensor) or value.is_complex():
+        raise check.problem(f"{key} is {kind_of(value)}, expected a real (src, dst) tensor {shape}")
+    if tuple(value.shape) != shape:
+        raise check.problem(
+            f"edge tensors must be (src, dst) = {shape}; {key} is {tuple(value.shape)}"
+        )
+    return value
 
 
 def load_circuit(path: Path | str, graph: Graph, d_model: int | None = None) -> CircuitFile:
@@ -204,20 +239,19 @@ def _cfg(graph: Graph, d_model: int | None) -> dict[str, Any]:
     return cfg
 
 
-def _check_cfg(path, cfg: Any, graph: Graph, d_model: int | None) -> None:
+def _check_cfg(check: FileCheck, cfg: Any, graph: Graph, d_model: int | None) -> None:
     if not isinstance(cfg, Mapping) or not {"n_layers", "n_heads"} <= cfg.keys():
-        raise GraphError(f"{path}: cfg must give n_layers and n_heads, got {cfg!r}")
-    stored = Graph(int(cfg["n_layers"]), int(cfg["n_heads"]), bool(cfg.get("parallel_attn_mlp")))
-    if (stored.n_layers, stored.n_heads, stored.parallel_attn_mlp) != (
-        graph.n_layers,
-        graph.n_heads,
-        graph.parallel_attn_mlp,
-    ):
-        raise GraphError(
-            f"{path} is a circuit for {stored.describe()}; this model's graph is {graph.describe()}"
+        raise check.problem(f"cfg must give n_layers and n_heads, got {one_line(repr(cfg), 80)}")
+    shape = checked_graph_shape(check, cfg, "cfg")
+    if shape != graph_shape(graph):
+        raise check.problem(
+            f"is a circuit for {describe_shape(*shape)}; this model's graph is {graph.describe()}"
         )
-    if d_model is not None and cfg.get("d_model") not in (None, d_model):
-        raise GraphError(f"{path} is for d_model {cfg['d_model']}; this model has {d_model}")
+    stored = cfg.get("d_model")
+    if d_model is not None and stored is not None and stored != d_model:
+        raise check.problem(
+            f"is for d_model {one_line(repr(stored), 40)}; this model has {d_model}"
+        )
 
 
 def _edge_cells(graph: Graph) -> dict[str, tuple[int, int]]:
@@ -240,29 +274,35 @@ def _raise_unknown(path, unknown: list[str], graph: Graph) -> None:
 
 def _edge_entry(path, name: str, entry: Any) -> tuple[bool, float]:
     if not isinstance(entry, Mapping) or not isinstance(entry.get("in_graph"), bool):
-        raise GraphError(f"{path}: edge {name} needs a boolean 'in_graph', got {entry!r}")
+        raise GraphError(
+            f"{path}: edge {name} needs a boolean 'in_graph', got {one_line(repr(entry), 60)}"
+        )
     score = entry.get("score", 0.0)
     if score is None:
         score = 0.0
     if isinstance(score, bool) or not isinstance(score, (int, float)):
-        raise GraphError(f"{path}: edge {name} has a non-numeric score {score!r}")
-    return entry["in_graph"], float(score)
+        raise GraphError(f"{path}: edge {name} has a non-numeric score {one_line(repr(score), 40)}")
+    try:
+        return entry["in_graph"], float(score)
+    except OverflowError:
+        raise GraphError(f"{path}: edge {name} has a score too large for a float") from None
 
 
 def _json_node_flags(path, nodes: Any) -> dict[str, bool]:
     flags = {}
     for name, entry in nodes.items():
-        parse_node(name)  # unknown node names raise
+        _node(path, name)  # unknown node names raise
         flag = entry.get("in_graph") if isinstance(entry, Mapping) else entry  # old: name -> bool
         if not isinstance(flag, bool):
-            raise GraphError(f"{path}: node {name} needs a boolean 'in_graph', got {entry!r}")
+            shown = one_line(repr(entry), 60)
+            raise GraphError(f"{path}: node {name} needs a boolean 'in_graph', got {shown}")
         flags[name] = flag
     return flags
 
 
 def _node_conflicts(path, circuit: Circuit, flags: dict[str, bool]) -> int:
     for name in flags:
-        node = parse_node(name)
+        node = _node(path, name)
         if node != LOGITS and node not in circuit.graph.sender_index:
             raise GraphError(f"{path}: node {name} is not in this graph")
     excluded = {name for name, flag in flags.items() if not flag}
@@ -272,31 +312,28 @@ def _node_conflicts(path, circuit: Circuit, flags: dict[str, bool]) -> int:
     )
 
 
+def _node(path, name: str):
+    try:
+        return parse_node(name)
+    except GraphError as error:
+        raise GraphError(f"{path}: {error}") from None
+
+
 def _sender_index(path, graph: Graph, name: str) -> int:
-    node = parse_node(name)
+    node = _node(path, name)
     if node not in graph.sender_index:
         raise GraphError(f"{path}: source node {name} is not in this graph ({graph.describe()})")
     return graph.sender_index[node]
 
 
 def _receiver_index(path, graph: Graph, name: str) -> int:
-    receiver = parse_receiver(name)
+    try:
+        receiver = parse_receiver(name)
+    except GraphError as error:
+        raise GraphError(f"{path}: {error}") from None
     if receiver not in graph.receiver_index:
         raise GraphError(f"{path}: destination {name} is not in this graph ({graph.describe()})")
     return graph.receiver_index[receiver]
-
-
-def _safe_load(path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise GraphError(
-            f"refusing to load {path}: it holds objects other than tensors and plain values, "
-            f"and circuit files are loaded with weights_only=True so they cannot run code "
-            f"({str(error).splitlines()[0]})"
-        ) from error
-    except (OSError, RuntimeError, EOFError) as error:
-        raise GraphError(f"cannot read circuit file {path}: {error}") from error
 
 
 def _scores_for(circuit: Circuit, scores: EdgeScores | None) -> EdgeScores:
@@ -324,19 +361,35 @@ def _metadata(circuit: Circuit, scores: EdgeScores | None) -> dict[str, Any]:
     return meta
 
 
-def _assemble(path, graph, in_graph, values, meta) -> tuple[Circuit, EdgeScores | None]:
+def _assemble(check: FileCheck, graph, in_graph, values, meta) -> tuple[Circuit, EdgeScores | None]:
     """The circuit and scores read from a file; `meta` is our "wildcircuits" block, if any."""
-    meta = meta if isinstance(meta, Mapping) else {}
+    meta = _meta(check, meta)
     if not bool(values.isfinite().all()):
-        raise GraphError(f"{path}: {int((~values.isfinite()).sum())} edge scores are not finite")
-    description = str(meta.get("description") or f"circuit from {Path(path).name}")
+        raise check.problem(f"{int((~values.isfinite()).sum())} edge scores are not finite")
+    description = meta.get("description") or f"circuit from {check.path.name}"
     circuit = Circuit(graph, in_graph, description)
     if meta and not meta.get("has_scores", True):
         return circuit, None
-    provenance = {**dict(meta.get("provenance") or {}), "imported_from": str(path)}
-    method = str(meta.get("method") or "imported")
+    provenance = {**dict(meta.get("provenance") or {}), "imported_from": str(check.path)}
+    method = meta.get("method") or "imported"
     scores = EdgeScores(graph, values, method, dict(meta.get("settings") or {}), provenance)
     return circuit, scores
+
+
+def _meta(check: FileCheck, meta: Any) -> dict[str, Any]:
+    """Our "wildcircuits" block, each field checked (a foreign file may lack it: {})."""
+    if not isinstance(meta, Mapping):
+        return {}
+    out = dict(meta)
+    for key in ("description", "method"):
+        if out.get(key) is not None:
+            out[key] = check.string(out[key], f"wildcircuits.{key}")
+    for key in ("settings", "provenance"):
+        if out.get(key) is not None:
+            out[key] = dict(check.mapping(out[key], f"wildcircuits.{key}"))
+    if out.get("has_scores") is not None:
+        out["has_scores"] = check.boolean(out["has_scores"], "wildcircuits.has_scores")
+    return out
 
 
 def _plain(mapping: Mapping[str, Any]) -> dict[str, Any]:

@@ -150,12 +150,11 @@ def check_entry(folder: Path, source_sha256: str) -> str | None:
         return "no entry"
     if not (folder / MARKER_NAME).is_file():
         return f"completion marker {MARKER_NAME} is missing (half-written entry)"
-    try:
-        record = json.loads((folder / RECORD_NAME).read_text())
-    except (OSError, ValueError) as error:
-        return f"record {RECORD_NAME} is unreadable: {error}"
+    record = read_record(folder)
+    if isinstance(record, str):
+        return record
     if record.get("format_version") != FORMAT_VERSION:
-        return f"format version {record.get('format_version')} is not {FORMAT_VERSION}"
+        return f"format version {record.get('format_version')!r} is not {FORMAT_VERSION}"
     if record.get("source_sha256") != source_sha256:
         return "recorded source sha256 does not match the GGUF file"
     files, crcs = record.get("files"), record.get("crc32")
@@ -164,10 +163,38 @@ def check_entry(folder: Path, source_sha256: str) -> str | None:
     if not isinstance(crcs, dict) or set(crcs) != set(files):
         return "record has no checksum for every file"
     for name, size in files.items():
+        if not _plain_name(name) or not _is_int(size) or not _is_int(crcs[name]):
+            return f"record entry {name!r} is malformed (expected a file name, size and CRC)"
+    for name, size in files.items():
         problem = _check_file(folder / name, size, crcs[name])
         if problem is not None:
             return f"file {name}: {problem}"
     return None
+
+
+def read_record(folder: Path) -> dict[str, Any] | str:
+    """An entry's record.json as a dict, or why it cannot be read (never raises)."""
+    try:
+        record = json.loads((folder / RECORD_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:
+        return f"record {RECORD_NAME} is unreadable: {error}"
+    if not isinstance(record, dict):
+        return f"record {RECORD_NAME} is not a JSON object"
+    return record
+
+
+def _plain_name(name: Any) -> bool:
+    """A file name inside the entry folder (never a path that leaves it)."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and ("\\" not in name and "\x00" not in name)
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _check_file(path: Path, size: int, crc: int) -> str | None:
@@ -193,11 +220,17 @@ def check_safetensors(path: Path) -> str | None:
             if header_size > size - 8:
                 return "header is longer than the file"
             header = json.loads(handle.read(header_size))
+        if not isinstance(header, dict):
+            return "header is not a JSON object"
         ends = [
             tensor["data_offsets"][1] for name, tensor in header.items() if name != "__metadata__"
         ]
     except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as error:
         return f"header is unreadable ({error})"
+    except RecursionError:
+        return "header is unreadable (nested too deeply)"
+    if not all(_is_int(end) for end in ends):
+        return "header gives a data offset that is not a whole number"
     expected = 8 + header_size + max(ends, default=0)
     if expected != size:
         return f"expected {expected} bytes from its header, found {size}"
@@ -265,7 +298,7 @@ def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     """
     from transformers import PreTrainedTokenizerFast
 
-    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings = _tokenizer_settings(folder / "tokenizer_config.json")
     special = {
         name: settings[name]
         for name in ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token")
@@ -277,6 +310,19 @@ def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     if template.is_file():
         tokenizer.chat_template = template.read_text()
     return tokenizer
+
+
+def _tokenizer_settings(path: Path) -> dict[str, Any]:
+    """A cache entry's tokenizer_config.json; ModelFileError (one line) when unreadable."""
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:
+        problem = f"unreadable ({type(error).__name__}: {str(error).splitlines()[0][:160]})"
+    else:
+        if isinstance(settings, dict):
+            return settings
+        problem = "not a JSON object"
+    raise ModelFileError(f"{path}: tokenizer settings {problem}; the cache entry is rebuilt")
 
 
 def read_gguf_file_type(gguf_path: Path) -> str | None:
@@ -297,8 +343,15 @@ def read_gguf_file_type(gguf_path: Path) -> str | None:
 
 
 def _entry_from_folder(folder: Path) -> CacheEntry:
-    record = json.loads((folder / RECORD_NAME).read_text())
-    return CacheEntry(folder, record["source_sha256"], record.get("gguf_file_type"))
+    """The entry of a folder that passed `check_entry`; ModelFileError if its record vanished."""
+    record = read_record(folder)
+    if isinstance(record, str) or not isinstance(record.get("source_sha256"), str):
+        problem = record if isinstance(record, str) else "record has no source sha256"
+        raise ModelFileError(f"cache entry {folder}: {problem}; delete the folder to rebuild it")
+    file_type = record.get("gguf_file_type")
+    return CacheEntry(
+        folder, record["source_sha256"], file_type if isinstance(file_type, str) else None
+    )
 
 
 def _remove_leftovers(folder: Path) -> None:

@@ -17,6 +17,7 @@ from wildcircuits.errors import TaskError
 from wildcircuits.tasks.spec import MetricKind, Split
 
 TEST_FRACTION = 0.5  # share of the prompt space assigned to the test split
+UNEQUAL_LENGTH = "token length differs from the clean prompt"  # a reason to drop a candidate
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,30 @@ class BuildReport:
     attempts: int
     dropped_fillers: tuple[DroppedFiller, ...] = ()
     dropped_examples: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def dropped_unequal_length(self) -> int:
+        """Candidates (e.g. JSONL rows) dropped because a corrupted prompt's token length differs
+        from its clean prompt's."""
+        return sum(n for reason, n in self.dropped_examples.items() if UNEQUAL_LENGTH in reason)
+
+    def dropped_lines(self) -> list[str]:
+        """One line per reason something was dropped (empty when nothing was): for printing."""
+        return self.summary().splitlines()[1:]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-plain form, for a run folder: counts, every drop reason with its count."""
+        return {
+            "requested": self.requested,
+            "built": self.built,
+            "attempts": self.attempts,
+            "dropped_fillers": [
+                {"list": d.list_name, "value": d.value, "form": d.form, "n_tokens": d.n_tokens}
+                for d in self.dropped_fillers
+            ],
+            "dropped_examples": dict(self.dropped_examples),
+            "dropped_unequal_length": self.dropped_unequal_length,
+        }
 
     def summary(self) -> str:
         """A human-readable account of every constraint that removed something."""
@@ -215,7 +240,7 @@ def tokenize_prompt(tokenizer: Any, text: str, spans: Sequence[Span]) -> Prompt:
 def check_aligned(clean: Prompt, corrupted: Prompt) -> str | None:
     """Why a corrupted prompt does not align with its clean prompt, or None if it does."""
     if len(clean) != len(corrupted):
-        return "token length differs from the clean prompt"
+        return UNEQUAL_LENGTH
     if dict(clean.positions) != dict(corrupted.positions):
         return "named positions differ between clean and corrupted prompt"
     return None

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from wildcircuits.errors import TaskError, TaskFileError
+from wildcircuits.files import one_line, read_text_file
 from wildcircuits.tasks.spec import (
     Corruption,
     MetricKind,
@@ -31,24 +32,39 @@ _TOP_KEYS = {
 
 
 def load_yaml_spec(path: str | Path) -> TemplateTaskSpec:
-    """Read a YAML task file into a validated spec (TaskFileError on any problem)."""
+    """Read a YAML task file into a validated spec (TaskFileError, one line, on any problem)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise TaskFileError(f"{path}: cannot read task file: {error}") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        raise TaskFileError(f"{path}: {line}invalid YAML: {error}") from None
+    data = _parse_yaml(path, read_text_file(path, "YAML task file", TaskFileError))
+    if data is None:
+        raise TaskFileError(f"{path}: empty file (no YAML mapping), not a YAML task file")
     try:
         spec = spec_from_dict(data, source=str(path))
         from wildcircuits.tasks.validate import validate_spec
 
         validate_spec(spec)
     except TaskError as error:
-        raise TaskFileError(f"{path}: {error}") from None
+        raise TaskFileError(one_line(f"{path}: {error}", limit=600)) from None
     return spec
+
+
+def _parse_yaml(path: Path, text: str) -> Any:
+    """`yaml.safe_load(text)` (no tag ever constructs an object); one-line TaskFileError."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"YAML line {mark.line + 1}" if mark is not None else "YAML"
+        problem = getattr(error, "problem", None) or str(error)
+        context = getattr(error, "context", None)
+        detail = f"{problem} ({context})" if context else problem
+        if isinstance(error, yaml.constructor.ConstructorError) and "tag" in str(problem):
+            detail += "; task files are plain data, wildcircuits never constructs objects from tags"
+        message = f"{path}: {where}: invalid YAML: {detail}"
+    except RecursionError:
+        message = f"{path}: invalid YAML: nested too deeply to read"
+    except (ValueError, TypeError, OverflowError) as error:  # e.g. a date like 2001-13-45
+        message = f"{path}: invalid YAML: a value cannot be read ({error})"
+    raise TaskFileError(one_line(message, limit=600))
 
 
 def spec_from_dict(data: Any, source: str = "builtin") -> TemplateTaskSpec:
@@ -71,12 +87,12 @@ def spec_from_dict(data: Any, source: str = "builtin") -> TemplateTaskSpec:
             _corruption(k, v) for k, v in _mapping(data.get("corruptions"), "corruptions").items()
         ),
         answers=tuple(_string(a, "answers[]") for a in _list(data, "answers")),
-        distractors=tuple(_string(d, "distractors[]") for d in data.get("distractors") or ()),
+        distractors=tuple(_string(d, "distractors[]") for d in _optional_list(data, "distractors")),
         metric=_enum(MetricKind, data.get("metric", "logit_diff"), "metric"),
         default_corruption=data.get("default_corruption"),
         position=_string(data.get("position", "END"), "position"),
         variations=tuple(
-            _variation(i, v, lists) for i, v in enumerate(data.get("variations") or ())
+            _variation(i, v, lists) for i, v in enumerate(_optional_list(data, "variations"))
         ),
         source=source,
     )
@@ -123,6 +139,15 @@ def _list(data: Mapping[str, Any], key: str) -> list[Any]:
     value = data.get(key)
     if not isinstance(value, list) or not value:
         raise TaskError(f"{key}: expected a non-empty list, got {type(value).__name__}")
+    return value
+
+
+def _optional_list(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TaskError(f"{key}: expected a list, got {type(value).__name__}")
     return value
 
 

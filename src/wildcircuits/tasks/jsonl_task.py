@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from wildcircuits.errors import TaskError, TaskFileError
+from wildcircuits.files import FileCheck, kind_of, parse_json, read_text_file
 from wildcircuits.tasks.base import Preview, Variation, task_problem
 from wildcircuits.tasks.dataset import (
     BuildReport,
@@ -142,36 +143,36 @@ def _example(row: Row, tokenizer: Any) -> tuple[Example | None, str]:
 def load_jsonl_task(
     path: str | Path, metric: MetricKind = MetricKind.LOGIT_DIFF, name: str | None = None
 ) -> JsonlTask:
-    """Read a JSONL task; TaskFileError names the file, line and key on any problem."""
+    """Read a JSONL task; TaskFileError (one line) names the file, line and key on any problem."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise TaskFileError(f"{path}: cannot read task file: {error}") from None
-    rows = []
-    for number, line in enumerate(lines, start=1):
+    check = FileCheck(path, JSONL_FILE, TaskFileError)
+    rows: list[Row] = []
+    # split on "\n" only: str.splitlines would also split inside strings (e.g. at U+2028)
+    for number, line in enumerate(read_text_file(path, JSONL_FILE, TaskFileError).split("\n"), 1):
         if not line.strip():
             continue
+        data = parse_json(line, check, line=number)
         try:
-            rows.append(parse_row(json.loads(line)))
-        except json.JSONDecodeError as error:
-            raise TaskFileError(f"{path}: line {number}: invalid JSON: {error.msg}") from None
+            rows.append(parse_row(data))
         except TaskError as error:
-            raise TaskFileError(f"{path}: line {number}: {error}") from None
+            raise check.problem(f"JSONL line {number}: {error}") from None
         if set(rows[-1].corrupted) != set(rows[0].corrupted):
-            raise TaskFileError(
-                f"{path}: line {number}: corruptions {sorted(rows[-1].corrupted)} differ from "
+            raise check.problem(
+                f"JSONL line {number}: corruptions {sorted(rows[-1].corrupted)} differ from "
                 f"the first row's {sorted(rows[0].corrupted)}"
             )
     if not rows:
-        raise TaskFileError(f"{path}: expected at least one JSON row, found none")
+        raise check.problem("expected at least one JSON row, found none")
     return JsonlTask(name or path.stem, tuple(rows), metric)
+
+
+JSONL_FILE = "JSONL task file"
 
 
 def parse_row(data: Any) -> Row:
     """One row from its parsed JSON; TaskError names the key."""
     if not isinstance(data, dict):
-        raise TaskError(f"expected a JSON object, got {type(data).__name__}")
+        raise TaskError(f"not a JSON object (got {kind_of(data)}); each line is one row object")
     for key in ("clean", "corrupted", "answer", "distractor"):
         if key not in data:
             raise TaskError(f"missing key {key!r}; expected clean, corrupted, answer, distractor")
@@ -195,7 +196,7 @@ def parse_row(data: Any) -> Row:
 
 def _text(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value:
-        raise TaskError(f"key {key!r}: expected a non-empty string, got {value!r}")
+        raise TaskError(f"key {key!r}: expected a non-empty string, got {kind_of(value)}")
     return value
 
 
