@@ -630,3 +630,13 @@ def test_tasks_command_caps_a_huge_prompt(tmp_path: Path, capsys) -> None:
     assert main(["tasks", str(path)]) == 0
     out = capsys.readouterr().out
     assert len(out) < 5_000 and "1,000,000 characters in all" in out
+
+
+def test_a_path_with_odd_characters_is_named_exactly(tmp_path: Path) -> None:
+    folder = tmp_path / "two  spaces. and a dot"
+    folder.mkdir()
+    for name in ("scores", "yaml_task", "circuit_json"):
+        loader = LOADERS[name]
+        path = folder / loader.file_name
+        _random_bytes(path)
+        _assert_clean_error(loader, path)

@@ -33,11 +33,14 @@ _ADVICE = re.compile(r"weights.only|pytorch 2\.6|check the documentation|interna
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def one_line(text: object, limit: int = _LIMIT) -> str:
-    """`text` on one line: whitespace collapsed, torch's weights_only advice dropped, capped."""
-    sentences = re.split(r"(?<=[.!?])\s+|\n+", str(text))
-    kept = " ".join(s.strip() for s in sentences if s.strip() and not _ADVICE.search(s))
-    kept = re.sub(r"\s+", " ", kept).strip()
+def one_line(text: object, limit: int = _LIMIT, foreign: bool = True) -> str:
+    """`text` on one line (whitespace collapsed), capped at `limit` characters. `foreign` text
+    (torch's, yaml's) also loses its sentences of advice, e.g. to retry with weights_only=False."""
+    text = str(text)
+    if foreign:
+        sentences = re.split(r"(?<=[.!?])\s+|\n+", text)
+        text = " ".join(s for s in sentences if not _ADVICE.search(s))
+    kept = re.sub(r"\s+", " ", text).strip()
     return kept if len(kept) <= limit else kept[: limit - 3] + "..."
 
 
@@ -54,7 +57,7 @@ class FileCheck:
 
     def problem(self, text: str) -> WildcircuitsError:
         """The error to raise: `<path>: <text>`, on one line."""
-        return self.error(one_line(f"{self.path}: {text}", limit=600))
+        return self.error(f"{self.path}: {one_line(text, limit=600, foreign=False)}")
 
     def regular_file(self) -> int:
         """The file's size; raises when it is missing, a directory or unreadable."""

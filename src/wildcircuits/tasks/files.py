@@ -43,7 +43,7 @@ def load_yaml_spec(path: str | Path) -> TemplateTaskSpec:
 
         validate_spec(spec)
     except TaskError as error:
-        raise TaskFileError(one_line(f"{path}: {error}", limit=600)) from None
+        raise TaskFileError(f"{path}: {one_line(error, limit=600, foreign=False)}") from None
     return spec
 
 
@@ -59,12 +59,12 @@ def _parse_yaml(path: Path, text: str) -> Any:
         detail = f"{problem} ({context})" if context else problem
         if isinstance(error, yaml.constructor.ConstructorError) and "tag" in str(problem):
             detail += "; task files are plain data, wildcircuits never constructs objects from tags"
-        message = f"{path}: {where}: invalid YAML: {detail}"
+        message = f"{where}: invalid YAML: {detail}"
     except RecursionError:
-        message = f"{path}: invalid YAML: nested too deeply to read"
+        message = "invalid YAML: nested too deeply to read"
     except (ValueError, TypeError, OverflowError) as error:  # e.g. a date like 2001-13-45
-        message = f"{path}: invalid YAML: a value cannot be read ({error})"
-    raise TaskFileError(one_line(message, limit=600))
+        message = f"invalid YAML: a value cannot be read ({error})"
+    raise TaskFileError(f"{path}: {one_line(message, limit=600)}")
 
 
 def spec_from_dict(data: Any, source: str = "builtin") -> TemplateTaskSpec:
