@@ -114,13 +114,18 @@ def test_resume_skips_finished_steps_and_recomputes_missing_or_corrupt_ones(
     assert RunFolder(tmp_path / "run").path("roles.json").exists()
 
 
-def test_resume_refuses_other_settings(tiny_setup, tmp_path):
+def test_other_settings_are_refused_without_resume_and_recomputed_with_it(tiny_setup, tmp_path):
     model, task = tiny_setup
     discover(_config(model, task, steps=("behaviour",)), tmp_path / "run", progress=False)
     from wildcircuits.errors import WildcircuitsError
 
-    with pytest.raises(WildcircuitsError, match="other settings.*seed"):
-        discover(_config(model, task, seed=5), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(WildcircuitsError, match="other settings.*seed: 0 -> 5"):
+        discover(_config(model, task, seed=5, steps=("behaviour",)), tmp_path / "run",
+                 progress=False)  # fmt: skip
+    discover(_config(model, task, seed=5, steps=("behaviour",)), tmp_path / "run", resume=True,
+             progress=False)  # fmt: skip
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["steps"]["behaviour"]["inputs"]["seed"] == 5
 
 
 def test_bad_settings_are_clear_errors():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from tests.report_fixtures import write_synthetic_run
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.pipeline.config import DiscoverConfig
+from wildcircuits.pipeline.fingerprint import file_hash
 from wildcircuits.pipeline.run_folder import RunFolder
 from wildcircuits.report.html import build_report
 from wildcircuits.report.run_folder import read_run
@@ -94,16 +96,23 @@ def test_saving_checks_provenance(tmp_path):
 def test_resume_treats_a_file_that_does_not_fit_as_not_done(tmp_path):
     run = shutil.copytree(RUN_V0, tmp_path / "run")
     folder = RunFolder(run)
-    folder.start(DiscoverConfig.from_dict(json.loads((run / "config.json").read_text())), True)
+    config = DiscoverConfig.from_dict(json.loads((run / "config.json").read_text()))
+    folder.start(config, True)
     assert folder.manifest.steps["evaluate"].state is StepState.DONE
-    assert folder.is_done("evaluate") and folder.is_done("localise")
+    assert not folder.is_done("evaluate", config)  # written before fingerprints: recomputed
+    for step in ("behaviour", "localise", "discover", "evaluate", "redteam", "summarise"):
+        folder.finish(step, config, 1.0, folder.manifest.steps[step].outputs)
+    assert folder.is_done("evaluate", config) and folder.is_done("localise", config)
     (run / "metrics.json").write_text("{}")
-    assert not folder.is_done("evaluate")
+    record = folder.manifest.steps["evaluate"]  # the hash agrees: only parsing can tell
+    hashes = {**record.hashes, "metrics.json": file_hash(run / "metrics.json")}
+    folder.manifest = folder.manifest.with_step("evaluate", replace(record, hashes=hashes))
+    assert not folder.is_done("evaluate", config)
     localise = json.loads((run / "localise.json").read_text())
     localise["grids"]["dla_head"]["values"] = "not a grid"
     (run / "localise.json").write_text(json.dumps(localise))
-    assert not folder.is_done("localise")
-    assert folder.is_done("redteam") and folder.is_done("discover")
+    assert not folder.is_done("localise", config)
+    assert folder.is_done("discover", config)
 
 
 def test_config_from_dict_names_an_unknown_key():

@@ -50,7 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--steps", default=",".join(STEPS), help=f"comma-separated subset of: {','.join(STEPS)}"
     )
     parser.add_argument(
-        "--resume", action="store_true", help="skip steps whose outputs are already in RUN_DIR"
+        "--resume",
+        action="store_true",
+        help="skip steps whose outputs in RUN_DIR agree with these settings; recompute the rest",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="delete the previous run's files in RUN_DIR first"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
@@ -70,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         steps=tuple(s.strip() for s in args.steps.split(",") if s.strip()),
         corruption=args.corruption, method_settings=settings,
     )  # fmt: skip
-    folder = discover(config, args.out, resume=args.resume, progress=not args.quiet)
+    folder = discover(config, args.out, resume=args.resume, progress=not args.quiet,
+                      fresh=args.fresh)  # fmt: skip
     print(f"run folder: {folder}")
     if (folder / "report.html").exists():
         print(f"report: {folder / 'report.html'}")

@@ -1,14 +1,16 @@
 """The run folder's bookkeeping: config.json, manifest.json and per-step completion.
 
-A step is done when the manifest says so AND every output it recorded exists and parses; a
-step whose outputs are missing or corrupt is run again on `--resume`. Every write is atomic, so
-killing the run at any point loses at most the step in progress.
+A step is done when the manifest says so, its fingerprint agrees with the current config and the
+upstream outputs (`fingerprint`), and every output it recorded still has its hash and parses; any
+other step is run again on `--resume`. Every write is atomic and the manifest is updated after a
+step's outputs, so killing the run at any point loses at most the step in progress.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +18,14 @@ from typing import Any
 
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.pipeline.config import DiscoverConfig
+from wildcircuits.pipeline.fingerprint import (
+    STEP_FIELDS,
+    differences,
+    disagreement,
+    file_hash,
+    fingerprint,
+    step_inputs,
+)
 from wildcircuits.results import RESULT_KINDS, load_json, save_json
 from wildcircuits.results.manifest import Manifest, StepRecord, StepState, Stop
 
@@ -31,14 +41,19 @@ class RunFolder:
         return self.root / name
 
     # config -------------------------------------------------------------------------------------
-    def start(self, config: DiscoverConfig, resume: bool) -> DiscoverConfig:
-        """Create or reopen the folder; on resume the saved config must match `config`."""
+    def start(self, config: DiscoverConfig, resume: bool, fresh: bool = False) -> DiscoverConfig:
+        """Create or reopen the folder.
+
+        `fresh` deletes the previous run's files first. Without `resume`, a folder holding
+        another config's results is refused, naming the differences; with it, the steps whose
+        fingerprints no longer agree are recomputed (`is_done`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         config_path = self.path("config.json")
-        manifest = Manifest()
-        if resume and config_path.exists():
+        if fresh:
+            self._clear()
+        elif not resume and config_path.exists():
             _check_same(config_path, config)
-            manifest = self._load_manifest()
+        manifest = self._load_manifest() if config_path.exists() else Manifest()
         save_json(config_path, config.to_dict(), require_provenance=False)
         self.manifest = replace(
             manifest,
@@ -50,6 +65,18 @@ class RunFolder:
         )
         self.save_manifest()
         return config
+
+    def _clear(self) -> None:
+        """Delete the files a run writes (not other files the user put here)."""
+        names = {"config.json", "manifest.json", "scores.pt", "report.html", "behaviour.png"}
+        names |= set(RESULT_KINDS)
+        for record in self._load_manifest().steps.values():
+            names |= set(record.outputs)
+        for name in names:
+            path = self.path(name)
+            if path.is_file() and path.resolve().is_relative_to(self.root.resolve()):
+                path.unlink()
+        shutil.rmtree(self.path("figures"), ignore_errors=True)
 
     def _load_manifest(self) -> Manifest:
         try:
@@ -65,15 +92,42 @@ class RunFolder:
         self.save_manifest()
 
     # steps --------------------------------------------------------------------------------------
-    def is_done(self, step: str) -> bool:
+    def is_done(self, step: str, config: DiscoverConfig) -> bool:
+        """Finished, its fingerprint agrees with `config` and the upstream outputs, and every
+        output still has its recorded hash and parses into its type."""
         entry = self.manifest.steps.get(step)
-        if entry is None or entry.state is not StepState.DONE:
+        if entry is None or step not in STEP_FIELDS:
+            return False
+        if disagreement(step, config.to_dict(), self.manifest, self.root) is not None:
             return False
         return all(_readable(self.path(name)) for name in entry.outputs)
+
+    def why_not_done(self, step: str, config: DiscoverConfig) -> str | None:
+        """Why a recorded step is recomputed (None when it was never run)."""
+        if step not in self.manifest.steps:
+            return None
+        reason = disagreement(step, config.to_dict(), self.manifest, self.root)
+        return reason or "an output does not parse into its type"
 
     def mark(self, step: str, state: StepState, **fields: Any) -> None:
         self.manifest = self.manifest.with_step(step, StepRecord(StepState(state), **fields))
         self.save_manifest()
+
+    def finish(self, step: str, config: DiscoverConfig, seconds: float, outputs) -> None:
+        """Record `step` as done, with its fingerprint and the hash of every output."""
+        hashes = {n: file_hash(self.path(n)) for n in outputs if self.path(n).is_file()}
+        if step not in STEP_FIELDS:  # the report: rebuilt every run, no fingerprint
+            self.mark(step, StepState.DONE, seconds=seconds, outputs=tuple(outputs))
+            return
+        self.mark(
+            step,
+            StepState.DONE,
+            seconds=seconds,
+            outputs=tuple(outputs),
+            fingerprint=fingerprint(step, config.to_dict(), self.manifest),
+            inputs=step_inputs(step, config.to_dict()),
+            hashes=hashes,
+        )
 
     def stop(self, step: str, reason: str) -> None:
         self.manifest = replace(self.manifest, stopped=Stop(step, reason))
@@ -81,16 +135,24 @@ class RunFolder:
 
 
 def _check_same(config_path: Path, config: DiscoverConfig) -> None:
-    """The saved config equals `config` except for `steps` and `device`."""
-    saved = DiscoverConfig.from_dict(load_json(config_path))
-    ignore = ("steps", "device")  # may differ between attempts
-    a = {k: v for k, v in saved.to_dict().items() if k not in ignore}
-    b = {k: v for k, v in config.to_dict().items() if k not in ignore}
-    if a != b:
-        changed = sorted(k for k in a if a[k] != b.get(k))
+    """The saved config equals `config` except for `steps` and `device`; else refuse, naming
+    the differences."""
+    try:
+        saved = DiscoverConfig.from_dict(load_json(config_path)).to_dict()
+    except (WildcircuitsError, TypeError, ValueError, AttributeError) as error:
         raise WildcircuitsError(
-            f"{config_path} was written with other settings ({', '.join(changed)}); "
-            "resume with the same settings or use a new --out folder"
+            f"{config_path} cannot be read ({error}); rerun with --resume to recompute what "
+            "does not agree, --fresh to start the folder afresh, or use a new --out folder"
+        ) from None
+    ignore = ("steps", "device")  # may differ between attempts
+    a = {k: v for k, v in saved.items() if k not in ignore}
+    b = {k: v for k, v in config.to_dict().items() if k not in ignore}
+    changed = differences(a, b)
+    if changed:
+        raise WildcircuitsError(
+            f"{config_path.parent} holds the results of other settings ({'; '.join(changed)}); "
+            "rerun with --resume to recompute the affected steps, --fresh to start the folder "
+            "afresh, or use a new --out folder"
         )
 
 

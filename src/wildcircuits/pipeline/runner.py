@@ -1,4 +1,5 @@
-"""Run the steps in order, skipping finished ones on resume, recording each in the manifest."""
+"""Run the steps in order under the run folder's lock, skipping on resume the finished ones whose
+fingerprints agree, recording each (with its fingerprint and output hashes) in the manifest."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 from wildcircuits.pipeline.config import DiscoverConfig
 from wildcircuits.pipeline.context import Context, StopRun
+from wildcircuits.pipeline.fingerprint import STEP_UPSTREAM
+from wildcircuits.pipeline.lock import RunLock
 from wildcircuits.pipeline.run_folder import RunFolder
 from wildcircuits.pipeline.steps_discover import discover_step, evaluate_step
 from wildcircuits.pipeline.steps_localise import behaviour, localise
@@ -38,39 +41,69 @@ STEP_FUNCTIONS: dict[str, Callable[[Context], list[str]]] = {
 
 
 def discover(
-    config: DiscoverConfig, out: Path | str, resume: bool = False, progress: bool = True
+    config: DiscoverConfig,
+    out: Path | str,
+    resume: bool = False,
+    progress: bool = True,
+    fresh: bool = False,
 ) -> Path:
     """Run the pipeline into `out`; returns the run folder.
 
-    With `resume`, steps whose outputs exist and parse are skipped (the report is always
-    rebuilt). A step that fails is recorded as failed and the error re-raised; a deliberate stop
-    (the model does not do the task) records its reason and still writes the report.
+    The folder is locked for the run (`RunLock`: a second run into it is refused, naming the
+    holder). Without `resume` or `fresh`, a folder holding another config's results is refused.
+    With `resume`, a step is skipped when its outputs parse and its fingerprint agrees with
+    `config` and no step it reads was recomputed in this run (the report is always rebuilt).
+    `fresh` deletes the previous run's files first. A step that fails is recorded as failed and
+    the error re-raised; a deliberate stop (the model does not do the task) records its reason
+    and still writes the report.
     """
     folder = RunFolder(out)
-    folder.start(config, resume)
-    ctx = Context(config, folder, progress)
+    with RunLock(folder.root):
+        folder.start(config, resume, fresh=fresh)
+        ctx = Context(config, folder, progress)
+        _run_steps(ctx, resume)
+    return folder.root
+
+
+def _run_steps(ctx: Context, resume: bool) -> None:
+    config, folder = ctx.config, ctx.folder
+    redone: set[str] = set()
     for step in config.steps:
-        if resume and step != "report" and folder.is_done(step):
+        upstream_redone = [u for u in STEP_UPSTREAM.get(step, ()) if u in redone]
+        if resume and step != "report" and not upstream_redone and folder.is_done(step, config):
             ctx.say(f"{step}: done in an earlier run, skipped")
             continue
-        folder.mark(step, "running")
-        start = time.perf_counter()
-        try:
-            outputs = STEP_FUNCTIONS[step](ctx)
-        except StopRun as stop:
-            reason, outputs = stop.args
-            seconds = round(time.perf_counter() - start, 2)
-            folder.mark(step, "done", seconds=seconds, outputs=outputs)
-            folder.stop(step, reason)
-            ctx.say(f"stopped after {step}: {reason}")
-            if "report" in config.steps:
-                report(ctx)
-            return folder.root
-        except BaseException as error:
-            folder.mark(step, "failed", seconds=round(time.perf_counter() - start, 2),
-                        error=f"{type(error).__name__}: {error}")  # fmt: skip
-            raise
-        seconds = round(time.perf_counter() - start, 2)
-        folder.mark(step, "done", seconds=seconds, outputs=outputs)
-        ctx.say(f"{step}: done in {seconds:.1f} s")
-    return folder.root
+        if resume and step != "report":
+            why = folder.why_not_done(step, config)
+            if upstream_redone:
+                why = f"{', '.join(upstream_redone)} was recomputed"
+            if why:
+                ctx.say(f"{step}: recomputed ({why})")
+        redone.add(step)
+        if _run_step(ctx, step):
+            return
+
+
+def _run_step(ctx: Context, step: str) -> bool:
+    """Run one step and record it; True when the run stopped on purpose."""
+    config, folder = ctx.config, ctx.folder
+    folder.mark(step, "running")
+    start = time.perf_counter()
+    try:
+        outputs = STEP_FUNCTIONS[step](ctx)
+    except StopRun as stop:
+        reason, outputs = stop.args
+        folder.finish(step, config, round(time.perf_counter() - start, 2), outputs)
+        folder.stop(step, reason)
+        ctx.say(f"stopped after {step}: {reason}")
+        if "report" in config.steps:
+            report(ctx)
+        return True
+    except BaseException as error:
+        folder.mark(step, "failed", seconds=round(time.perf_counter() - start, 2),
+                    error=f"{type(error).__name__}: {error}")  # fmt: skip
+        raise
+    seconds = round(time.perf_counter() - start, 2)
+    folder.finish(step, config, seconds, outputs)
+    ctx.say(f"{step}: done in {seconds:.1f} s")
+    return False

@@ -52,7 +52,7 @@ def evaluate_step(ctx: Context) -> list[str]:
     data.save(ctx.folder.path("metrics.json"))
     _write_circuits(ctx, signed, select_headline(signed))
     _figure(ctx, curves, random)
-    return ["metrics.json", "circuit.json", "circuit_sizes.json"]
+    return ["metrics.json", "circuit.json", "circuit_sizes.json", "figures/faithfulness.png"]
 
 
 def _measure(ctx: Context):

@@ -103,7 +103,7 @@ def _graph(run: RunFiles) -> GraphView | None:
         circuit,
         run.result("circuit_sizes.json"),
         _roles(run),
-        lambda names: scores_from_pt(run.root, names),
+        lambda names: {} if "discover" in run.stale else scores_from_pt(run.root, names),
     )
 
 
@@ -255,6 +255,8 @@ def _header(run: RunFiles) -> str:
     if stopped is not None:
         text = f"The run stopped at step {stopped.step}: {stopped.reason}"
         out.append(f'<div class="banner">{esc(text)}</div>')
+    if run.notice():
+        out.append(f'<div class="banner banner-stale">{esc(run.notice())}</div>')
     links = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in SECTIONS)
     out.append(f'<nav class="toc">{links}</nav>')
     return "".join(out)

@@ -3,8 +3,10 @@
 `read_run(run_dir)` returns a `RunFiles`: the required files parsed (`DiscoverConfig`,
 `Manifest`), and for every optional file a `Part` that is either its result (the type
 `wildcircuits.results.RESULT_KINDS` names for the file), "not computed" (missing) or "could not be
-read" (with the reason, naming the key that does not fit). Nothing here imports torch except
-the optional `scores.pt` fallback.
+read" (with the reason, naming the key that does not fit) or "computed from other settings" (its
+step's fingerprint does not agree with config.json: `wildcircuits.pipeline.fingerprint`; such a
+file is not shown and `RunFiles.notice()` says so). Nothing here imports torch except the
+optional `scores.pt` fallback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.pipeline.config import DiscoverConfig
+from wildcircuits.pipeline.fingerprint import stale_steps
 from wildcircuits.results import RESULT_KINDS, Result, load_json
 from wildcircuits.results.manifest import Manifest
 
@@ -41,6 +44,7 @@ class PartState(StrEnum):
     OK = "ok"
     MISSING = "not computed"
     BROKEN = "could not be read"
+    STALE = "computed from other settings"
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,11 @@ class Part:
         """What the report says in place of a section that has no data."""
         if self.state is PartState.MISSING:
             return f"Not computed ({self.name} is not in the run folder)."
+        if self.state is PartState.STALE:
+            return (
+                f"Not shown: {self.name} does not agree with this run's settings ({self.reason}); "
+                "rerun `wildcircuits discover ... --resume` to recompute it."
+            )
         return f"Could not be read: {self.name}: {self.reason}"
 
 
@@ -71,6 +80,19 @@ class RunFiles:
     config: DiscoverConfig
     manifest: Manifest
     parts: Mapping[str, Part] = field(default_factory=dict)
+    #: step -> why its outputs do not agree with config.json (they are not shown).
+    stale: Mapping[str, str] = field(default_factory=dict)
+
+    def notice(self) -> str | None:
+        """The report's warning when some outputs were hidden (None when all agree)."""
+        if not self.stale:
+            return None
+        why = "; ".join(f"{step}: {reason}" for step, reason in self.stale.items())
+        return (
+            "Some outputs in this run folder were computed from other settings or other "
+            f"upstream results and are not shown ({why}). Rerun `wildcircuits discover ... "
+            "--resume` with this folder's settings to recompute them."
+        )
 
     def part(self, name: str) -> Part:
         return self.parts[name]
@@ -131,8 +153,28 @@ def read_run(run_dir: Path | str) -> RunFiles:
         raise RunFolderError(f"run folder {root} does not exist or is not a folder")
     config = _read_required(root, "config.json", DiscoverConfig.from_dict)
     manifest = _read_required(root, "manifest.json", Manifest.from_json)
-    parts = {name: _read_optional(root, name) for name in OPTIONAL}
-    return RunFiles(root, config, manifest, parts)
+    stale = _stale(root, config, manifest)
+    parts = {name: _hide(_read_optional(root, name), stale) for name in OPTIONAL}
+    return RunFiles(root, config, manifest, parts, stale)
+
+
+def _stale(root: Path, config: DiscoverConfig, manifest: Manifest) -> dict[str, str]:
+    """Steps whose outputs disagree with config.json; in a folder whose manifest carries
+    fingerprints, a file whose step is not recorded disagrees too."""
+    stale = stale_steps(config.to_dict(), manifest, root, legacy_ok=True)
+    if any(r.fingerprint for r in manifest.steps.values()):
+        for name in OPTIONAL:
+            step = RESULT_KINDS[name].STEP
+            if (root / name).exists() and step not in manifest.steps:
+                stale.setdefault(step, f"{name} is not recorded in manifest.json")
+    return stale
+
+
+def _hide(part: Part, stale: Mapping[str, str]) -> Part:
+    step = RESULT_KINDS[part.name].STEP
+    if part.state is PartState.MISSING or step not in stale:
+        return part
+    return Part(part.name, PartState.STALE, reason=stale[step])
 
 
 def scores_from_pt(root: Path, names: set[str]) -> dict[str, float]:

@@ -19,15 +19,23 @@ class StepState(StrEnum):
 
 @dataclass(frozen=True)
 class StepRecord:
-    """One step's state; `outputs` are the files it wrote (checked on `--resume`)."""
+    """One step's state; `outputs` are the files it wrote (checked on `--resume`).
+
+    `fingerprint` is the SHA-256 of what the outputs were computed from (the config fields in
+    `inputs` and the upstream steps' output hashes; `wildcircuits.pipeline.fingerprint`);
+    `hashes` is the SHA-256 of each output file's bytes. A record without a fingerprint was
+    written before fingerprints existed."""
 
     state: StepState
     seconds: float | None = None
     outputs: tuple[str, ...] = ()
     error: str | None = None
+    fingerprint: str | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)
 
     def _json_out(self, data: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in data.items() if v not in (None, [])}
+        return {k: v for k, v in data.items() if v is not None and v != [] and v != {}}
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class Manifest(Result):
 
     FILE: ClassVar[str] = "manifest.json"
     STEP: ClassVar[str] = "start"
+    SCHEMA: ClassVar[int | None] = 2  # 2: steps carry fingerprint, inputs and hashes
     PROVENANCE: ClassVar[tuple[str, ...]] = ()
 
     package_version: str | None = None

@@ -1,0 +1,140 @@
+"""Fingerprints: what each step's outputs were computed from, and checking that they agree.
+
+A step's fingerprint is the SHA-256 of the config fields it depends on (`STEP_FIELDS`) and the
+content hashes of the outputs of the steps it reads (`STEP_UPSTREAM`). The manifest records, per
+step, the fingerprint, the fields it was computed from (`inputs`) and the SHA-256 of every output
+file (`hashes`, JSON and non-JSON alike). An output agrees with a run folder's config when its
+step's recorded fingerprint equals the one computed from config.json and the recorded upstream
+hashes, the file's bytes still hash to the recorded value, and every upstream step agrees.
+
+`device` and `steps` are in no fingerprint: a run may be resumed on another device or with
+another subset of steps. Nothing here imports torch (the report uses it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from wildcircuits.results.manifest import Manifest, StepRecord, StepState
+
+_DATA = ("task", "model", "n_examples", "seed", "corruption")
+
+#: step -> the config fields its outputs depend on directly.
+STEP_FIELDS: dict[str, tuple[str, ...]] = {
+    "behaviour": (*_DATA, "min_accuracy"),
+    "localise": _DATA,
+    "discover": (*_DATA, "method", "method_settings"),
+    "evaluate": (*_DATA, "n_heldout", "ablation", "random_seeds", "method"),
+    "redteam": (*_DATA, "n_heldout", "ablation", "random_seeds", "method", "method_settings"),
+    "summarise": _DATA,
+}
+
+#: step -> the steps whose outputs it reads (their output hashes enter its fingerprint).
+STEP_UPSTREAM: dict[str, tuple[str, ...]] = {
+    "behaviour": (),
+    "localise": ("behaviour",),
+    "discover": ("behaviour",),
+    "evaluate": ("discover",),
+    "redteam": ("behaviour", "localise", "evaluate"),
+    "summarise": ("localise", "evaluate"),
+}
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def step_inputs(step: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config fields `step` depends on, as plain JSON values."""
+    return {name: _plain(config.get(name)) for name in STEP_FIELDS.get(step, ())}
+
+
+def fingerprint(step: str, config: Mapping[str, Any], manifest: Manifest) -> str:
+    """The fingerprint `step` must carry under `config` and the upstream hashes in `manifest`."""
+    upstream = {
+        name: dict(sorted(_record(manifest, name).hashes.items()))
+        for name in STEP_UPSTREAM.get(step, ())
+    }
+    text = json.dumps(
+        {"step": step, "inputs": step_inputs(step, config), "upstream": upstream},
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def disagreement(
+    step: str, config: Mapping[str, Any], manifest: Manifest, root: Path
+) -> str | None:
+    """Why `step`'s outputs in `root` do not agree with `config` (None when they do).
+
+    Upstream agreement is not checked here; `stale_steps` walks the steps in order."""
+    record = _record(manifest, step)
+    if record.state is not StepState.DONE:
+        return f"the {step} step did not finish"
+    if record.fingerprint is None:
+        return f"the {step} step carries no fingerprint"
+    if record.fingerprint != fingerprint(step, config, manifest):
+        changed = differences(record.inputs, step_inputs(step, config))
+        if changed:
+            return f"{step} was computed with other settings ({', '.join(changed)})"
+        return f"{step} was computed from other upstream outputs"
+    for name in record.outputs:
+        path = root / name
+        if not path.is_file() or record.hashes.get(name) != file_hash(path):
+            return f"{name} changed or is missing since the {step} step wrote it"
+    return None
+
+
+def stale_steps(
+    config: Mapping[str, Any], manifest: Manifest, root: Path, legacy_ok: bool = False
+) -> dict[str, str]:
+    """step -> why its outputs do not agree, for every recorded step (report excluded).
+
+    With `legacy_ok`, a finished step without a fingerprint (written before fingerprints)
+    counts as agreeing, as does a step downstream of it that has none either."""
+    stale: dict[str, str] = {}
+    for step in STEP_FIELDS:
+        if step not in manifest.steps:
+            continue
+        record = manifest.steps[step]
+        if legacy_ok and record.state is StepState.DONE and record.fingerprint is None:
+            continue
+        bad_up = [u for u in STEP_UPSTREAM[step] if u in stale]
+        reason = disagreement(step, config, manifest, root)
+        if reason is None and bad_up:
+            reason = f"it was computed from {', '.join(bad_up)}, which does not agree"
+        if reason is not None:
+            stale[step] = reason
+    return stale
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """'field: old -> new' for each field that differs (sorted by field)."""
+    keys = sorted(set(old) | set(new))
+    return [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        for k in keys
+        if _plain(old.get(k)) != _plain(new.get(k))
+    ]
+
+
+def _record(manifest: Manifest, step: str) -> StepRecord:
+    return manifest.steps.get(step) or StepRecord(StepState.PENDING)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively, so that config.json and a DiscoverConfig compare equal."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
