@@ -54,3 +54,8 @@ class TaskFileError(TaskError):
 
 class MetricError(WildcircuitsError):
     """A metric that cannot be computed on the given inputs."""
+
+
+class ChoiceError(InputError, ValueError):
+    """A value that is not one of a fixed set of choices (also a `ValueError`, as the enum
+    conversion it replaces raised)."""

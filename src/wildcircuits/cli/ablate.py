@@ -38,7 +38,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="mean / resample within each template (IOI-paper style)")  # fmt: skip
     parser.add_argument("--no-per-position", action="store_true",
                         help="one mean over all positions instead of one per position")  # fmt: skip
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, check=check)
+
+
+def check(args: argparse.Namespace) -> None:
+    """Before the model loads: the head / layer syntax, at least one site, the ablation spec."""
+    from wildcircuits.errors import InputError
+
+    if not (parse_heads(args.heads) or parse_layers(args.mlps)):
+        raise InputError("ablate: no sites given; pass --heads (e.g. L12.H3) and / or --mlps (5,6)")
+    ablation_from_args(args)
+
+
+def check_against(args: argparse.Namespace, model, problem) -> None:
+    """After the model loads: heads, MLP layers and --position exist in the model and prompts."""
+    from wildcircuits import inputs
+
+    inputs.check_heads("--heads", args.heads, model)
+    inputs.check_layers("--mlps", parse_layers(args.mlps), model.n_layers)
+    inputs.check_position("--position", args.position, problem.clean.seq_len)
 
 
 def parse_heads(text: str) -> list[tuple[int, int]]:
@@ -54,8 +72,8 @@ def parse_layers(text: str) -> list[int]:
     from wildcircuits.errors import SiteError
 
     parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not all(p.isdigit() for p in parts):
-        raise SiteError(f"cannot parse MLP layers {text!r}; expected e.g. 5,6")
+    if not all(p.isascii() and p.isdigit() for p in parts):
+        raise SiteError(f"--mlps: cannot parse MLP layers {text!r}; expected e.g. 5,6")
     return [int(p) for p in parts]
 
 
@@ -97,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device)
     data = task.build(model.tokenizer, n=args.n, seed=args.seed, split=Split(args.split))
     problem = problem_from_dataset(model, data, corruption=args.corruption)
+    check_against(args, model, problem)
     groups = [e.template for e in data.examples] if args.per_template else None
     result = ablate(model, problem, sites, spec, groups=groups)
     path = save_json(f"{args.out}/ablation.json", result.to_dict())

@@ -58,25 +58,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--fresh", action="store_true", help="delete the previous run's files in RUN_DIR first"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, check=config_from_args)
 
 
-def run(args: argparse.Namespace) -> int:
-    from wildcircuits.errors import WildcircuitsError
-    from wildcircuits.pipeline.runner import discover
+def _steps(text: str) -> tuple[str, ...]:
+    """--steps as step names: at least one, each known."""
+    from wildcircuits.errors import InputError
+
+    steps = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in steps if s not in STEPS]
+    if not steps or unknown:
+        raise InputError(
+            f"--steps {text!r} names {'unknown step(s) ' + str(unknown) if unknown else 'no step'}"
+            f"; give a comma-separated subset of {','.join(STEPS)}"
+        )
+    return steps
+
+
+def config_from_args(args: argparse.Namespace) -> DiscoverConfig:
+    """The run's config from the options; every setting is checked here, before any work:
+    --method-settings is parsed into the method's config type, --ablation as a spec."""
+    from wildcircuits.discovery.registry import get_method
+    from wildcircuits.errors import InputError
 
     try:
         settings = json.loads(args.method_settings)
     except json.JSONDecodeError as error:
-        raise WildcircuitsError(f"--method-settings is not JSON: {error}") from None
-    config = DiscoverConfig(
+        raise InputError(
+            f"--method-settings {args.method_settings!r} is not JSON ({error}); "
+            "give a JSON object, e.g. '{\"steps\": 5}'"
+        ) from None
+    if not isinstance(settings, dict):
+        raise InputError(
+            f"--method-settings {args.method_settings!r} is a JSON {type(settings).__name__}, "
+            "not an object; give e.g. '{\"steps\": 5}'"
+        )
+    get_method(args.method).config(settings)  # type-checks every value against the method
+    return DiscoverConfig(
         task=args.task, model=args.model, method=args.method, n_examples=args.n_examples,
         n_heldout=args.n_examples, seed=args.seed, device=args.device, ablation=args.ablation,
-        steps=tuple(s.strip() for s in args.steps.split(",") if s.strip()),
-        corruption=args.corruption, method_settings=settings,
+        steps=_steps(args.steps), corruption=args.corruption, method_settings=settings,
     )  # fmt: skip
-    folder = discover(config, args.out, resume=args.resume, progress=not args.quiet,
-                      fresh=args.fresh)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from wildcircuits.pipeline.runner import discover
+
+    config = config_from_args(args)
+    folder = discover(
+        config, args.out, resume=args.resume, progress=not args.quiet, fresh=args.fresh
+    )
     print(f"run folder: {folder}")
     if (folder / "report.html").exists():
         print(f"report: {folder / 'report.html'}")

@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="any other method setting, e.g. --set threshold=0.01")  # fmt: skip
     parser.add_argument("--top", type=int, default=20, help="edges to print and save (20)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, check=config_from_args)
 
 
 def method_settings(args: argparse.Namespace, fields: set[str]) -> dict[str, Any]:
@@ -83,15 +83,21 @@ def method_settings(args: argparse.Namespace, fields: set[str]) -> dict[str, Any
     return settings
 
 
-def run(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace):
+    """(method spec, its config) from the options, every setting type-checked (before any work)."""
     import dataclasses
 
-    from wildcircuits.cli.attribute import load_problem
     from wildcircuits.discovery.registry import get_method
 
     spec = get_method(args.method)  # unknown names fail before the model loads
     fields = {f.name for f in dataclasses.fields(spec.config_type)}
-    config = spec.config(method_settings(args, fields))
+    return spec, spec.config(method_settings(args, fields))
+
+
+def run(args: argparse.Namespace) -> int:
+    from wildcircuits.cli.attribute import load_problem
+
+    spec, config = config_from_args(args)
     model, problem = load_problem(args)
     print(f"{args.method}: {problem.batch} examples, model {model.info.model_id}", file=sys.stderr)
     start = time.perf_counter()

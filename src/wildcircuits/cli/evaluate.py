@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="only MIB's 10 sizes (no small-circuit log grid)")  # fmt: skip
     parser.add_argument("--no-prune", action="store_true", help="do not prune top-k circuits")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, check=_spec)  # a bad --ablation fails before any work
 
 
 def run(args: argparse.Namespace) -> int:

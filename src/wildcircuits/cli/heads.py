@@ -46,20 +46,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--random-batch", type=int, default=8, help="random sequences (8)")
     parser.add_argument("--top", type=int, default=5, help="heads to print per role (5)")
-    parser.set_defaults(func=run)  # fmt: skip
+    parser.set_defaults(func=run, check=_patterns)  # fmt: skip
+
+
+def _patterns(args: argparse.Namespace, model=None) -> list[tuple[int, int]] | None:
+    """--patterns as (layer, head) pairs (checked against the model when given)."""
+    from wildcircuits import inputs
+    from wildcircuits.names import parse_head, split_names
+
+    if not args.patterns:
+        return None
+    if model is not None:
+        return inputs.check_heads("--patterns", args.patterns, model)
+    return [(h.layer, h.head) for h in map(parse_head, split_names(args.patterns))]
 
 
 def run(args: argparse.Namespace) -> int:
+    from wildcircuits import inputs
     from wildcircuits.cli.attribute import load_problem
     from wildcircuits.localise import RandomSequences, head_roles, save_patterns
-    from wildcircuits.names import Shape, parse_head, split_names
 
     model, problem = load_problem(args)
-    chosen = None
-    if args.patterns:  # check the names before the slow part
-        shape = Shape(model.n_layers, model.n_heads)
-        heads = [parse_head(name, shape) for name in split_names(args.patterns)]
-        chosen = [(head.layer, head.head) for head in heads]
+    chosen = _patterns(args, model)  # check the names and the prompt before the slow part
+    inputs.check_index("--prompt-index", args.prompt_index, problem.clean.batch, "clean prompts")
     sequences = RandomSequences(args.random_batch, args.random_length, args.seed)
     roles = head_roles(model, problem, sequences, answer_position=args.answer_position,
                        batch_size=args.batch_size)  # fmt: skip

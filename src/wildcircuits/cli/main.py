@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from wildcircuits.cli.checks import check_arguments
 from wildcircuits.errors import WildcircuitsError
 
 COMMANDS = [
@@ -70,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     keep_freed_memory()  # faster long runs on glibc (see wildcircuits.runtime)
     try:
+        check_arguments(args)  # the input boundary: every option, before any work
         status = args.func(args)
     except WildcircuitsError as error:
         print(f"error: {_one_line(str(error))}", file=sys.stderr)

@@ -28,16 +28,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-rows", type=int, default=128,
                         help="rows per batched forward (sender sets x examples; 128)")  # fmt: skip
     parser.add_argument("--top", type=int, default=10, help="heads to print (10)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, check=_receivers)
+
+
+def _receivers(args: argparse.Namespace, model=None) -> list:
+    """--receivers parsed (and, given the model, checked against its layers and heads)."""
+    from wildcircuits.errors import InputError, WildcircuitsError
+    from wildcircuits.names import Shape, parse_display_receiver, split_names
+
+    shape = None if model is None else Shape(model.n_layers, model.n_heads, model.n_kv_heads)
+    names = split_names(args.receivers)
+    if not names:
+        raise InputError("--receivers '' names no receiver; give 'logits' or e.g. L14.H3:q")
+    try:
+        return [parse_display_receiver(name, shape) for name in names]
+    except WildcircuitsError as error:
+        raise type(error)(f"--receivers {args.receivers!r}: {error}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     from wildcircuits.cli.attribute import load_problem
-    from wildcircuits.names import parse_display_receiver, split_names
     from wildcircuits.patching.path import path_patch_heads
 
-    receivers = [parse_display_receiver(name) for name in split_names(args.receivers)]
     model, problem = load_problem(args)
+    receivers = _receivers(args, model)
     grid = path_patch_heads(
         model, problem, receivers, max_rows=args.max_rows, progress=not args.quiet
     )

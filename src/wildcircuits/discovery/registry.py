@@ -46,7 +46,12 @@ class MethodSpec:
         return tuple(getattr(self.config_type, "ABLATIONS", ()))
 
     def config(self, settings: Mapping[str, Any] | None = None) -> Any:
-        """The method's config with `settings` (field name -> value) over the defaults."""
+        """The method's config with `settings` (field name -> value) over the defaults, each
+        value converted to and checked against its field's type (`inputs.parse_settings`)."""
+        from wildcircuits.inputs import parse_settings
+
+        if settings is not None and not isinstance(settings, Mapping):
+            return parse_settings(self.config_type, settings, f"method {self.name!r} settings")
         settings = dict(settings or {})
         fields = {f.name for f in dataclasses.fields(self.config_type)}
         if "ablation" in settings and "ablation" not in fields:
@@ -60,7 +65,7 @@ class MethodSpec:
                 f"method {self.name!r} has no setting(s) {unknown}; its settings are "
                 f"{sorted(fields)}"
             )
-        return self.config_type(**settings)
+        return parse_settings(self.config_type, settings, f"method {self.name!r} setting")
 
     def __call__(self, model, problem, config=None):
         return self.function(model, problem, self.config() if config is None else config)

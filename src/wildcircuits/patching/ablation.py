@@ -215,8 +215,10 @@ def ablate(
     rows. Ablating z of a head replaces that head's output at every position (or only at
     `site.position`).
     """
+    from wildcircuits.inputs import check_sites
+
     spec = AblationSpec.coerce(ablation)
-    sites = _check_sites(list(targets))
+    sites = _check_sites(check_sites(model, list(targets), problem.clean.seq_len, "ablate:"))
     named = spec.reference(problem)
     reference = named if reference is None else reference
     _check_reference(problem, reference, spec, groups)

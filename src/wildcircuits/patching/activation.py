@@ -110,7 +110,16 @@ def activation_patching(
     k, v (layer, kv_head); heads_by_pos (layer.head, position). Up to `max_rows` rows
     (patches x batch) run in one forward. `layers`: patch only these (other grid rows are NaN).
     """
-    kind, direction = PatchKind(kind), Direction(direction)
+    from wildcircuits.inputs import check_choice, check_layers, check_size
+
+    kind, direction = (
+        check_choice("kind", kind, PatchKind),
+        check_choice("direction", direction, Direction),
+    )
+    check_choice("positions", positions, PositionMode)
+    check_size("max_rows", max_rows)
+    if layers is not None:
+        layers = check_layers("layers", layers, model.n_layers)
     component = COMPONENT[kind]
     columns = columns_for(model, problem, kind, positions)
     runs = _cache_runs(model, problem, component, direction)

@@ -268,6 +268,9 @@ def path_patch_heads(
     Entries of heads with no path to any receiver are NaN. `max_rows` caps the rows of one
     batched forward (sender sets x batch). normalize=False gives m_patched - m_clean.
     """
+    from wildcircuits.inputs import check_size
+
+    check_size("max_rows", max_rows)
     receivers = [parse_display_receiver(r) if isinstance(r, str) else r for r in receivers]
     _check(model, [], receivers)
     cache = _cache(model, problem)

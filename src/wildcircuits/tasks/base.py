@@ -95,8 +95,11 @@ def task_problem(
     `corruption` defaults to the task's own; the split is one of all / train / test. Every task
     class binds this as its `problem` method.
     """
+    from wildcircuits.inputs import check_n, check_seed
     from wildcircuits.patching.problem import problem_from_dataset
 
+    check_n("n", n)
+    check_seed("seed", seed)
     if model.tokenizer is None:
         raise TaskError(
             f"task {task.name!r} needs the model's tokenizer and model "
