@@ -1,0 +1,148 @@
+"""explanation.json (the explain step): a compact circuit of components at positions, the
+functional classes of its heads, the measured class-to-class paths and the backup heads.
+
+Names: a component is written in the display form (`L3.H2`, `L3.mlp`); a position is one of the
+task's named positions (`IO`, `S1`, `S2`, `END`, ...) or `other` (every unnamed position, pooled).
+A (component, position) pair is written `L3.H2@END` (`wildcircuits.names.format_pair`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from wildcircuits.results.base import Result
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One component at one named position (or `other`)."""
+
+    node: str
+    position: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.node}@{self.position}"
+
+
+@dataclass(frozen=True)
+class PairScore:
+    """A candidate pair: its attribution estimate and, where it was evaluated exactly, the
+    normalized faithfulness lost when only it is removed from the full model."""
+
+    pair: Pair
+    attribution: float
+    exact: float | None = None
+
+
+@dataclass(frozen=True)
+class AblationFaithfulness:
+    """The compact circuit's normalized faithfulness under one ablation (`AblationSpec.format`),
+    on the split it was measured on, with the three batch-mean metrics behind it; `interval`: a
+    (low, high) bootstrap interval over prompts where one was computed."""
+
+    ablation: str
+    faithfulness: float
+    m_circuit: float
+    m_full: float
+    m_empty: float
+    split: str
+    n_prompts: int
+    interval: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SearchStep:
+    """One point of the search: how many pairs, and the faithfulness then (search split)."""
+
+    n_pairs: int
+    faithfulness: float
+    action: str  # "add L3.H2@END" / "drop L3.H2@END"
+
+
+@dataclass(frozen=True)
+class PositionCircuit:
+    """The smallest set of pairs found whose circuit reaches `target` faithfulness.
+
+    reached: whether the target was reached on the held-out split; faithfulness: one entry per
+    ablation (counterfactual first); candidates: the ranked pairs the search drew from;
+    forwards: patched forwards run (search + evaluation); naive_forwards: what one forward per
+    candidate pair at each search step would have cost; seconds: wall time of the search."""
+
+    pairs: tuple[Pair, ...]
+    target: float
+    reached: bool
+    faithfulness: tuple[AblationFaithfulness, ...]
+    n_heads: int
+    n_mlps: int
+    search: tuple[SearchStep, ...] = ()
+    candidates: tuple[PairScore, ...] = ()
+    forwards: int = 0
+    naive_forwards: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class HeadClass:
+    """A functional class of heads: a name, the IOI paper's class it matches (or None), its
+    members at positions, one sentence stating the evidence, and the numbers behind it (e.g.
+    `attention_to_S2`, `direct_effect`, `copying`, `path_to_name_mover_q`)."""
+
+    name: str
+    paper_class: str | None
+    members: tuple[Pair, ...]
+    sentence: str
+    evidence: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClassPath:
+    """A measured arrow: path patching from every member of `sender` (a class name) into
+    `receiver` (a class name, or `logits`) through `slot` (q / k / v / in / logits) at the
+    receiver's position; `effect` is the normalized path effect (1 = the whole clean-vs-
+    corrupted difference)."""
+
+    sender: str
+    receiver: str
+    slot: str
+    position: str
+    effect: float
+    interval: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class BackupHead:
+    """A head whose direct effect rises when `knocked_out` is removed."""
+
+    node: str
+    direct_before: float
+    direct_after: float
+
+
+@dataclass(frozen=True)
+class Backup:
+    """Knock out one class (the main writer) and measure which heads take over: `restored` is
+    the fraction of the knocked-out class's direct effect that the rise of `heads` restores."""
+
+    knocked_out: str
+    heads: tuple[BackupHead, ...]
+    restored: float
+    knocked_out_effect: float
+
+
+@dataclass(frozen=True)
+class Explanation(Result):
+    """explanation.json (the explain step). Registered in `results.kinds` (with `@register`)
+    when the explain step lands in the pipeline."""
+
+    FILE: ClassVar[str] = "explanation.json"
+    STEP: ClassVar[str] = "explain"
+
+    provenance: dict[str, Any]
+    circuit: PositionCircuit
+    classes: tuple[HeadClass, ...]
+    unexplained: tuple[Pair, ...]
+    paths: tuple[ClassPath, ...]
+    backup: Backup | None
+    algorithm: tuple[str, ...]
