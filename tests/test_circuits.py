@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.tiny_models import tiny_model, tiny_tokens
+from wildcircuits.errors import GraphError
 from wildcircuits.graph.build import (
     Ranking,
     edge_count,
@@ -18,8 +19,9 @@ from wildcircuits.graph.build import (
     top_n,
 )
 from wildcircuits.graph.circuit import Circuit, EdgeScores
-from wildcircuits.graph.graph import Graph, GraphError, parse_node
+from wildcircuits.graph.graph import Graph
 from wildcircuits.graph.nodes_circuit import NodeCircuit, node_scores, top_nodes
+from wildcircuits.names import parse_node
 from wildcircuits.patching.edges import EdgeForward
 
 # Graph(2, 1): senders input, a0.h0, m0, a1.h0, m1; 23 edges.

@@ -117,3 +117,32 @@ def test_run_folder_files_get_the_users_umask(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["probe", "a_an", "--model", "m", "--n", "61"], "--n 61"),
+        (["discover", "successor", "--n-examples", "71"], "--n-examples 71"),
+    ],
+)
+def test_more_examples_than_the_task_can_build_is_refused_before_work(
+    argv, option, tmp_path, capsys, monkeypatch
+):
+    """a_an makes at most 60 distinct prompts, successor 70: asking for more is an input error
+    naming the bound, before any model loads (not minutes of failed draws)."""
+    loads = []
+    monkeypatch.setattr("wildcircuits.models.load_model", lambda *a, **k: loads.append(1))
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {option} is more than task") and "at most" in err
+    assert loads == []
+
+
+def test_the_api_checks_the_task_size_before_building():
+    from wildcircuits.errors import InputError
+    from wildcircuits.tasks import load_task
+
+    task = load_task("a_an")
+    with pytest.raises(InputError, match="at most 60 distinct prompts"):
+        task.problem(object(), n=61)  # the model is never touched

@@ -7,16 +7,10 @@ import torch
 
 from tests.edge_reference import edge_patching_reference
 from tests.tiny_models import FAMILIES, tiny_model, tiny_tokens
-from wildcircuits.errors import WildcircuitsError
-from wildcircuits.graph.graph import (
-    Graph,
-    GraphError,
-    NodeKind,
-    Slot,
-    expected_edge_count,
-    parse_edge,
-)
+from wildcircuits.errors import GraphError, WildcircuitsError
+from wildcircuits.graph.graph import Graph, expected_edge_count
 from wildcircuits.models.tokens import Tokens
+from wildcircuits.names import NodeKind, Slot, parse_edge
 from wildcircuits.patching.edges import EdgeForward
 
 

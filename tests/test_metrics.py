@@ -100,3 +100,47 @@ def test_bad_shapes_raise() -> None:
         metrics.loss(torch.zeros(2, 3, 4), TARGETS)
     with pytest.raises(MetricError, match="clean run"):
         metrics.compute(MetricKind.KL_TO_CLEAN, LOGITS, TARGETS)
+
+
+@pytest.mark.parametrize("kind", list(MetricKind))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_logits_are_an_error_for_every_metric(kind: MetricKind, bad: float) -> None:
+    targets = metrics.make_targets([[1], [2]], [[3], [0]])
+    logits = torch.randn(2, 5, 6) if kind is MetricKind.LOSS else torch.randn(2, 6)
+    logits[1, 0] = bad
+    clean = torch.randn(2, 6)
+    if kind is MetricKind.LOSS:
+        targets = metrics.make_targets([[1], [2]], [[3], [0]], [[1, 2], [3, 4]], [[2, 3], [4, 5]])
+    with pytest.raises(MetricError, match="non-finite logits"):
+        metrics.compute(kind, logits, targets, clean_logits=clean)
+
+
+def test_a_model_gone_non_finite_after_loading_fails_every_measurement() -> None:
+    """Weights that turn NaN after `load_model`'s check (a bad intervention, an overflow) make
+    activation patching and circuit evaluation raise, instead of reporting `nan`."""
+    from tests.discovery_fixtures import tiny_problem
+    from tests.tiny_models import tiny_model
+    from wildcircuits.evaluation.faithfulness import evaluate_circuits
+    from wildcircuits.graph.circuit import Circuit
+    from wildcircuits.patching.activation import activation_patching
+
+    model = tiny_model("llama")  # shared by other tests: the weight is put back below
+    problem = tiny_problem(model)
+    weight = model.hf_model.lm_head.weight
+    kept = float(weight[3, 0])
+    try:
+        with torch.no_grad():
+            weight[3, 0] = float("nan")
+        with pytest.raises(MetricError, match="non-finite logits"):
+            activation_patching(model, problem, "heads", progress=False)
+        with pytest.raises(MetricError, match="non-finite logits"):
+            evaluate_circuits(model, problem, [Circuit.empty(model_graph(model))])
+    finally:
+        with torch.no_grad():
+            weight[3, 0] = kept
+
+
+def model_graph(model):
+    from wildcircuits.graph.graph import Graph
+
+    return Graph.for_model(model)

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
+from wildcircuits.errors import GraphError
 from wildcircuits.graph.build import top_n
 from wildcircuits.graph.circuit import Circuit, EdgeScores
-from wildcircuits.graph.graph import Graph, GraphError
+from wildcircuits.graph.graph import Graph
 from wildcircuits.graph.mib import (
     load_circuit,
     load_circuit_pt,

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from tests.tasks_fixtures import real_tokenizers  # noqa: F401
+from wildcircuits.results.behaviour import BREAKS, HOLDS, Verdict
 from wildcircuits.tasks import load_task
-from wildcircuits.tasks.probe import BREAKS, HOLDS, Verdict, run_probe, verdict
+from wildcircuits.tasks.probe import run_probe, verdict
 from wildcircuits.tasks.probe_output import write_probe
 
 
@@ -87,3 +88,25 @@ def test_probe_loss_task(real_tokenizers) -> None:  # noqa: F811
     assert result.metric == "loss" and result.higher_is_better is False
     assert result.clean.n == 4 and result.clean.mean > 0
     assert {v.name for v in result.variations} >= {"seq_len_5", "rare_tokens"}
+
+
+def test_probe_saves_the_rows_the_dataset_dropped(real_tokenizers, tmp_path: Path) -> None:  # noqa: F811
+    """A JSONL row whose corrupted prompt has another token length is dropped: behaviour.json's
+    `build` says how many and why (not only the builder's internal count)."""
+    row = (
+        '{"clean": "When Mary and John left, John thanked", "corrupted": "%s", '
+        '"answer": " Mary", "distractor": " John"}'
+    )
+    lines = [
+        row % "When the tall old man and John left, John thanked",
+        row % "When Anna and John left, John thanked",
+        row % "When Kate and John left, John thanked",
+    ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    model = CountingModel(real_tokenizers["smollm2-135m-instruct"])
+    result = run_probe(model, load_task(path), n=2, batch_size=4, progress=False)
+    json_path, _ = write_probe(result, tmp_path / "out")
+    build = json.loads(json_path.read_text())["build"]
+    assert build["built"] == 2 and build["dropped_unequal_length"] == 1
+    assert any("token length differs" in reason for reason in build["dropped_examples"])

@@ -137,30 +137,43 @@ import json, sys, time
 from wildcircuits.pipeline import DiscoverConfig, discover
 from wildcircuits.pipeline import runner
 config = DiscoverConfig.from_dict(json.loads(sys.argv[2]))
-real = runner.STEP_FUNCTIONS["evaluate"]
-def evaluate(ctx):
+step, output = sys.argv[3], sys.argv[4]
+real = runner.STEP_FUNCTIONS[step]
+def killed_step(ctx):
     real(ctx)
-    path = ctx.folder.path("metrics.json")
-    text = path.read_text()
-    with open(path, "w") as handle:  # a write cut in half by the kill
-        handle.write(text[: len(text) // 2])
+    path = ctx.folder.path(output)
+    data = path.read_bytes()
+    with open(path, "wb") as handle:  # a write cut in half by the kill
+        handle.write(data[: len(data) // 2])
         handle.flush()
-    print("in evaluate", flush=True)
+    print("in " + step, flush=True)
     time.sleep(60)
-runner.STEP_FUNCTIONS["evaluate"] = evaluate
+runner.STEP_FUNCTIONS[step] = killed_step
 discover(config, sys.argv[1], progress=False)
 """
 
+#: (step killed, its output left half-written): one per kind of output (JSON result, a tensor
+#: file, a figure) and early, middle and late steps.
+KILL_POINTS = [
+    ("behaviour", "behaviour.json"),
+    ("discover", "scores.pt"),
+    ("evaluate", "metrics.json"),
+    ("evaluate", "figures/faithfulness.png"),
+    ("redteam", "redteam.json"),
+]
+STEP_ORDER = ["behaviour", "localise", "discover", "evaluate", "redteam", "summarise", "report"]
 
-def test_kill_9_during_a_step_loses_only_that_step(tiny_setup, tmp_path, monkeypatch):
+
+@pytest.mark.parametrize(("step", "output"), KILL_POINTS)
+def test_kill_9_during_a_step_loses_only_that_step(step, output, tiny_setup, tmp_path, monkeypatch):
     model, task = tiny_setup
     run, config = tmp_path / "run", _config(model, task)
-    args = [sys.executable, "-c", KILLED, str(run), json.dumps(config.to_dict())]
+    args = [sys.executable, "-c", KILLED, str(run), json.dumps(config.to_dict()), step, output]
     child = subprocess.Popen(args, env=_env(tmp_path), stdout=subprocess.PIPE, text=True)
     try:
-        assert child.stdout.readline().strip() == "in evaluate"
+        assert child.stdout.readline().strip() == f"in {step}"
         manifest = json.loads((run / "manifest.json").read_text())
-        assert manifest["steps"]["evaluate"]["state"] == "running"
+        assert manifest["steps"][step]["state"] == "running"
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.kill()
@@ -168,8 +181,9 @@ def test_kill_9_during_a_step_loses_only_that_step(tiny_setup, tmp_path, monkeyp
     before = {s: r.fingerprint for s, r in Manifest.load(run / "manifest.json").steps.items()}
     calls = _counting(monkeypatch)
     discover(config, run, resume=True, progress=False)
-    assert calls == ["evaluate", "redteam", "summarise", "report"]
+    killed = STEP_ORDER.index(step)
+    assert calls == STEP_ORDER[killed:]
     after = Manifest.load(run / "manifest.json").steps
-    for step in ("behaviour", "localise", "discover"):
-        assert after[step].fingerprint == before[step]
+    for earlier in STEP_ORDER[:killed]:
+        assert after[earlier].fingerprint == before[earlier]
     _agrees(run)

@@ -117,3 +117,16 @@ def test_every_task_has_preview_and_variations() -> None:
         preview = task.preview()
         assert preview.clean and task.default_corruption in preview.corrupted
         assert task.variations(), name
+
+
+@pytest.mark.parametrize("name", ["a_an", "successor", "capital_of_country", "hypernymy"])
+def test_max_examples_bounds_what_the_builder_makes(name, real_tokenizers) -> None:  # noqa: F811
+    """Asking for every prompt the bound allows builds at most that many distinct ones."""
+    from wildcircuits.tasks.base import max_examples
+
+    task = load_task(name)
+    bound = max_examples(task)
+    assert bound is not None and 0 < bound < 1000
+    data = task.build(real_tokenizers["smollm2-135m-instruct"], n=bound, min_n=1)
+    texts = [e.clean.text for e in data.examples]
+    assert len(set(texts)) == len(texts) <= bound

@@ -36,6 +36,11 @@ class GraphError(WildcircuitsError):
     """An unknown node / edge name, or a graph that does not match the model."""
 
 
+class NotScoresFileError(GraphError):
+    """A readable `.pt` file that holds something other than wildcircuits edge scores (e.g. a
+    MIB-style PT circuit): `wildcircuits evaluate` then reads it as a circuit instead."""
+
+
 class UnknownNameError(GraphError, SiteError):
     """A head / node / receiver / edge name that is malformed, unknown or out of range."""
 

@@ -37,6 +37,19 @@ def _checks() -> dict[str, Callable[[str, Any], Any]]:
     }
 
 
+def _check_task_size(args: argparse.Namespace) -> None:
+    """Numbers of examples against what the task can build (loading a task is cheap)."""
+    task, given = getattr(args, "task", None), [d for d in EXAMPLES if getattr(args, d, None)]
+    if not isinstance(task, str) or not given:
+        return
+    from wildcircuits.tasks import load_task
+    from wildcircuits.tasks.base import check_task_n
+
+    loaded = load_task(task)
+    for dest in given:
+        check_task_n(loaded, _option(dest), getattr(args, dest))
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Raise an `InputError` for the first bad option of `args`; create the output folder."""
     for dest, check in _checks().items():
@@ -45,6 +58,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             check(_option(dest), value)
     if getattr(args, "device", None) is not None:
         inputs.check_device(args.device, "--device")
+    _check_task_size(args)
     n, index = getattr(args, "n", None), getattr(args, "prompt_index", None)
     if n is not None and index is not None and index >= n:
         inputs.check_index("--prompt-index", index, n, f"prompts (--n {n})")

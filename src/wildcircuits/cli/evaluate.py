@@ -78,8 +78,8 @@ def _load_problem(args: argparse.Namespace):
 
 def _read(path: Path, graph, d_model: int):
     """(circuit or None, scores or None) from any supported file."""
+    from wildcircuits.errors import GraphError, NotScoresFileError
     from wildcircuits.graph.circuit import EdgeScores
-    from wildcircuits.graph.graph import GraphError
     from wildcircuits.graph.mib import load_circuit
 
     if not path.exists():
@@ -87,9 +87,8 @@ def _read(path: Path, graph, d_model: int):
     if path.suffix.lower() == ".pt":
         try:
             return None, EdgeScores.load(path, graph)
-        except GraphError as error:
-            if "is not a wildcircuits edge-scores file" not in str(error):
-                raise
+        except NotScoresFileError:
+            pass  # a readable .pt of another format: try it as a MIB-style PT circuit
     loaded = load_circuit(path, graph, d_model)
     scores = loaded.scores
     if scores is not None and bool((scores.values() == scores.values()[0]).all()):

@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         f"{result.task} on {result.provenance['model_id']}: clean {result.metric} "
         f"{clean.mean:.3f} +- {clean.std:.3f}, accuracy {clean.accuracy:.2f} (n={result.n})"
     )
+    for reason, count in (result.build or {}).get("dropped_examples", {}).items():
+        print(f"  dataset: dropped {count} candidate examples: {reason}")
     for name, stats in result.corrupted.items():
         print(f"  {name}: {result.metric} {stats.mean:.3f}, accuracy {stats.accuracy:.2f}")
     for v in result.variations:

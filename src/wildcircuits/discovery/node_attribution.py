@@ -29,8 +29,9 @@ from wildcircuits.discovery.common import (
 from wildcircuits.discovery.eap import eap_matrix
 from wildcircuits.discovery.registry import register
 from wildcircuits.graph.circuit import EdgeScores
-from wildcircuits.graph.graph import Graph, Node
+from wildcircuits.graph.graph import Graph
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.names import Node
 from wildcircuits.patching.ablation_spec import EDGE_ABLATIONS, AblationSpec
 from wildcircuits.patching.edge_ablation import AblationCache
 from wildcircuits.patching.edges import EdgeForward
@@ -60,7 +61,7 @@ class NodeScores:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def of(self, node: Node | str) -> float:
-        from wildcircuits.graph.graph import parse_node
+        from wildcircuits.names import parse_node
 
         node = parse_node(node) if isinstance(node, str) else node
         return float(self.scores[self.graph.sender_index[node]])

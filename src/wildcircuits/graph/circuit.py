@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from wildcircuits.errors import GraphError
+from wildcircuits.errors import GraphError, NotScoresFileError
 from wildcircuits.graph.graph import Graph
 from wildcircuits.names import Edge, Node, NodeKind
 
@@ -87,8 +87,8 @@ class EdgeScores:
 
         check = FileCheck(Path(path), SCORES_FILE, GraphError)
         data = check.mapping(safe_torch_load(path, SCORES_FILE, GraphError), "its content")
-        if data.get("format") != SCORES_FORMAT:  # cli/evaluate.py matches this wording
-            raise check.problem(
+        if data.get("format") != SCORES_FORMAT:
+            raise FileCheck(Path(path), SCORES_FILE, NotScoresFileError).problem(
                 f"is not a wildcircuits edge-scores file (format {data.get('format')!r}, "
                 f"expected {SCORES_FORMAT!r})"
             )

@@ -33,24 +33,9 @@ from wildcircuits.names import (
     head_node,
     mlp_node,
     parse_edge,
-    parse_node,
 )
 
-# Re-exported from wildcircuits.names: the graph is where most code meets these names.
-__all__ = [
-    "INPUT",
-    "LOGITS",
-    "Edge",
-    "Graph",
-    "GraphError",
-    "Node",
-    "NodeKind",
-    "Receiver",
-    "Slot",
-    "expected_edge_count",
-    "parse_edge",
-    "parse_node",
-]
+__all__ = ["Graph", "expected_edge_count"]
 
 
 class Graph:

@@ -168,10 +168,10 @@ def _readable(path: Path) -> bool:
         elif path.suffix == ".json":
             json.loads(path.read_text())
         elif path.suffix == ".pt":
-            import torch
+            from wildcircuits.files import safe_torch_load
 
-            torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # any parse failure means: recompute this step
+            safe_torch_load(path, "run-folder tensor file", WildcircuitsError)
+    except (WildcircuitsError, ValueError, OSError):  # unparseable: recompute this step
         return False
     return True
 

@@ -85,7 +85,7 @@ def save_heatmap(
         fig.text(0.01, 0.005, textwrap.fill(caption, 140), fontsize=6, va="bottom")
     fig.tight_layout(rect=(0, 0.04 if caption else 0, 1, 1))
     png = stem.with_suffix(".png")
-    fig.savefig(png, dpi=130)
+    _save_png(fig, png)
     plt.close(fig)
     html = _heatmap_html(
         values,
@@ -153,7 +153,7 @@ def save_bars(
         fig.text(0.01, 0.005, textwrap.fill(caption, 140), fontsize=6, va="bottom")
     fig.tight_layout(rect=(0, 0.05 if caption else 0, 1, 1))
     png = stem.with_suffix(".png")
-    fig.savefig(png, dpi=130)
+    _save_png(fig, png)
     plt.close(fig)
     import plotly.graph_objects as go
 
@@ -197,7 +197,7 @@ def save_lines(
         fig.text(0.01, 0.005, textwrap.fill(caption, 110), fontsize=6, va="bottom")
     fig.tight_layout(rect=(0, 0.06 if caption else 0, 1, 1))
     png = stem.with_suffix(".png")
-    fig.savefig(png, dpi=130)
+    _save_png(fig, png)
     plt.close(fig)
     if not html:
         return png, None
@@ -254,7 +254,23 @@ def save_attention_pattern(
     )
 
 
+def _save_png(fig: Any, png: Path) -> None:
+    """Render a matplotlib figure and write it atomically (a killed run leaves no half PNG)."""
+    import io
+
+    from wildcircuits.results.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=130)
+    atomic_write_bytes(png, buffer.getvalue())
+
+
 def _write_html(fig: Any, stem: Path) -> Path:
+    """The interactive figure, written under a temporary name and renamed into place."""
+    import os
+
     html = stem.with_suffix(".html")
-    fig.write_html(html, include_plotlyjs="directory", full_html=True)
+    partial = html.with_name(f".{html.name}.partial.html")
+    fig.write_html(partial, include_plotlyjs="directory", full_html=True)
+    os.replace(partial, html)
     return html

@@ -167,7 +167,8 @@ def roles_section(run: RunFiles) -> str:
 
 
 def _pretty(name: str) -> str:
-    from wildcircuits.graph.graph import GraphError, parse_node
+    from wildcircuits.errors import GraphError
+    from wildcircuits.names import parse_node
 
     try:
         return parse_node(name).display

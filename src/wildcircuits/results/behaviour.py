@@ -95,6 +95,9 @@ class ProbeResult(Result):
     variations: list[VariationResult]
     thresholds: dict[str, float] = field(default_factory=lambda: {"holds": HOLDS, "breaks": BREAKS})
     example: Example | None = None
+    #: the dataset build report (`BuildReport.to_dict`): requested, built, every drop reason
+    #: with its count (e.g. JSONL rows dropped for unequal clean / corrupted token lengths)
+    build: dict[str, Any] | None = None
 
     @classmethod
     def _json_in(cls, data: Mapping[str, Any]) -> Mapping[str, Any]:

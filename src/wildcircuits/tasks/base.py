@@ -95,10 +95,10 @@ def task_problem(
     `corruption` defaults to the task's own; the split is one of all / train / test. Every task
     class binds this as its `problem` method.
     """
-    from wildcircuits.inputs import check_n, check_seed
+    from wildcircuits.inputs import check_seed
     from wildcircuits.patching.problem import problem_from_dataset
 
-    check_n("n", n)
+    check_task_n(task, "n", n)
     check_seed("seed", seed)
     if model.tokenizer is None:
         raise TaskError(
@@ -107,6 +107,30 @@ def task_problem(
         )
     dataset = task.build(model.tokenizer, n=n, seed=seed, split=_split(split))
     return problem_from_dataset(model, dataset, corruption)
+
+
+def max_examples(task: Task) -> int | None:
+    """How many distinct prompts `task` can make at most (every template filled every way; the
+    split and the token checks keep fewer), or None when that is unbounded in practice."""
+    bound = getattr(task, "max_examples", None)
+    return None if bound is None else bound()
+
+
+def check_task_n(task: Task, what: str, n: Any) -> int:
+    """`n` as a number of examples of `task`: 1 .. the task's `max_examples` (and the global
+    `inputs.MAX_EXAMPLES`), else an `InputError` naming both, before any prompt is built."""
+    from wildcircuits.errors import InputError
+    from wildcircuits.inputs import check_n
+
+    n = check_n(what, n)
+    bound = max_examples(task)
+    if bound is not None and n > bound:
+        raise InputError(
+            f"{what} {n} is more than task {task.name!r} can build: its templates and word "
+            f"lists make at most {bound} distinct prompts (before the train / test split and "
+            f"the token checks); ask for at most {bound}"
+        )
+    return n
 
 
 def _split(split: Split | str) -> Split:

@@ -197,6 +197,22 @@ def tokenizer_name(tokenizer: Any) -> str:
     return str(name) if name else f"{type(tokenizer).__name__}(vocab={len(tokenizer)})"
 
 
+#: Builds of at least this many examples show a progress bar on stderr.
+PROGRESS_FROM = 2000
+
+
+def build_bar(task: str, n: int) -> Any:
+    """A tqdm bar over the examples of a large build (disabled below `PROGRESS_FROM`)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=n, desc=f"building {task}", unit="example", file=sys.stderr, leave=False,
+        disable=n < PROGRESS_FROM,
+    )  # fmt: skip
+
+
 def token_count(tokenizer: Any, text: str) -> int:
     """Number of tokens `text` takes, without special tokens."""
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])

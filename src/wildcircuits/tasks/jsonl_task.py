@@ -71,6 +71,10 @@ class JsonlTask:
     def corruption_names(self) -> tuple[str, ...]:
         return tuple(self.rows[0].corrupted)
 
+    def max_examples(self) -> int:
+        """One example per row at most."""
+        return len(self.rows)
+
     @property
     def default_corruption(self) -> str:
         return self.corruption_names[0]

@@ -213,7 +213,9 @@ def compute(
     positions: Int[Tensor, " batch"] | None = None,
 ) -> Float[Tensor, " batch"]:
     """Any metric by kind. `logits` is (batch, vocab), or (batch, pos, vocab) with `positions`
-    (for `loss`, always (batch, pos, vocab)); `kl_to_clean` needs `clean_logits` of that shape."""
+    (for `loss`, always (batch, pos, vocab)); `kl_to_clean` needs `clean_logits` of that shape.
+    Non-finite logits (NaN / inf) are an error, never a metric value."""
+    check_finite(logits)
     if kind is MetricKind.LOSS:
         return loss(logits, targets)
     if positions is not None:
@@ -225,6 +227,19 @@ def compute(
             raise MetricError("kl_to_clean needs the clean run's logits")
         return kl_to_clean(logits, clean_logits)
     return _AT_POSITION[kind](logits, targets)
+
+
+def check_finite(logits: Tensor) -> None:
+    """MetricError when any logit is NaN or infinite (damaged weights, an overflowing dtype or
+    an intervention that wrote inf): the metric would be NaN and every result built on it too."""
+    finite = torch.isfinite(logits.detach())
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise MetricError(
+            f"the model produced {bad} non-finite logits (NaN or inf) out of {finite.numel()}: "
+            "a metric on them is meaningless; check the model's weights (`wildcircuits "
+            "verify-model MODEL`) and the interventions or ablation values applied"
+        )
 
 
 def normalize(

@@ -30,7 +30,7 @@ from wildcircuits.tasks.evaluate import Scores, kl_from_clean, score
 from wildcircuits.tasks.metrics import HIGHER_IS_BETTER
 from wildcircuits.tasks.spec import Split
 
-__all__ = ["BREAKS", "HOLDS", "ProbeResult", "Stats", "VariationResult", "Verdict", "run_probe"]
+__all__ = ["run_probe", "verdict"]
 
 
 def _finite(x: float) -> float:
@@ -213,6 +213,7 @@ def _result(
         corrupted=corrupted,
         variations=variations,
         example=example,
+        build=dataset.report.to_dict(),
     )
 
 

@@ -15,6 +15,7 @@ from wildcircuits.tasks.dataset import (
     Dataset,
     Example,
     Prompt,
+    build_bar,
     check_aligned,
     in_split,
     require_size,
@@ -85,6 +86,16 @@ class TemplateTask:
     def __repr__(self) -> str:
         return f"TemplateTask({self.name!r})"
 
+    def max_examples(self) -> int:
+        """Distinct clean prompts: per template, the product of its variables' list sizes."""
+        total = 0
+        for template in self.spec.templates:
+            count = 1
+            for variable in self._parsed[template.id].variables:
+                count *= len(self.spec.lists[self.spec.variables[variable]].records)
+            total += count
+        return total
+
     def build(
         self,
         tokenizer: Any,
@@ -101,6 +112,7 @@ class TemplateTask:
         seen: set[str] = set()
         attempts, max_attempts = 0, 40 * n + 200
         templates = list(self.spec.templates)
+        bar = build_bar(self.name, n)
         while len(examples) < n and attempts < max_attempts:
             template = templates[attempts % len(templates)]
             attempts += 1
@@ -117,6 +129,8 @@ class TemplateTask:
             else:
                 seen.add(text)
                 examples.append(example)
+                bar.update()
+        bar.close()
         report = BuildReport(n, len(examples), attempts, tuple(dropped), dict(reasons))
         dataset = Dataset(
             task=self.name,

@@ -59,6 +59,10 @@ class GreaterThanTask:
     default_corruption: str = "01"
     corruption_names: tuple[str, ...] = ("01",)
 
+    def max_examples(self) -> int:
+        """Templates x nouns x centuries x start years (97 two-digit years at most)."""
+        return len(TEMPLATES) * len(NOUNS) * len(CENTURIES) * 97
+
     def build(
         self,
         tokenizer: Any,
