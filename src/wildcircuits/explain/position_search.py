@@ -58,7 +58,7 @@ class _Search:
         (value,) = self.evaluator.faithfulness([pairs])
         self.steps.append(SearchStep(len(pairs), value, action))
         self.bar.update()
-        return value >= self.target
+        return faithful(value, self.target)
 
     def smallest_prefix(self, ranked: Sequence[Pair]) -> int:
         """The smallest prefix size seen reaching the target (len(ranked) if none does)."""
@@ -108,9 +108,9 @@ def find_position_circuit(
     batch_size: int = 16,
 ) -> PositionCircuit:
     """The smallest set of pairs found (module docstring) whose circuit reaches `target`
-    faithfulness on `search` under `spec`, evaluated on `heldout` under `spec` and every
-    extra ablation. nodes: restrict the candidates to these heads / MLPs (pairs outside them
-    are always ablated)."""
+    faithfulness (`faithful`: within 1 - target of 1) on `search` under `spec`, evaluated on
+    `heldout` under `spec` and every extra ablation. nodes: restrict the candidates to these
+    heads / MLPs (pairs outside them are always ablated)."""
     if not 0.0 < target <= 1.0:
         raise WildcircuitsError(f"target faithfulness {target} is outside (0, 1]; e.g. 0.8")
     started = time.perf_counter()
@@ -139,7 +139,7 @@ def find_position_circuit(
     return PositionCircuit(
         pairs=tuple(pairs),
         target=target,
-        reached=faithfulness[0].faithfulness >= target,
+        reached=faithful(faithfulness[0].faithfulness, target),
         faithfulness=tuple(faithfulness),
         n_heads=_count(pairs, NodeKind.HEAD),
         n_mlps=_count(pairs, NodeKind.MLP),
@@ -149,6 +149,13 @@ def find_position_circuit(
         naive_forwards=naive,
         seconds=time.perf_counter() - started,
     )
+
+
+def faithful(value: float, target: float) -> bool:
+    """Whether a faithfulness reaches `target`: within 1 - target of the full model's 1, on
+    either side (a circuit that overshoots the model is no more faithful than one that falls
+    short by as much)."""
+    return abs(1.0 - value) <= 1.0 - target
 
 
 def _heldout(evaluator: PairEvaluator, pairs: Sequence[Pair]) -> AblationFaithfulness:
