@@ -11,7 +11,8 @@ from tests.discovery_fixtures import tiny_problem
 from tests.tiny_models import FAMILIES, tiny_model
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.graph.nodes_circuit import NodeCircuit
-from wildcircuits.names import NodeKind
+from wildcircuits.models import InstrumentedModel
+from wildcircuits.names import NodeKind, parse_node
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.hooks import replace
 from wildcircuits.patching.sites import Component, Site
@@ -142,3 +143,35 @@ def test_bad_node_masks_raise_one_line_errors():
         _run(engine, problem, values, mask)
     with pytest.raises(WildcircuitsError, match="pass both"):
         engine.run(problem.clean, problem.positions, node_ablated=mask.bool())
+
+
+def test_a_per_position_node_circuit_runs_as_its_node_mask():
+    model, engine, problem, values = _setup("llama")
+    graph = engine.graph
+    circuit = NodeCircuit.from_names(graph, ["a1.h2", "m0", "a2.h0"], positions={"a1.h2": [3, 8]})
+    mask = circuit.node_ablated(problem.batch, problem.clean.seq_len)
+    assert not mask[:, :, 0].any()  # input kept
+    column = graph.sender_index[parse_node("a1.h2")]
+    assert mask[:, :, column].sum(1).tolist() == [problem.clean.seq_len - 2] * problem.batch
+    fast = _run(engine, problem, values, mask)
+    torch.testing.assert_close(fast, _reference(model, engine, problem, mask), **TOL)
+
+
+@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+def test_real_model_every_position_equals_node_ablation_and_nothing_is_clean(name, request):
+    """Exact on the real models: a node-position mask over every token of the removed nodes
+    is the position-free node ablation; an empty mask the clean run."""
+    model = InstrumentedModel(*request.getfixturevalue(name))
+    engine = EdgeForward(model)
+    clean = model.tokenize(["When John and Mary went to the store, John gave a drink to"])
+    corrupted = model.tokenize(["When Paul and Anna went to the store, Mark gave a drink to"])
+    assert clean.input_ids.shape == corrupted.input_ids.shape
+    at, values = clean.last_index, engine.outputs(corrupted)
+    circuit = NodeCircuit(engine.graph, frozenset(engine.graph.senders[1::3]))
+    mask = circuit.node_ablated(1, clean.seq_len)
+    fast = engine.run(clean, at, ablation=values, node_ablated=mask).logits
+    edges = engine.run(clean, at, ablated=circuit.ablated(), ablation=values).logits
+    assert (fast - edges).abs().max().item() <= 1e-3
+    assert (fast - model.logits(clean, positions=at)).abs().max().item() > 0.1  # it matters
+    nothing = engine.run(clean, at, ablation=values, node_ablated=torch.zeros_like(mask)).logits
+    assert torch.equal(nothing, engine.run(clean, at).logits)

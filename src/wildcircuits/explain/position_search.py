@@ -106,18 +106,22 @@ def find_position_circuit(
     nodes: Iterable[Node | str] | None = None,
     progress: bool = True,
     batch_size: int = 16,
+    attribution_steps: int = 1,
 ) -> PositionCircuit:
     """The smallest set of pairs found (module docstring) whose circuit reaches `target`
     faithfulness (`faithful`: within 1 - target of 1) on `search` under `spec`, evaluated on
     `heldout` under `spec` and every extra ablation. nodes: restrict the candidates to these
-    heads / MLPs (pairs outside them are always ablated)."""
+    heads / MLPs (pairs outside them are always ablated). attribution_steps: `score_pairs`'
+    steps (1: the gradient at the clean run; more: integrated over the input embeddings)."""
     if not 0.0 < target <= 1.0:
         raise WildcircuitsError(f"target faithfulness {target} is outside (0, 1]; e.g. 0.8")
     started = time.perf_counter()
     spec = AblationSpec.coerce(spec)
     extras = [AblationSpec.coerce(extra) for extra in extra_ablations]
     engine = EdgeForward(model)
-    candidates = score_pairs(model, search, spec, nodes, batch_size, engine, progress)
+    candidates = score_pairs(
+        model, search, spec, nodes, batch_size, engine, progress, attribution_steps
+    )
     if not candidates:
         raise WildcircuitsError("no candidate pairs: give nodes that are heads or MLPs")
     run = _Search(PairEvaluator(engine, search, spec, batch_size), target, progress)

@@ -162,26 +162,34 @@ def score_pairs(
     batch_size: int = 16,
     engine: EdgeForward | None = None,
     progress: bool = False,
+    steps: int = 1,
 ) -> tuple[PairScore, ...]:
     """First-order estimate of removing each (component, position) pair, sorted by |score|.
 
     score(u, P) = sum over rows and the tokens t at position P of (a_u - z_u) . dL/dz_u, on
     the clean run, with dL/dz_u = sum over u's receivers v of dL/dx_v (one forward-backward
     per chunk of rows, `EdgeForward.receiver_gradients`); L is the batch-mean loss, so a
-    positive score means removing the pair hurts the metric (`discovery.common`'s sign)."""
+    positive score means removing the pair hurts the metric (`discovery.common`'s sign).
+    steps > 1 (counterfactual only): dL/dz_u averaged over `steps` runs whose input
+    embeddings interpolate from the corrupted to the clean prompt (alpha = k / steps, k = 0 ..
+    steps - 1, as `eap-ig-inputs`), `steps` forward-backwards per chunk."""
     engine = engine or EdgeForward(model)
     graph, space = engine.graph, pair_space(engine.graph, problem)
     cache = AblationCache(engine, problem, spec, batch_size)
+    if steps < 1 or (steps > 1 and cache.spec.kind is not AblationKind.COUNTERFACTUAL):
+        raise WildcircuitsError(
+            f"attribution steps={steps}: give 1, or more than 1 with counterfactual ablation "
+            "only (the integrated path runs from the corrupted prompt's embeddings)"
+        )
     valid = graph.valid.to(device=model.device, dtype=model.dtype)  # (receiver, sender)
     totals = torch.zeros(len(space.names), graph.n_senders, dtype=torch.float64)
     parts = problem.chunks(batch_size)
     for rows, part in tqdm(parts, desc="pair attribution", disable=not progress, file=sys.stderr):
         values = cache.values(part)  # (batch | 1, pos | 1, sender, d_model)
-        objective = loss_objective(part, problem.batch)
-        run = engine.receiver_gradients(part.clean, part.positions, objective, keep_outputs=True)
-        diff = masked_diff(values, run.outputs, part.clean.attention_mask)  # (b, pos, s, d)
-        del values
-        grads = torch.einsum("bprd,rs->bpsd", run.receiver_grads, valid)  # dL/dz_u
+        clean, receiver_grads = _gradients(engine, part, problem.batch, steps)
+        diff = masked_diff(values, clean, part.clean.attention_mask)  # (b, pos, s, d)
+        del values, clean
+        grads = torch.einsum("bprd,rs->bpsd", receiver_grads, valid)  # dL/dz_u
         per_token = (diff * grads).sum(-1)  # (batch, pos, sender)
         index = space.index[rows].to(per_token.device)
         one_hot = torch.nn.functional.one_hot(index.clamp(min=0), len(space.names))
@@ -190,6 +198,25 @@ def score_pairs(
     allowed = candidate_nodes(graph, nodes)
     scores = [PairScore(pair, float(totals[space.cell(pair)])) for pair in space.all_pairs(allowed)]
     return tuple(sorted(scores, key=lambda s: -abs(s.attribution)))
+
+
+def _gradients(engine: EdgeForward, part: PatchingProblem, total_rows: int, steps: int):
+    """(clean sender outputs, receiver gradients (batch, pos, receiver, d_model) at the clean
+    run, or averaged over the interpolated runs when steps > 1)."""
+    objective = loss_objective(part, total_rows)
+    if steps == 1:
+        run = engine.receiver_gradients(part.clean, part.positions, objective, keep_outputs=True)
+        return run.outputs, run.receiver_grads
+    model = engine.model
+    clean_embeds, corrupted_embeds = model.embed(part.clean), model.embed(part.corrupted)
+    batch, pos = part.clean.input_ids.shape
+    grads = clean_embeds.new_zeros(batch, pos, engine.graph.n_receivers, model.d_model)
+    for k in range(steps):
+        embeds = corrupted_embeds + (k / steps) * (clean_embeds - corrupted_embeds)
+        engine.receiver_gradients(
+            part.clean, part.positions, objective, input_embeds=embeds, accumulate=grads
+        )
+    return engine.outputs(part.clean), grads / steps
 
 
 # exact evaluation -------------------------------------------------------------------------------
