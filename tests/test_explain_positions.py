@@ -256,3 +256,15 @@ def test_pair_metrics_stacked_equals_one_at_a_time_and_respects_nodes():
     removed = NodeCircuit(engine.graph, frozenset()).ablated()
     run = engine.run(problem.clean, problem.positions, ablated=removed, ablation=values)
     assert together.m_empty == pytest.approx(float(problem.score(run.logits).mean()), abs=1e-5)
+
+
+def test_integrated_attribution_keeps_the_planted_ranking_and_needs_counterfactual():
+    model = planted_model()
+    problem = planted_problem(model)
+    scores = score_pairs(model, problem, steps=4, batch_size=4)
+    assert {s.pair for s in scores[:2]} == PLANTED
+    assert all(s.attribution == 0.0 for s in scores[2:])
+    plain = {s.pair: s.attribution for s in score_pairs(model, problem, batch_size=4)}
+    assert any(abs(s.attribution - plain[s.pair]) > 1e-4 for s in scores[:2])  # a new path
+    with pytest.raises(WildcircuitsError, match="counterfactual ablation only"):
+        score_pairs(model, problem, spec="mean", steps=4)
