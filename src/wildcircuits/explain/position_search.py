@@ -15,9 +15,10 @@
 
 Cost, counted as circuit evaluations over the problem's chunks (`PairEvaluator.forwards`):
 about 2 log2(prefix) for the growth and between log2 and 2x the members for the pruning, plus
-the held-out evaluations. `naive_forwards` is what the same greedy search costs with one
-evaluation per candidate: one per pair added one at a time up to the prefix, one per member
-tried in the pruning, and the same held-out evaluations.
+the held-out evaluations. `naive_forwards` is what the same search costs done naively: one
+exact evaluation per candidate pair (to rank them without the attribution pass), one per pair
+added one at a time up to the prefix, one per member tried in the pruning, and the same
+reference and held-out evaluations.
 """
 
 from __future__ import annotations
@@ -140,10 +141,11 @@ def find_position_circuit(
     run.bar.close()
     order = {pair: i for i, pair in enumerate(ranked)}
     pairs = sorted(pairs, key=order.__getitem__)
-    # naive: the same references, one evaluation per pair added, one per member pruned
+    # naive: the same references, one evaluation per candidate (ranking), per pair added and
+    # per member pruned
     n_chunks = len(run.evaluator.chunks)
     forwards = run.evaluator.forwards
-    naive = forwards + n_chunks * (2 * size - len(run.steps))
+    naive = forwards + n_chunks * (len(ranked) + 2 * size - len(run.steps))
     faithfulness = []
     for ablation in [spec, *extras]:
         evaluator = PairEvaluator(engine, heldout, ablation, batch_size)
