@@ -10,7 +10,8 @@ Per position: `positions[node]` lists the token positions where `node` is kept (
 all others); nodes without an entry are kept at every position. Only the outgoing edges of the
 removed (node, position) pairs are ablated: a head kept at position 5 still reads keys and values
 at position 3 even when its own output at 3 is removed. `ablated_by_position(n_pos)` gives that
-mask as (pos, receiver, sender).
+mask as (pos, receiver, sender); `node_ablated(batch, n_pos)` the same as the edge engine's
+node-position mask (`EdgeForward.run(node_ablated=...)`), which runs it exactly in one forward.
 
 Node scores from edge scores (`node_scores`): for each node, the sum of |score| over its incoming
 edges (all q / k / v slots) and its outgoing edges.
@@ -116,6 +117,11 @@ class NodeCircuit:
             kept[:, column] = False
             kept[list(positions), column] = True
         return kept
+
+    def node_ablated(self, batch: int, n_pos: int) -> torch.Tensor:
+        """(batch, pos, sender) bool for `EdgeForward.run(node_ablated=...)`: the removed
+        (node, position) pairs, the same in every row (position-free circuits too)."""
+        return (~self.kept_positions(n_pos))[None].expand(batch, -1, -1).clone()
 
     def ablated_by_position(self, n_pos: int) -> torch.Tensor:
         """(pos, receiver, sender) bool: edge u -> v ablated at position p iff u is removed at p."""

@@ -158,6 +158,10 @@ def ablation_values(
     spec = AblationSpec.coerce(ablation)
     sites = _check_sites(sites)
     full = list(dict.fromkeys(_full_site(s) for s in sites))
+    if spec.per_template and groups is None:
+        raise InterventionError(
+            f"{spec.format()!r} ablation needs one group label per reference row: pass groups="
+        )
     ids = None if groups is None else _group_ids(groups, tokens.batch)
     with torch.no_grad():
         cache = model.run(tokens, capture=full, return_logits=False).cache

@@ -11,13 +11,15 @@ run folder) is an `AblationSpec`:
   (shuffled rows would carry other rows' padding).
 - mean: the mean over the real tokens of a named distribution (`over`: the problem's corrupted or
   clean prompts), per position (position p: the rows with a real token at p) or pooled over every
-  real token (`per_position=False`).
+  real token (`per_position=False`); with `per_template` ("mean:template"), the mean over the
+  rows of the same template only (the problem's per-row `groups`, from the dataset's template
+  ids): the IOI paper's knockout, the mean over the ABC distribution per template.
 - zero: the value is 0.
 
 Strings (CLI options, config files, provenance) are `KIND[:OPTION]...`, parsed by
 `AblationSpec.parse` and written by `AblationSpec.format` (options equal to the defaults are
 left out): "counterfactual", "zero", "mean", "mean:clean", "mean:pooled", "mean:clean:pooled",
-"resample", "resample:clean:seed=3".
+"mean:template", "mean:template:pooled", "resample", "resample:clean:seed=3".
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ if TYPE_CHECKING:  # torch-free at import: the CLI parses ablation strings befor
 
 POOLED = "pooled"
 PER_POSITION = "per-position"
+TEMPLATE = "template"
 SEED = "seed="
 
 
@@ -74,13 +77,15 @@ class AblationSpec:
     """One ablation: its kind and, where they apply, the distribution, positions and seed.
 
     over: mean / resample only; per_position: mean only (False: one mean over every real token);
-    seed: resample only. An option given to a kind that does not take it raises.
+    per_template: mean only (one mean per template: the problem's `groups`); seed: resample
+    only. An option given to a kind that does not take it raises.
     """
 
     kind: AblationKind = AblationKind.COUNTERFACTUAL
     over: Distribution = Distribution.CORRUPTED
     per_position: bool = True
     seed: int = 0
+    per_template: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", _enum(AblationKind, self.kind, "ablation"))
@@ -90,12 +95,14 @@ class AblationSpec:
             unused.append(f"distribution {self.over.value!r}")
         if not self.per_position and self.kind is not AblationKind.MEAN:
             unused.append(POOLED)
+        if self.per_template and self.kind is not AblationKind.MEAN:
+            unused.append(TEMPLATE)
         if self.seed != 0 and self.kind is not AblationKind.RESAMPLE:
             unused.append(f"seed {self.seed}")
         if unused:
             raise AblationError(
                 f"{self.kind.value} ablation takes no {', '.join(unused)}; a distribution is "
-                "for mean / resample, pooled for mean, a seed for resample"
+                "for mean / resample, pooled and template for mean, a seed for resample"
             )
 
     @classmethod
@@ -111,13 +118,15 @@ class AblationSpec:
                 fields["over"] = Distribution(option)
             elif option in (POOLED, PER_POSITION):
                 fields["per_position"] = option == PER_POSITION
+            elif option == TEMPLATE:
+                fields["per_template"] = True
             elif option.startswith(SEED) and option[len(SEED) :].lstrip("-").isdigit():
                 fields["seed"] = int(option[len(SEED) :])
             else:
                 raise AblationError(
                     f"ablation {text!r}: unknown option {option!r}; options are "
                     f"{', '.join(Distribution)} (mean / resample), {POOLED} or {PER_POSITION} "
-                    "(mean), seed=N (resample)"
+                    f"and {TEMPLATE} (mean), seed=N (resample)"
                 )
         return cls(**fields)
 
@@ -133,6 +142,8 @@ class AblationSpec:
         parts = [self.kind.value]
         if self.over is not Distribution.CORRUPTED:
             parts.append(self.over.value)
+        if self.per_template:
+            parts.append(TEMPLATE)
         if not self.per_position:
             parts.append(POOLED)
         if self.seed != 0:
@@ -148,6 +159,8 @@ class AblationSpec:
         if self.kind is AblationKind.MEAN:
             info["mean_reference"] = self.over.value
             info["mean_per_position"] = self.per_position
+            if self.per_template:
+                info["mean_per_template"] = True
         elif self.kind is AblationKind.RESAMPLE:
             info["resample_reference"] = self.over.value
             info["resample_seed"] = self.seed

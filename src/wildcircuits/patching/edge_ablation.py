@@ -5,8 +5,8 @@ untouched (`patching.edges`). The values follow an `AblationSpec` (patching.abla
 - counterfactual: u's output on the corrupted prompt of the same example;
 - mean: u's output averaged over the real tokens of the problem's corrupted (default) or clean
   prompts, per position (positions index the padded batch, so rows must be aligned, as they are
-  for one-template tasks) or pooled. Per-template means are not offered here: a
-  `PatchingProblem` does not carry template labels;
+  for one-template tasks) or pooled; with `mean:template`, one such mean per template (the
+  problem's `groups`; rows of one template are aligned), each row reading its template's;
 - zero: u contributes nothing (embeddings included).
 Resample ablation is not offered on edges (a shuffled row carries another row's padding).
 
@@ -56,6 +56,31 @@ def mean_outputs(
     return masked_mean(total, count)
 
 
+def group_mean_outputs(
+    engine: EdgeForward, reference: Tokens, groups: Tensor, batch_size: int, per_position: bool
+) -> Float[Tensor, "group pos sender d_model"]:
+    """Mean sender outputs per group: (n_groups, pos or 1, sender, d_model), row g the mean
+    over the real tokens of the reference rows whose `groups` id is g (chunks of rows)."""
+    n_groups = int(groups.max()) + 1
+    total, count = None, None
+    for start in range(0, reference.batch, batch_size):
+        rows = reference.select(slice(start, start + batch_size))
+        ids = groups[start : start + batch_size].to(engine.model.device)
+        outputs = engine.outputs(rows)  # (batch, pos, sender, d_model)
+        weight = rows.attention_mask.to(outputs.dtype)  # (batch, pos)
+        outputs = outputs * weight[:, :, None, None]
+        if not per_position:  # one mean over every real token of the group
+            outputs, weight = outputs.sum(1, keepdim=True), weight.sum(1, keepdim=True)
+        one_hot = torch.nn.functional.one_hot(ids, n_groups).to(outputs.dtype)  # (batch, group)
+        part = torch.einsum("bg,bpsd->gpsd", one_hot, outputs)
+        n = torch.einsum("bg,bp->gp", one_hot, weight)[:, :, None, None]
+        total = part if total is None else total + part
+        count = n if count is None else count + n
+    if total is None:
+        raise WildcircuitsError("the mean-ablation reference batch is empty")
+    return masked_mean(total, count)
+
+
 def edge_alternatives(spec: AblationSpec) -> list[AblationSpec]:
     """The other edge ablations (each with its default options), for sensitivity checks."""
     return [AblationSpec(kind) for kind in EDGE_ABLATIONS if kind is not spec.kind]
@@ -78,10 +103,21 @@ class AblationCache:
         self.engine = engine
         self.spec = AblationSpec.coerce(spec).require(EDGE_ABLATIONS, "the edge engine")
         self._fixed: Tensor | None = None  # (1, pos | 1, sender, d_model)
+        self._grouped: Tensor | None = None  # (group, pos | 1, sender, d_model)
         model = engine.model
         if self.spec.kind is AblationKind.ZERO:
             shape = (1, 1, engine.graph.n_senders, model.d_model)
             self._fixed = torch.zeros(shape, dtype=model.dtype, device=model.device)
+        elif self.spec.kind is AblationKind.MEAN and self.spec.per_template:
+            if problem.groups is None:
+                raise WildcircuitsError(
+                    f"{self.spec.format()!r} ablation needs the problem's per-row template ids "
+                    "(`groups`); build the problem from a task dataset or pass groups="
+                )
+            reference = self.spec.reference(problem)
+            self._grouped = group_mean_outputs(
+                engine, reference, problem.groups, batch_size, self.spec.per_position
+            )
         elif self.spec.kind is AblationKind.MEAN:
             reference = self.spec.reference(problem)
             self._fixed = mean_outputs(engine, reference, batch_size, self.spec.per_position)
@@ -93,8 +129,14 @@ class AblationCache:
         (a padding group of `PatchingProblem.by_length`; 0 for a chunk of whole rows).
 
         Counterfactual: (rows, pos, sender, d_model), one forward on the part's corrupted
-        prompts; mean / zero: the problem's values cut to the part's columns.
+        prompts; mean / zero: the problem's values cut to the part's columns; per-template
+        mean: (rows, pos | 1, sender, d_model), each row its template's mean.
         """
+        if self._grouped is not None:
+            values = self._grouped[part.groups.to(self._grouped.device)]
+            if values.shape[1] == 1:
+                return values
+            return values[:, start : start + part.clean.seq_len]
         if self._fixed is None:
             return self.engine.outputs(part.corrupted)
         if self._fixed.shape[1] == 1:
@@ -107,7 +149,7 @@ class AblationCache:
         Counterfactual values cost one forward on the chunk's corrupted prompts, whose logits
         (batch, vocab) at the metric positions come back too.
         """
-        if self._fixed is not None:
+        if self._fixed is not None or self._grouped is not None:
             return self.values(chunk), None
         run = self.engine.run(chunk.corrupted, chunk.positions, keep_outputs=True)
         return run.outputs, run.logits

@@ -38,11 +38,11 @@ class SenderOutputs:
         self._prefix_done = 0
 
     @classmethod
-    def fresh(cls, like: torch.Tensor, n_senders: int, ablated=None, ablation=None):
-        """Empty outputs for a run from the start: like (batch, pos, d_model)."""
-        batch, pos, d_model = like.shape
-        own = like.new_zeros(batch, pos, n_senders, d_model)
-        return cls(own, ablated=ablated, ablation=ablation)
+    def fresh(cls, like: torch.Tensor, n_senders: int, ablated=None, ablation=None, copies=1):
+        """Empty outputs for a run from the start: like (copies * batch, pos, d_model)."""
+        rows, pos, d_model = like.shape
+        own = like.new_zeros(rows, pos, n_senders, d_model)
+        return cls(own, copies=copies, ablated=ablated, ablation=ablation)
 
     @classmethod
     def resumed(cls, base: torch.Tensor, shared: int, copies: int, ablated=None, ablation=None):
@@ -141,3 +141,40 @@ def _weighted_sum(weights, values, index, n) -> torch.Tensor:
     if len(index) == n:
         return torch.matmul(weights[:, :n], values[:, :, :n])
     return torch.matmul(weights[:, index], values.index_select(2, index))
+
+
+class NodeAblation:
+    """Sender outputs replaced at masked (row, position) pairs.
+
+    mask: (copies * batch, pos, sender) bool; ablation: (batch or 1, pos or 1, sender, d_model)
+    values, the same for every copy (rows of `mask` are copy-major over the ablation's rows)."""
+
+    def __init__(self, mask: torch.Tensor, ablation: torch.Tensor):
+        self.mask, self.ablation = mask, ablation
+        self.hit = mask.any(dim=1).any(dim=0).tolist()  # (sender,) any masked token
+
+    def touches(self, senders: slice | int) -> bool:
+        """Whether any sender in `senders` is masked anywhere."""
+        if isinstance(senders, int):
+            return bool(self.hit[senders])
+        return any(self.hit[senders])
+
+    def apply(self, senders: slice | int, value: torch.Tensor) -> torch.Tensor:
+        """value: (rows, pos, d_model) for one sender, or (rows, pos, k, d_model) for the
+        senders of a slice -> the same with the masked tokens replaced by their ablation."""
+        if not self.touches(senders):
+            return value
+        columns = senders if isinstance(senders, slice) else slice(senders, senders + 1)
+        mask = self.mask[:, :, columns, None]  # (rows, pos, k, 1)
+        ablation = self.ablation[:, :, columns]  # (batch | 1, pos | 1, k, d_model)
+        single = value.dim() == 3
+        value = value[:, :, None] if single else value
+        rows, batch = value.shape[0], ablation.shape[0]
+        if batch in (1, rows):
+            out = torch.where(mask, ablation.to(value.dtype), value)
+        else:  # copies of the batch: (copies, batch, pos, k, d_model)
+            shape = (rows // batch, batch)
+            out = torch.where(
+                mask.unflatten(0, shape), ablation.to(value.dtype), value.unflatten(0, shape)
+            ).flatten(0, 1)
+        return out[:, :, 0] if single else out

@@ -5,7 +5,8 @@
 block's `Visitor`. At the visit points it gives each q / k / v receiver and each MLP its own
 residual input (the shared stream plus its ablation delta and any extra input), projects a
 shared input once where no receiver of the layer differs (`edge_parts`), splits the attention
-output into per-head sender outputs, and reads / replaces sender outputs (`edge_senders`).
+output into per-head sender outputs, and reads / replaces sender outputs (`edge_senders`): by
+an override, and at the (row, position) pairs of a node-position mask by their ablation value.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from wildcircuits.models.block import Block, Visitor
 from wildcircuits.models.tokens import Tokens
 from wildcircuits.models.weights import project_heads
 from wildcircuits.patching.edge_parts import GradLeaf, Resume, shared_qkv
-from wildcircuits.patching.edge_senders import SenderOutputs
+from wildcircuits.patching.edge_senders import NodeAblation, SenderOutputs
 from wildcircuits.patching.sites import Component
 
 
@@ -29,11 +30,14 @@ class EdgeSpec:
 
     tokens, positions (batch,): the batch and where to read the logits. ablated: (receiver,
     sender) 0/1 float mask of the ablated edges, with ablation (batch or 1, pos, sender,
-    d_model) their values; None: nothing ablated. grad: add a zero leaf on every receiver's
-    input (gradient runs). keep_outputs: keep every sender's output. input_embeds (batch, pos,
-    d_model): replaces the embeddings. override: sender -> (batch, pos, d_model) replacing that
-    sender's output. extra: receiver row -> (copies * batch, pos, d_model) added to its input.
-    start: resume from that state, as `copies` stacked copies of the batch; stop: record the
+    d_model) their values; None: nothing ablated. node_ablated: (copies * batch, pos, sender)
+    bool, the tokens at which a sender's output itself is replaced by its `ablation` value (all
+    its out-edges ablated there; `edge_senders.NodeAblation`). grad: add a zero leaf on every
+    receiver's input (gradient runs). keep_outputs: keep every sender's output. input_embeds
+    (batch, pos, d_model): replaces the embeddings. override: sender -> (batch, pos, d_model)
+    replacing that sender's output. extra: receiver row -> (copies * batch, pos, d_model) added
+    to its input. start: resume from that state; copies: run that many stacked copies of the
+    batch (copy-major; they differ only through `extra` and `node_ablated`); stop: record the
     state at the start of that layer (n_layers: before the logits) and return no logits.
     """
 
@@ -41,6 +45,7 @@ class EdgeSpec:
     positions: torch.Tensor
     ablated: torch.Tensor | None = None
     ablation: torch.Tensor | None = None
+    node_ablated: torch.Tensor | None = None
     grad: bool = False
     keep_outputs: bool = False
     input_embeds: torch.Tensor | None = None
@@ -61,6 +66,9 @@ class EdgePass(Visitor):
         self.ablated, self.extra, self.override = spec.ablated, spec.extra, spec.override
         self.leaves: list[GradLeaf] = []
         self.senders: SenderOutputs | None = None
+        self.nodes = (
+            None if spec.node_ablated is None else NodeAblation(spec.node_ablated, spec.ablation)
+        )
         self.resume: Resume | None = None
 
     @property
@@ -89,25 +97,26 @@ class EdgePass(Visitor):
         return model.unembed(resid[rows, positions.to(resid.device)])  # (batch, vocab)
 
     def _begin(self) -> tuple[torch.Tensor, int, torch.Tensor]:
-        """(resid entering the first layer run, that layer, logit positions)."""
+        """(resid entering the first layer run, that layer, logit positions); with copies,
+        `self.tokens` becomes the stacked batch."""
         spec, graph = self.spec, self.graph
+        tokens = self.tokens
+        if spec.copies > 1:
+            self.tokens = tokens.repeat(spec.copies)
         keep = spec.keep_outputs or spec.ablated is not None
+        copies, positions = spec.copies, spec.positions.repeat(spec.copies)
         if spec.start is None:
             embeds = spec.input_embeds
-            resid = embeds if embeds is not None else self.model.embed(self.tokens)
-            resid = self.override.get(0, resid)
+            resid = embeds if embeds is not None else self.model.embed(tokens)
+            resid = self._sender(0, _stack(self.override.get(0, resid), copies))
             if keep:
                 self.senders = SenderOutputs.fresh(
-                    resid, graph.n_senders, spec.ablated, spec.ablation
+                    resid, graph.n_senders, spec.ablated, spec.ablation, copies
                 )
                 self._store(0, resid)
-            return resid, 0, spec.positions
-        start, copies, positions = spec.start, spec.copies, spec.positions
-        resid = start.resid
-        if copies > 1:
-            resid = resid.repeat(copies, 1, 1)
-            self.tokens = self.tokens.repeat(copies)
-            positions = positions.repeat(copies)
+            return resid, 0, positions
+        start = spec.start
+        resid = _stack(start.resid, copies)
         if keep:
             shared = graph.first_sender(start.layer)
             self.senders = SenderOutputs.resumed(
@@ -150,6 +159,10 @@ class EdgePass(Visitor):
             add[:, :, index] += value
         return x + add
 
+    def _sender(self, senders: slice | int, value: torch.Tensor) -> torch.Tensor:
+        """A sender's output as the residual stream gets it: node-position ablation applied."""
+        return value if self.nodes is None else self.nodes.apply(senders, value)
+
     def _store(self, senders: slice | int, value: torch.Tensor) -> None:
         if self.senders is not None:
             self.senders.store(senders, value.detach() if self.spec.grad else value)
@@ -159,7 +172,7 @@ class EdgePass(Visitor):
         """The MLP's output is a sender: replaced by its override, if any, and kept."""
         if component is Component.MLP_OUT:
             sender = self.graph.mlp_sender(layer)
-            value = self.override.get(sender, value)
+            value = self._sender(sender, self.override.get(sender, value))
             self._store(sender, value)
         return value
 
@@ -193,7 +206,7 @@ class EdgePass(Visitor):
         sum plus the output bias: (batch, pos, d_model)."""
         result = block.split_post_attn_norm(block.head_results(z))  # (batch, pos, head, d)
         senders = self.graph.head_senders(block.layer)
-        result = self._override_heads(senders, result)
+        result = self._sender(senders, self._override_heads(senders, result))
         self._store(senders, result)
         attn_out = result.sum(dim=2)
         bias = block.out_proj.bias
@@ -208,3 +221,8 @@ class EdgePass(Visitor):
         for head, value in replaced:
             heads[head] = value
         return torch.stack(heads, dim=2)
+
+
+def _stack(value: torch.Tensor, copies: int) -> torch.Tensor:
+    """(batch, ...) -> (copies * batch, ...), copy-major (no copy for one)."""
+    return value if copies == 1 else value.repeat(copies, *([1] * (value.dim() - 1)))

@@ -70,13 +70,23 @@ class EdgeForward:
         keep_outputs: bool = False,
         input_embeds: torch.Tensor | None = None,
         override: Mapping[int, torch.Tensor] | None = None,
+        node_ablated: torch.Tensor | None = None,
+        copies: int = 1,
     ) -> EdgeRun:
         """One forward with the edges marked in `ablated` (receiver, sender) ablated to
-        `ablation` (batch or 1, pos, sender, d_model) sender outputs. No gradients."""
+        `ablation` (batch or 1, pos, sender, d_model) sender outputs. No gradients.
+
+        node_ablated: (copies * batch, pos, sender) bool, node-position ablation: a sender's
+        output at a marked token is replaced by its ablation value for every receiver (all its
+        out-edges ablated at that token only). With `copies` > 1 the run stacks that many
+        copies of the batch (copy-major), which differ only through `node_ablated`; logits
+        come back as (copies * batch, vocab). Outputs kept are the replaced ones."""
+        self._check_nodes(tokens, node_ablated, ablation, copies)
+        edges = self._prepare(ablated, ablation, node_ablated)
         spec = EdgeSpec(
-            tokens=tokens, positions=positions, ablated=self._prepare(ablated, ablation),
-            ablation=ablation, keep_outputs=keep_outputs, input_embeds=input_embeds,
-            override=override or {},
+            tokens=tokens, positions=positions, ablated=edges,
+            ablation=ablation, node_ablated=node_ablated, keep_outputs=keep_outputs,
+            input_embeds=input_embeds, override=override or {}, copies=copies,
         )  # fmt: skip
         with torch.no_grad():
             edge_pass = EdgePass(self, spec)
@@ -182,13 +192,35 @@ class EdgeForward:
         with torch.no_grad():
             return EdgePass(self, spec).forward()
 
-    def _prepare(self, ablated, ablation):
-        if (ablated is None) != (ablation is None):
-            raise WildcircuitsError("pass both `ablated` (edge mask) and `ablation` (values)")
+    def _prepare(self, ablated, ablation, node_ablated=None):
+        if (ablated is None and node_ablated is None) != (ablation is None):
+            raise WildcircuitsError(
+                "pass both `ablation` (values) and a mask (`ablated` edges and / or "
+                "`node_ablated` tokens), or neither"
+            )
         if ablated is None:
             return None
         self._check_mask(ablated)
         return (ablated & self.graph.valid.to(ablated.device)).to(self.model.dtype)
+
+    def _check_nodes(self, tokens: Tokens, node_ablated, ablation, copies: int) -> None:
+        """A node-position mask must be (copies * batch, pos, sender) bool; the ablation
+        values (batch or 1, pos or 1, sender, d_model)."""
+        if copies < 1:
+            raise WildcircuitsError(f"copies must be >= 1, got {copies}")
+        if node_ablated is None:
+            return
+        shape = (copies * tokens.batch, tokens.seq_len, self.graph.n_senders)
+        if tuple(node_ablated.shape) != shape or node_ablated.dtype != torch.bool:
+            raise WildcircuitsError(
+                f"node-position mask must be a bool tensor of shape {shape} (copies * batch, "
+                f"pos, sender); got {node_ablated.dtype} {tuple(node_ablated.shape)}"
+            )
+        if ablation is not None and ablation.shape[0] not in (1, tokens.batch):
+            raise WildcircuitsError(
+                f"ablation values have {ablation.shape[0]} rows; give 1 or one per row of the "
+                f"batch ({tokens.batch}), the same for every copy"
+            )
 
     def _check_mask(self, ablated: torch.Tensor) -> None:
         shape = (self.graph.n_receivers, self.graph.n_senders)

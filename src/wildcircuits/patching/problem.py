@@ -39,6 +39,8 @@ class PatchingProblem:
     positions: (batch,) the position whose logits the metric reads (usually END).
     named_positions: e.g. {"IO": (batch,), "S1": (batch,), "END": (batch,)} token indices.
     clean_logits: (batch, vocab) clean logits at `positions`; needed by KL-to-clean only.
+    groups: (batch,) long, each row's group (for a task dataset: its template, numbered in the
+    order of `group_names`), or None; per-template means (`mean:template`) need them.
     provenance: how numbers are obtained (task, split, seed, corruption, model, quantization,
     metric); every result made from this problem copies it.
     """
@@ -51,9 +53,16 @@ class PatchingProblem:
     named_positions: Mapping[str, torch.Tensor] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
     clean_logits: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
+    group_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_aligned(self.clean, self.corrupted)
+        if self.groups is not None and tuple(self.groups.shape) != (self.batch,):
+            raise TaskError(
+                f"groups has shape {tuple(self.groups.shape)}; give one group id per row "
+                f"({self.batch},)"
+            )
         if self.metric is MetricKind.LOSS:
             raise TaskError("patching reads one position per row; the loss metric reads many")
 
@@ -86,6 +95,7 @@ class PatchingProblem:
             targets=_select_targets(self.targets, rows),
             named_positions={k: v[rows] for k, v in self.named_positions.items()},
             clean_logits=None if self.clean_logits is None else self.clean_logits[rows],
+            groups=None if self.groups is None else self.groups[rows],
         )
 
     def chunks(self, size: int) -> list[tuple[slice, PatchingProblem]]:
@@ -207,6 +217,8 @@ def problem_from_dataset(
     corrupted = _pad([p.token_ids for p in dataset.prompts(corruption)]).to(model.device)
     names = set.intersection(*(set(e.clean.positions) for e in dataset.examples))
     named = {n: torch.tensor(dataset.positions(n), device=model.device) for n in sorted(names)}
+    group_names = tuple(sorted({e.template for e in dataset.examples}))
+    groups = torch.tensor([group_names.index(e.template) for e in dataset.examples])
     targets = make_targets(
         [e.answers for e in dataset.examples], [e.distractors for e in dataset.examples]
     )
@@ -223,6 +235,8 @@ def problem_from_dataset(
             "metric": metric.value,
             "corruption": corruption,
         },
+        groups=groups.to(model.device),
+        group_names=group_names,
     )
     return problem.with_clean_logits(model) if metric is MetricKind.KL_TO_CLEAN else problem
 
