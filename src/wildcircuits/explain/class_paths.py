@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from wildcircuits.errors import InputError
+from wildcircuits.explain.algorithm import describe_algorithm
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.names import (
     LOGITS,
@@ -246,4 +247,11 @@ def _progress(items, enabled: bool):
     return tqdm(items, desc="class paths", file=sys.stderr, leave=False)
 
 
-__all__ = ["PathJob", "class_paths", "forward_counts", "path_jobs", "position_index"]
+__all__ = [
+    "PathJob",
+    "class_paths",
+    "describe_algorithm",
+    "forward_counts",
+    "path_jobs",
+    "position_index",
+]

@@ -21,9 +21,8 @@ over the batch: 0 = no effect, 1 = the path carries the whole clean-vs-corrupted
 positive when the sender's clean output supports the metric (name movers -> logits in IOI),
 negative when it opposes it (negative name movers).
 
-Receiver positions: a receiver may be patched at some positions only (`receiver_positions`: per
-receiver a (batch, pos) bool mask, True where step 3 takes the recorded value; None: every
-position), e.g. the q of a name mover at END alone, per row at that row's END.
+Receiver positions (`receiver_positions`): per receiver a (batch, pos) bool mask, True where
+step 3 takes the recorded value (None: all), e.g. a name mover's q at each row's END alone.
 
 Speed: step 2 starts at the earliest sender layer and step 3 at the earliest receiver layer from
 the cached clean residual stream (nothing earlier changes), step 2 stops after the last receiver,
@@ -300,8 +299,7 @@ def _check_masks(problem, receivers, masks) -> list[Tensor | None] | None:
     shape = (problem.batch, problem.clean.seq_len)
     if len(masks) != len(receivers):
         raise SiteError(
-            f"{len(masks)} receiver position masks for {len(receivers)} receivers; "
-            "give one (batch, pos) mask (or None) per receiver"
+            f"{len(masks)} position masks for {len(receivers)} receivers; give one each"
         )
     for receiver, mask in zip(receivers, masks, strict=True):
         if mask is not None and (mask.dtype != torch.bool or tuple(mask.shape) != shape):
