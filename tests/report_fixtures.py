@@ -11,9 +11,11 @@ from typing import Any
 
 import torch
 
+from wildcircuits.explain.algorithm import describe_algorithm
 from wildcircuits.graph.circuit import Circuit, EdgeScores, graph_config
 from wildcircuits.graph.graph import Graph
 from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels, position_labels
+from wildcircuits.results import explain as x
 from wildcircuits.results import metrics as m
 from wildcircuits.results import save_json
 from wildcircuits.results.behaviour import (
@@ -24,8 +26,6 @@ from wildcircuits.results.behaviour import (
     VariationResult,
     Verdict,
 )
-from wildcircuits.explain.algorithm import describe_algorithm
-from wildcircuits.results import explain as x
 from wildcircuits.results.circuits import CircuitFile, CircuitSizes, Member, SizeEntry
 from wildcircuits.results.localise import AttentionPattern, HeadRoleRow, HeadRoleTable, Localise
 from wildcircuits.results.manifest import Manifest, StepRecord, StepState

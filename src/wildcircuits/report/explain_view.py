@@ -99,11 +99,8 @@ def _paths(paths: Sequence[ClassPath]) -> str:
 def explanation_section(explanation: Explanation) -> str:
     """The "How the model does it" section body (HTML fragment)."""
     e = explanation
-    unexplained = (
-        f"<p>Unexplained (in the circuit, in no class): {esc(', '.join(p.name for p in e.unexplained))}.</p>"
-        if e.unexplained
-        else ""
-    )
+    names = ", ".join(p.name for p in e.unexplained)
+    unexplained = f"<p>Unexplained (in the circuit, no class): {esc(names)}.</p>" if names else ""
     algorithm = "".join(f"<li>{esc(s)}</li>" for s in e.algorithm)
     return (
         _summary(e.circuit, e.classes, e.paths)

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from wildcircuits.names import head_node
+from wildcircuits.report.explain_view import explanation_section
 from wildcircuits.report.graph_view import (
     GraphView,
     build_graph_view,
     size_label,
 )
-from wildcircuits.report.explain_view import explanation_section
 from wildcircuits.report.run_folder import PartState, RunFiles, read_run, scores_from_pt
 from wildcircuits.report.sections import (
     badge,
