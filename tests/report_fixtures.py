@@ -332,5 +332,6 @@ def write_synthetic_run(
     facts = _circuits(root, graph, fractions)
     _results(root, facts)
     if explanation:
-        synthetic_explanation().save(root / "explanation.json")
+        facts["explanation"] = synthetic_explanation()
+        facts["explanation"].save(root / "explanation.json")
     return facts | {"graph": graph}

@@ -63,7 +63,8 @@ def sender_sites(c: HeadClass) -> list[Site]:
 
 def slow_class_path(model, problem, senders, receivers, positions) -> float:
     """Steps 1-3 of path patching with nothing cached or batched; in step 3 each receiver site
-    takes the recorded value at (row, position) pairs listed one by one."""
+    takes the recorded value at (row, position) pairs listed one by one: a q / MLP input at
+    the member's token, a k / v at every token up to it."""
     names, index = _own_position_index(problem)
     z_sites = [Site(Component.Z, layer) for layer in range(model.n_layers)]
     mlp_sites = [Site(Component.MLP_OUT, layer) for layer in range(model.n_layers)]
@@ -82,11 +83,13 @@ def slow_class_path(model, problem, senders, receivers, positions) -> float:
     run2 = model.run(problem.clean, capture=sites, interventions=step2)
     run0 = model.run(problem.clean, capture=sites)
     values = {s: run0[s].clone() for s in sites}
-    for site, position in zip(sites, positions, strict=True):
+    for receiver, site, position in zip(receivers, sites, positions, strict=True):
         for row in range(problem.batch):
-            for column in range(problem.clean.seq_len):
-                if names[int(index[row, column])] == position:
-                    values[site][row, column] = run2[site][row, column]
+            columns = [c for c in range(problem.clean.seq_len) if names[index[row, c]] == position]
+            if receiver.slot.value in "kv" and columns:
+                columns = range(max(columns) + 1)
+            for column in columns:
+                values[site][row, column] = run2[site][row, column]
     patches = [Intervention(s, Mode.REPLACE, v) for s, v in values.items()]
     return normalized(model, problem, metric(model, problem, patches))
 

@@ -3,9 +3,11 @@
 For functional classes of heads (`HeadClass`, members `Pair(node, position)`), an arrow
 sender -> receiver is path patching (`wildcircuits.patching.path`, the IOI paper's convention)
 from every member of the sender class (a head's z, an MLP's output, at all positions) into the
-receiver class's members' inputs through one slot (q, k or v for heads, `in` for MLPs), each
-member patched at its own position only (per row, the token that position names there); the
-arrow class -> `logits` patches the senders into the final residual stream. `effect` is the
+receiver class's members' inputs through one slot (q, k or v for heads, `in` for MLPs), at the
+member's position (per row, the token that position names there): a q or an MLP input at that
+token only; a k or v at every token up to it (the keys and values the member's query there
+reads; later tokens never reach it). The arrow class -> `logits` patches the senders into the
+final residual stream. `effect` is the
 normalized path effect (m_clean - m_patched) / (m_clean - m_corrupted), with a bootstrap interval
 over prompts.
 
@@ -127,7 +129,7 @@ def path_jobs(
     jobs = []
     for receiver in classes:
         for slot, receivers, positions in _receiver_slots(model, receiver):
-            masks = tuple(index == names.index(p) for p in positions)
+            masks = tuple(_slot_mask(index == names.index(p), slot) for p in positions)
             senders = tuple(
                 c.name
                 for c in classes
@@ -196,6 +198,14 @@ def _receiver_slots(model, receiver: HeadClass):
     if mlps:
         out.append((Slot.IN, tuple(Receiver(n) for n, _ in mlps), [p for _, p in mlps]))
     return out
+
+
+def _slot_mask(at: Tensor, slot: Slot) -> Tensor:
+    """(batch, pos) bool: a q / MLP input is patched at the member's tokens, a k / v at every
+    token up to the last of them (what the member's query reads)."""
+    if slot in (Slot.Q, Slot.IN):
+        return at
+    return at.flip(-1).cumsum(-1).flip(-1) > 0  # True at and before the last True column
 
 
 def _reaches(model, senders: Sequence[Node], receivers: Sequence[Receiver]) -> bool:
