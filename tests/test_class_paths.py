@@ -125,6 +125,19 @@ def test_batched_class_paths_equal_slow_loop(family):
         assert path.effect == pytest.approx(slow, abs=1e-5), path
 
 
+def test_batched_equals_one_path_patch_per_sender_class():
+    model, problem = tiny_model("qwen2"), named_problem()
+    paths = iter(class_paths(model, problem, CLASSES, progress=False, max_rows=5, n_bootstrap=0))
+    by_name = {c.name: c for c in CLASSES}
+    for job in path_jobs(model, problem, CLASSES):
+        for sender in job.senders:
+            one = path_patch(model, problem, sender_sites(by_name[sender]), job.receivers,
+                             job.masks)  # fmt: skip
+            path = next(paths)
+            assert (path.sender, path.receiver, path.slot) == (sender, job.receiver, job.slot)
+            assert path.effect == pytest.approx(one.score, abs=1e-6)
+
+
 def test_receiver_at_every_position_equals_plain_path_patch():
     model, problem = tiny_model("llama"), named_problem()
     senders = [Site(Component.Z, 0, 1), Site(Component.MLP_OUT, 0), Site(Component.Z, 1, 2)]
