@@ -19,10 +19,10 @@ from wildcircuits.names import parse_display_node
 from wildcircuits.report.svg import esc, fmt
 from wildcircuits.results.explain import ClassPath, Explanation, HeadClass
 
-BOX_W, LINE_H, HEAD_H, ROW_GAP, COL_GAP, LEFT = 200, 13, 34, 70, 36, 56
-MEMBERS_PER_LINE = 3
+BOX_W, LINE_H, HEAD_H, ROW_GAP, COL_GAP, LEFT, LANE_GAP = 210, 13, 34, 70, 36, 56, 9
+CHAR_W = 6.0  # px per character of the 10 px member lines
 DASH = {"k": "6 4", "v": "2 3"}
-SLOT_OFFSET = {"q": -0.25, "k": 0.0, "v": 0.25}
+SLOT_OFFSET = {"q": -0.3, "k": 0.0, "v": 0.3}
 POSITIVE, NEGATIVE, WEAK = "#2166ac", "#b2182b", "#9aa3ad"
 FILL = {None: "#f4f1e8"}  # descriptive classes; IOI-paper classes get a light blue
 PAPER_FILL = "#e8f0f8"
@@ -58,10 +58,14 @@ def _layers(c: HeadClass) -> str:
 
 
 def _member_lines(c: HeadClass) -> list[str]:
-    names = [p.name for p in c.members]
-    return [
-        ", ".join(names[i : i + MEMBERS_PER_LINE]) for i in range(0, len(names), MEMBERS_PER_LINE)
-    ]
+    """The members (`L3.H2@END`), packed into lines that fit the box."""
+    lines: list[str] = []
+    for name in (p.name for p in c.members):
+        if lines and (len(lines[-1]) + 2 + len(name)) * CHAR_W <= BOX_W - 16:
+            lines[-1] += ", " + name
+        else:
+            lines.append(name)
+    return lines
 
 
 def _layout(classes: Sequence[HeadClass]) -> tuple[dict[str, Box], float, float, list[float]]:
@@ -108,26 +112,41 @@ def _short(text: str, most: int) -> str:
     return text if len(text) <= most else text[: most - 1] + "\u2026"
 
 
-def _arrow_svg(p: ClassPath, boxes: dict[str, Box], k: int, strongest: float) -> str:
-    """One measured path; k spreads arrows leaving the same box."""
+Points = tuple[tuple[float, float], ...]
+
+
+def _route(p: ClassPath, boxes: dict[str, Box], k: int, lane: float | None) -> Points:
+    """The four control points of one arrow. Into the next row: from the sender's bottom (k
+    spreads arrows leaving one box) to the receiver's top (q left, k middle, v right). Past a
+    row: out of the sender's right side, down the lane at x = `lane`, into the receiver's right
+    side, so it never crosses a box. Within a row: side to side."""
     s, r = boxes[p.sender], boxes[p.receiver]
+    if lane is not None:
+        y1 = s.y + s.height / 2
+        y2 = r.y + r.height * (0.5 + SLOT_OFFSET.get(p.slot, 0.0))
+        x1, x2 = s.x + BOX_W, r.x + BOX_W
+        return (x1, y1), (lane, y1), (lane, y2), (x2, y2)
     x1 = s.centre + ((k % 5) - 2) * BOX_W / 12
     x2 = r.centre + SLOT_OFFSET.get(p.slot, 0.0) * BOX_W
     y1, y2 = s.y + s.height, r.y
     if r.row <= s.row:  # same row (a member earlier than the median): leave from the side
         x1, y1 = (s.x + BOX_W, s.y + s.height / 2) if r.x > s.x else (s.x, s.y + s.height / 2)
     bend = max(abs(y2 - y1) / 2, 30)
+    return (x1, y1), (x1, y1 + bend), (x2, y2 - bend), (x2, y2)
+
+
+def _arrow_svg(p: ClassPath, points: Points, strongest: float, label_at: float) -> str:
+    """One measured path along `points`, its label at `label_at` of the way."""
     weak = abs(p.effect) < ARROW_THRESHOLD
     color = WEAK if weak else (POSITIVE if p.effect >= 0 else NEGATIVE)
-    width = 1 + 5 * min(abs(p.effect) / strongest, 1.0) if strongest > 0 else 1
+    width = 1 + 5 * min(abs(p.effect) / strongest, 1.0) if strongest > 0 and not weak else 1
     interval = "" if p.interval is None else f" [{fmt(p.interval[0])}, {fmt(p.interval[1])}]"
     tip = f"{p.sender} \u2192 {p.receiver} ({p.slot} at {p.position}): effect {fmt(p.effect)}"
-    path = (
-        f"M{x1:.1f},{y1:.1f} C{x1:.1f},{y1 + bend:.1f} {x2:.1f},{y2 - bend:.1f} {x2:.1f},{y2:.1f}"
-    )
+    (x1, y1), (c1x, c1y), (c2x, c2y), (x2, y2) = points
+    path = f"M{x1:.1f},{y1:.1f} C{c1x:.1f},{c1y:.1f} {c2x:.1f},{c2y:.1f} {x2:.1f},{y2:.1f}"
     label = ""
     if not weak:
-        mx, my = _bezier(0.7, (x1, y1), (x1, y1 + bend), (x2, y2 - bend), (x2, y2))
+        mx, my = _bezier(label_at, *points)
         label = (
             f'<text x="{mx:.1f}" y="{my:.1f}" font-size="10" text-anchor="middle" fill="{color}" '
             f'stroke="#fff" stroke-width="3" paint-order="stroke">'
@@ -137,11 +156,20 @@ def _arrow_svg(p: ClassPath, boxes: dict[str, Box], k: int, strongest: float) ->
     return (
         f'<g class="class-link"><path class="class-arrow{" weak" if weak else ""}" d="{path}" '
         f'fill="none" stroke="{color}" stroke-width="{width:.1f}" '
-        f'stroke-dasharray="{DASH.get(p.slot, "")}" opacity="{0.45 if weak else 0.9}" '
+        f'stroke-dasharray="{DASH.get(p.slot, "")}" opacity="{0.35 if weak else 0.9}" '
         f'marker-end="url(#{marker})" data-sender="{esc(p.sender)}" '
         f'data-receiver="{esc(p.receiver)}" data-slot="{esc(p.slot)}">'
         f"<title>{esc(tip + interval)}</title></path>{label}</g>"
     )
+
+
+def _lanes(paths: Sequence[ClassPath], boxes: dict[str, Box]) -> dict[int, float]:
+    """x of the lane of each arrow that passes a row (by index in `paths`); the strongest
+    arrows get the lanes nearest the boxes."""
+    right = max(b.x + BOX_W for b in boxes.values())
+    skips = [i for i, p in enumerate(paths) if boxes[p.receiver].row - boxes[p.sender].row > 1]
+    skips.sort(key=lambda i: -abs(paths[i].effect))
+    return {i: right + LANE_GAP * (n + 2) for n, i in enumerate(skips)}
 
 
 def _bezier(t: float, *points: tuple[float, float]) -> tuple[float, float]:
@@ -177,11 +205,15 @@ def class_diagram_svg(explanation: Explanation) -> str:
     boxes, width, height, depths = _layout(classes)
     known = [p for p in explanation.paths if p.sender in boxes and p.receiver in boxes]
     strongest = max((abs(p.effect) for p in known), default=0.0)
+    known.sort(key=lambda p: abs(p.effect))  # strong arrows drawn on top
+    lanes = _lanes(known, boxes)
+    width = max(width, max(lanes.values(), default=0.0) + 48)
     order: dict[str, int] = {}
     arrows = []  # the k-th arrow leaving a box starts at its own x
-    for p in sorted(known, key=lambda p: abs(p.effect)):  # strong arrows drawn on top
+    for i, p in enumerate(known):
         k = order[p.sender] = order.get(p.sender, -1) + 1
-        arrows.append(_arrow_svg(p, boxes, k, strongest))
+        points = _route(p, boxes, k, lanes.get(i))
+        arrows.append(_arrow_svg(p, points, strongest, 0.9 if i in lanes else 0.7))
     tops = {box.row: box.y for box in boxes.values()}
     rows = "".join(
         f'<text x="8" y="{tops[k] + 15:.0f}" font-size="11" fill="#5b6573">'
