@@ -43,6 +43,23 @@ def test_layers_run_top_to_bottom(explanation):
     assert tops["S-inhibition"] == tops["&lt;b&gt;moves S2&lt;/b&gt; to END"]  # same layer
 
 
+def test_arrows_that_pass_a_row_never_cross_a_box(explanation):
+    svg = class_diagram_svg(explanation)
+    rights = [int(x) + 210 for x in re.findall(r'<rect x="(\d+)" y="\d+" width="210"', svg)]
+    passing = re.findall(
+        r'd="M([\d.]+),[\d.]+ C([\d.]+),[\d.]+ ([\d.]+),[\d.]+ ([\d.]+),[\d.]+"[^>]*'
+        r'data-sender="(duplicate token|&lt;b&gt;moves S2&lt;/b&gt; to END)" '
+        r'data-receiver="(name mover|logits)"',
+        svg,
+    )
+    lanes = {("duplicate token", "name mover"), ("&lt;b&gt;moves S2&lt;/b&gt; to END", "logits")}
+    passing = [m for m in passing if m[4:] in lanes]
+    assert len(passing) == 2  # L0 -> L2 and L1 -> logits pass a row
+    for x1, c1, c2, x2, _, _ in passing:
+        assert float(c1) == float(c2) > max(rights)
+        assert round(float(x1)) in rights and round(float(x2)) in rights  # box side to side
+
+
 def test_strings_are_escaped(explanation):
     page = explanation_section(explanation)
     assert HOSTILE_CLASS not in page and "<img" not in page
