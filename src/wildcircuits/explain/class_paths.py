@@ -53,7 +53,9 @@ HEAD_SLOTS = (Slot.Q, Slot.K, Slot.V)
 def _own_position_index(problem: PatchingProblem) -> tuple[tuple[str, ...], Tensor]:
     """Private copy of helper A's `explain.positions.position_index` (same contract), used only
     until that module lands. TODO(integrator): delete once positions.py is merged."""
-    named = sorted(problem.named_positions.items(), key=lambda kv: float(kv[1].float().mean()))
+    named = sorted(
+        problem.named_positions.items(), key=lambda kv: (float(kv[1].float().mean()), kv[0])
+    )
     names = [n for n, _ in named] + (["S1+1"] if "S1" in problem.named_positions else [])
     columns = [v for _, v in named]
     if "S1" in problem.named_positions:
