@@ -77,6 +77,21 @@ def test_algorithm_mentions_only_measured_arrows_above_the_threshold(explanation
     assert sentences[-1] == "Arrows with |path effect| below 0.05 are left out (2 of 8 measured)."
 
 
+def test_the_chain_carrying_most_effect_beats_a_short_cut():
+    early = HeadClass("early", None, (Pair("L1.H0", "S2"),), "")
+    middle = HeadClass("middle", "S-inhibition", (Pair("L4.H0", "END"),), "")
+    writer = HeadClass("writer", "name mover", (Pair("L8.H0", "END"),), "")
+    paths = (
+        ClassPath("early", "writer", "k", "END", 0.21),  # the strongest single arrow in
+        ClassPath("early", "middle", "v", "END", 0.12),
+        ClassPath("middle", "writer", "q", "END", 0.20),
+        ClassPath("writer", "logits", "logits", "END", 1.6),
+    )
+    first = describe_algorithm((early, middle, writer), paths)[0]
+    assert first.index("+0.12") < first.index("+0.20") < first.index("+1.60")
+    assert "+0.21" not in first
+
+
 def test_no_arrow_no_invented_link():
     classes = synthetic_explanation().classes
     sentences = describe_algorithm(classes, ())

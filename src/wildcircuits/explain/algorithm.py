@@ -1,8 +1,9 @@
 """The algorithm in words: sentences assembled from the classes and the measured arrows.
 
-`describe_algorithm(classes, paths)` gives, first, the main chain: from the class that writes
-most to the logits, back along the strongest measured incoming arrow from an earlier class,
-told from the earliest class to the logits (e.g. "duplicate-token heads at S2 detect that S is
+`describe_algorithm(classes, paths)` gives, first, the main chain: the chain of measured arrows
+from earlier to later classes, ending in a positive arrow to the logits, that carries the most
+total |effect| (so the long IOI chain beats a short cut of similar strength), told from the
+earliest class to the logits (e.g. "duplicate-token heads at S2 detect that S is
 repeated; S-inhibition heads move that to END (path effect 0.31 into their k); name movers at END
 copy the name S-inhibition did not suppress (0.42 into their q); ..."); then one sentence per
 class with the arrows that leave it. Only arrows whose |effect| reaches `ARROW_THRESHOLD` are
@@ -71,23 +72,27 @@ def _depth(c: HeadClass) -> tuple[float, str]:
 
 
 def _chain(by_name: dict[str, HeadClass], strong: Sequence[ClassPath]) -> list[ClassPath]:
-    """From the strongest positive writer to the logits back along the strongest incoming
-    arrow from a class not yet on the chain; returned from the earliest arrow to the logits."""
-    writers = [p for p in strong if p.receiver == "logits" and p.effect > 0]
-    if not writers:
-        return []
-    chain = [max(writers, key=lambda p: p.effect)]
-    while True:
-        on_chain = {p.sender for p in chain} | {p.receiver for p in chain}
-        into = [
-            p
-            for p in strong
-            if p.receiver == chain[-1].sender and p.sender not in on_chain
-            and _depth(by_name[p.sender]) < _depth(by_name[p.receiver])
-        ]  # fmt: skip
-        if not into:
-            return chain[::-1]
-        chain.append(max(into, key=lambda p: abs(p.effect)))
+    """The chain of arrows ending in a positive arrow to the logits, each from an earlier class
+    not yet on it, that carries the most total |effect|; from its earliest arrow to the logits
+    (ties: the first found, in the order of `strong`)."""
+    into: dict[str, list[ClassPath]] = {}
+    for p in strong:
+        into.setdefault(p.receiver, []).append(p)
+    best: list[ClassPath] = []
+
+    def extend(chain: list[ClassPath], on_chain: set[str]) -> None:
+        nonlocal best
+        if sum(abs(p.effect) for p in chain) > sum(abs(p.effect) for p in best):
+            best = list(chain)
+        head = by_name[chain[-1].sender]
+        for p in into.get(head.name, ()):
+            if p.sender not in on_chain and _depth(by_name[p.sender]) < _depth(head):
+                extend([*chain, p], on_chain | {p.sender})
+
+    for writer in into.get("logits", ()):
+        if writer.effect > 0:
+            extend([writer], {writer.sender})
+    return best[::-1]
 
 
 def _label(c: HeadClass) -> str:
