@@ -11,9 +11,11 @@ from typing import Any
 
 import torch
 
+from wildcircuits.explain.algorithm import describe_algorithm
 from wildcircuits.graph.circuit import Circuit, EdgeScores, graph_config
 from wildcircuits.graph.graph import Graph
 from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels, position_labels
+from wildcircuits.results import explain as x
 from wildcircuits.results import metrics as m
 from wildcircuits.results import save_json
 from wildcircuits.results.behaviour import (
@@ -33,6 +35,7 @@ from wildcircuits.tasks.probe_output import write_probe
 HOSTILE_PROMPT = 'When <script>alert("prompt")</script> and Mary went to the store, John gave'
 HOSTILE_TOKEN = "</script><script>alert('token')</script>"
 HOSTILE_EVIDENCE = "<img src=x onerror=alert('evidence')> attends to IO"
+HOSTILE_CLASS = "<b>moves S2</b> to END"
 FRACTIONS = (0.05, 0.1, 0.2, 0.5, 1.0)
 SELECTED = 1
 PROVENANCE = {
@@ -252,6 +255,42 @@ def _results(root: Path, facts: dict[str, Any]) -> None:
     Examples(PROVENANCE, examples).save(root / "examples.json")
 
 
+def _pairs(*names: str) -> tuple[x.Pair, ...]:
+    return tuple(x.Pair(*n.split("@")) for n in names)
+
+
+def synthetic_explanation() -> x.Explanation:
+    """Four classes on Graph(3, 2) (three IOI-paper classes, one descriptive with a hostile
+    name), eight measured paths (two below the arrow threshold), a backup measurement."""
+    classes = (
+        x.HeadClass("duplicate token", "duplicate token", _pairs("L0.H0@S2", "L0.H1@S2"),
+                    "attend from S2 to S1 (0.8)", {"attention_to_S1": 0.8, "direct_effect": 0.01}),
+        x.HeadClass("S-inhibition", "S-inhibition", _pairs("L1.H0@END"),
+                    "attend from END to S2 (0.6)", {"attention_to_S2": 0.6}),
+        x.HeadClass(HOSTILE_CLASS, None, _pairs("L1.H1@END"), HOSTILE_EVIDENCE, {"copying": -0.2}),
+        x.HeadClass("name mover", "name mover", _pairs("L2.H0@END", "L2.H1@END"),
+                    "copy IO (0.9) into the logits", {"direct_effect": 0.7, "copying": 0.9}),
+    )  # fmt: skip
+    paths = (
+        x.ClassPath("duplicate token", "S-inhibition", "k", "END", 0.3, (0.2, 0.4)),
+        x.ClassPath("duplicate token", "S-inhibition", "v", "END", 0.2, (0.1, 0.3)),
+        x.ClassPath("duplicate token", "name mover", "q", "END", 0.01, (-0.02, 0.04)),
+        x.ClassPath("S-inhibition", "name mover", "q", "END", 0.4, (0.3, 0.5)),
+        x.ClassPath(HOSTILE_CLASS, "name mover", "q", "END", -0.1, (-0.2, 0.0)),
+        x.ClassPath("name mover", "logits", "logits", "END", 0.6, (0.5, 0.7)),
+        x.ClassPath("S-inhibition", "logits", "logits", "END", 0.02, None),
+        x.ClassPath(HOSTILE_CLASS, "logits", "logits", "END", -0.08, (-0.1, -0.05)),
+    )
+    pairs = tuple(p for c in classes for p in c.members) + _pairs("L0.mlp@END")
+    faith = x.AblationFaithfulness("counterfactual", 0.84, 2.1, 2.5, 0.1, "test", 8, (0.8, 0.9))
+    circuit = x.PositionCircuit(pairs, 0.8, True, (faith,), n_heads=6, n_mlps=1)
+    backup = x.Backup("name mover", (x.BackupHead("L2.H1", 0.1, 0.3),), 0.25, 0.8)
+    return x.Explanation(
+        PROVENANCE, circuit, classes, _pairs("L0.mlp@END"), paths, backup,
+        describe_algorithm(classes, paths),
+    )  # fmt: skip
+
+
 def _more_roles(heads: list[str]) -> dict[str, NodeRole]:
     """Roles for the circuit's heads in larger synthetic graphs (for pictures)."""
     names = ("name mover", "S-inhibition", "induction", "duplicate token", "previous token")
@@ -259,7 +298,11 @@ def _more_roles(heads: list[str]) -> dict[str, NodeRole]:
 
 
 def write_synthetic_run(
-    root: Path, n_layers: int = 3, n_heads: int = 2, fractions: tuple[float, ...] = FRACTIONS
+    root: Path,
+    n_layers: int = 3,
+    n_heads: int = 2,
+    fractions: tuple[float, ...] = FRACTIONS,
+    explanation: bool = True,
 ) -> dict[str, Any]:
     """Every file of the schema; returns facts the tests check the page against."""
     root.mkdir(parents=True, exist_ok=True)
@@ -288,4 +331,7 @@ def write_synthetic_run(
     _figures(root)
     facts = _circuits(root, graph, fractions)
     _results(root, facts)
+    if explanation:
+        facts["explanation"] = synthetic_explanation()
+        facts["explanation"].save(root / "explanation.json")
     return facts | {"graph": graph}

@@ -99,6 +99,24 @@ def test_graph_has_one_element_per_node(page_run):
     assert active.count() == facts["circuit_nodes"]  # the page opens at the selected circuit
 
 
+def test_class_diagram_has_one_box_per_class_and_one_arrow_per_path(page_run):
+    page, facts, problems = page_run
+    explanation = facts["explanation"]
+    diagram = page.locator("#explain #class-diagram")
+    assert diagram.is_visible()
+    boxes = diagram.locator(".class-box")
+    assert boxes.count() == len(explanation.classes)
+    assert boxes.all_inner_texts() and diagram.locator(".logits-box").count() == 1
+    names = [boxes.nth(k).get_attribute("data-class") for k in range(boxes.count())]
+    assert names == [c.name for c in explanation.classes]  # the hostile name arrives as text
+    assert diagram.locator(".class-arrow").count() == len(explanation.paths)
+    for k in range(boxes.count()):  # every box is drawn with a size, none collapsed
+        box = boxes.nth(k).bounding_box()
+        assert box is not None and box["width"] > 50 and box["height"] > 20
+    assert page.locator("section").first.get_attribute("id") == "explain"
+    assert problems == []
+
+
 def test_slider_changes_edges_shown(page_run):
     page, facts, problems = page_run
     count = page.locator("#edge-count")

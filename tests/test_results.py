@@ -50,7 +50,8 @@ def test_every_file_round_trips_through_its_type(folder, synthetic, tmp_path):
 def test_a_folder_from_the_release_before_the_types_loads_and_reports(tmp_path):
     run = shutil.copytree(RUN_V0, tmp_path / "run")
     files = read_run(run)
-    assert all(part.ok for part in files.parts.values()), files.parts
+    newer = {"explanation.json"}  # written by a later release; an old folder has none
+    assert all(part.ok for name, part in files.parts.items() if name not in newer), files.parts
     page = build_report(run).read_text()
     assert "could not be read" not in page.lower() and "not computed (" not in page.lower()
     metrics = files.result("metrics.json")

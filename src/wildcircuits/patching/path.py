@@ -21,9 +21,13 @@ over the batch: 0 = no effect, 1 = the path carries the whole clean-vs-corrupted
 positive when the sender's clean output supports the metric (name movers -> logits in IOI),
 negative when it opposes it (negative name movers).
 
+Receiver positions (`receiver_positions`): per receiver a (batch, pos) bool mask, True where
+step 3 takes the recorded value (None: all), e.g. a name mover's q at each row's END alone.
+
 Speed: step 2 starts at the earliest sender layer and step 3 at the earliest receiver layer from
 the cached clean residual stream (nothing earlier changes), step 2 stops after the last receiver,
-and many sender sets run in one batched forward (the clean batch repeated once per sender set).
+and many sender sets run in one batched forward (the clean batch repeated once per sender set);
+`path_patch_sets` runs many sender sets into one receiver set on one shared `PathCache`.
 """
 
 from __future__ import annotations
@@ -62,8 +66,9 @@ def receiver_site(receiver: Receiver) -> Site | None:
 
 
 @dataclass(frozen=True)
-class _Cache:
-    """Clean resid_pre and z, corrupted z and mlp_out of every layer; the two mean metrics."""
+class PathCache:
+    """Clean resid_pre and z, corrupted z and mlp_out of every layer; the metric per row
+    (batch,) on the clean and on the corrupted input, and their means."""
 
     clean_resid: dict[int, Tensor]
     clean_z: dict[int, Tensor]
@@ -72,9 +77,11 @@ class _Cache:
     clean_scores: Tensor
     m_clean: float
     m_corrupted: float
+    corrupted_scores: Tensor | None = None
 
 
-def _cache(model: InstrumentedModel, problem: PatchingProblem) -> _Cache:
+def path_cache(model: InstrumentedModel, problem: PatchingProblem) -> PathCache:
+    """The two unpatched forwards every path-patching run of `problem` shares."""
     layers = range(model.n_layers)
     resid = [Site(Component.RESID_PRE, layer) for layer in layers]
     z = [Site(Component.Z, layer) for layer in layers]
@@ -82,14 +89,16 @@ def _cache(model: InstrumentedModel, problem: PatchingProblem) -> _Cache:
     with torch.no_grad():
         clean = model.run(problem.clean, capture=resid + z, positions=problem.positions)
         corrupt = model.run(problem.corrupted, capture=z + mlp, positions=problem.positions)
-    return _Cache(
+    clean_scores, corrupted_scores = problem.score(clean.logits), problem.score(corrupt.logits)
+    return PathCache(
         clean_resid={s.layer: clean[s] for s in resid},
         clean_z={s.layer: clean[s] for s in z},
         corrupted_z={s.layer: corrupt[s] for s in z},
         corrupted_mlp={s.layer: corrupt[s] for s in mlp},
-        clean_scores=problem.score(clean.logits),
-        m_clean=float(problem.score(clean.logits).mean()),
-        m_corrupted=float(problem.score(corrupt.logits).mean()),
+        clean_scores=clean_scores,
+        m_clean=float(clean_scores.mean()),
+        m_corrupted=float(corrupted_scores.mean()),
+        corrupted_scores=corrupted_scores,
     )
 
 
@@ -110,7 +119,7 @@ def _check(model: InstrumentedModel, senders: Sequence[Site], receivers: Sequenc
         shape.check(r.display, r.node, r.slot)
 
 
-def _freeze_and_patch(cache: _Cache, sets: Sequence[Sequence[Site]], start: int, stop: int):
+def _freeze_and_patch(cache: PathCache, sets: Sequence[Sequence[Site]], start: int, stop: int):
     """Step-2 interventions for sender sets run side by side (set k owns rows k*batch...)."""
     n_sets = len(sets)
     batch = cache.clean_resid[0].shape[0]
@@ -144,26 +153,32 @@ def _masked_replace(mask: Tensor, value: Tensor):
 def _patched_metrics(
     model: InstrumentedModel,
     problem: PatchingProblem,
-    cache: _Cache,
+    cache: PathCache,
     sets: Sequence[Sequence[Site]],
     receivers: Sequence[Receiver],
+    masks: Sequence[Tensor | None] | None = None,
 ) -> Tensor:
-    """Metric (sets, batch) of step 3 for each sender set."""
+    """Metric (sets, batch) of step 3 for each sender set; masks: per receiver (batch, pos)
+    bool, where step 3 takes the recorded input (None: every position)."""
     n_sets, batch = len(sets), problem.batch
     rows = torch.arange(batch, device=problem.positions.device).repeat(n_sets)
     tokens = problem.clean.select(rows)
     positions = problem.positions[rows]
     start = min(s.layer for senders in sets for s in senders)
     to_logits = receivers[0].node == LOGITS
+    masks = list(masks) if masks is not None else [None] * len(receivers)
     # Receivers before the first sender keep their clean input: nothing to patch there.
-    receivers = [r for r in receivers if to_logits or r.node.layer >= start]
-    if not receivers:
+    kept = [
+        (r, m) for r, m in zip(receivers, masks, strict=True) if to_logits or r.node.layer >= start
+    ]
+    if not kept:
         return cache.clean_scores.repeat(n_sets, 1)
-    sites = [receiver_site(r) for r in receivers]
+    receivers = [r for r, _ in kept]
+    sites = _site_masks([(receiver_site(r), m) for r, m in kept]) if not to_logits else {}
     stop = model.n_layers if to_logits else max(r.node.layer for r in receivers) + 1
     step2 = model.run(
         tokens,
-        capture=[] if to_logits else list({Site(s.component, s.layer) for s in sites}),
+        capture=list({Site(s.component, s.layer) for s in sites}),
         interventions=_freeze_and_patch(cache, sets, start, stop),
         positions=positions,
         return_logits=to_logits,
@@ -174,7 +189,8 @@ def _patched_metrics(
         return problem.score(step2.logits, rows=rows).reshape(n_sets, batch)
     first = min(r.node.layer for r in receivers)
     patches = [
-        Intervention(s, Mode.REPLACE, step2[Site(s.component, s.layer)][_head(s)]) for s in sites
+        _receiver_patch(s, step2[Site(s.component, s.layer)][_head(s)], mask, n_sets)
+        for s, mask in sites.items()
     ]
     step3 = model.run(
         tokens,
@@ -184,6 +200,27 @@ def _patched_metrics(
         start_resid=cache.clean_resid[first].repeat(n_sets, 1, 1) if first else None,
     )
     return problem.score(step3.logits, rows=rows).reshape(n_sets, batch)
+
+
+def _site_masks(pairs: Sequence[tuple[Site, Tensor | None]]) -> dict[Site, Tensor | None]:
+    """One entry per receiver site (k / v receivers of query heads sharing a KV head are one
+    site): the union of their position masks, None when any covers every position."""
+    merged: dict[Site, Tensor | None] = {}
+    for site, mask in pairs:
+        if site in merged and (merged[site] is None or mask is None):
+            merged[site] = None
+        else:
+            merged[site] = mask if site not in merged else merged[site] | mask
+    return merged
+
+
+def _receiver_patch(site: Site, recorded: Tensor, mask: Tensor | None, n_sets: int):
+    """Step 3's patch of one receiver site: the recorded input, at the mask's positions only."""
+    if mask is None:
+        return Intervention(site, Mode.REPLACE, recorded)
+    where = mask.repeat(n_sets, 1).to(recorded.device)  # (set*batch, pos)
+    where = where.reshape(*where.shape, *([1] * (recorded.ndim - 2)))
+    return Intervention(site, Mode.REPLACE, _masked_replace(where, recorded))
 
 
 def _head(site: Site) -> tuple:
@@ -208,13 +245,18 @@ def path_patch(
     problem: PatchingProblem,
     senders: Sequence[Site],
     receivers: Sequence[Receiver | str],
+    receiver_positions: Sequence[Tensor | None] | None = None,
 ) -> PathPatchResult:
-    """Path-patch one sender set (heads' z / MLP outputs) into the receivers; see module doc."""
+    """Path-patch one sender set (heads' z / MLP outputs) into the receivers; see module doc.
+
+    receiver_positions: per receiver a (batch, pos) bool mask of the positions its input is
+    patched at (None: all)."""
     receivers = [parse_display_receiver(r) if isinstance(r, str) else r for r in receivers]
     _check(model, senders, receivers)
-    cache = _cache(model, problem)
+    masks = _check_masks(problem, receivers, receiver_positions)
+    cache = path_cache(model, problem)
     with torch.no_grad():
-        per_row = _patched_metrics(model, problem, cache, [list(senders)], receivers)[0]
+        per_row = _patched_metrics(model, problem, cache, [list(senders)], receivers, masks)[0]
     patched = float(per_row.mean())
     return PathPatchResult(
         clean=cache.m_clean,
@@ -226,7 +268,49 @@ def path_patch(
     )
 
 
-def _normalize(patched: float, cache: _Cache, normalize: bool = True) -> float:
+def path_patch_sets(
+    model: InstrumentedModel,
+    problem: PatchingProblem,
+    cache: PathCache,
+    sets: Sequence[Sequence[Site]],
+    receivers: Sequence[Receiver],
+    receiver_positions: Sequence[Tensor | None] | None = None,
+    max_rows: int = 128,
+) -> Tensor:
+    """Step 3's metric (sets, batch) for each sender set into the same receivers, batched:
+    `max_rows // batch` sets per forward (at least one), all on one `path_cache`."""
+    if not sets or any(not senders for senders in sets):
+        raise SiteError("give one or more sender sets, each with at least one sender")
+    _check(model, [s for senders in sets for s in senders], receivers)
+    masks = _check_masks(problem, receivers, receiver_positions)
+    per_chunk = max(1, max_rows // problem.batch)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(sets), per_chunk):
+            chunk = [list(senders) for senders in sets[i : i + per_chunk]]
+            out.append(_patched_metrics(model, problem, cache, chunk, receivers, masks))
+    return torch.cat(out)
+
+
+def _check_masks(problem, receivers, masks) -> list[Tensor | None] | None:
+    if masks is None:
+        return None
+    masks = list(masks)
+    shape = (problem.batch, problem.clean.seq_len)
+    if len(masks) != len(receivers):
+        raise SiteError(
+            f"{len(masks)} position masks for {len(receivers)} receivers; give one each"
+        )
+    for receiver, mask in zip(receivers, masks, strict=True):
+        if mask is not None and (mask.dtype != torch.bool or tuple(mask.shape) != shape):
+            raise SiteError(
+                f"receiver {receiver.display}: position mask must be a bool tensor of shape "
+                f"{shape} (batch, pos), got {mask.dtype} {tuple(mask.shape)}"
+            )
+    return masks
+
+
+def _normalize(patched: float, cache: PathCache, normalize: bool = True) -> float:
     """(clean - patched) / (clean - corrupted); NaN when clean == corrupted."""
     if not normalize:
         return patched - cache.m_clean
@@ -273,7 +357,7 @@ def path_patch_heads(
     check_size("max_rows", max_rows)
     receivers = [parse_display_receiver(r) if isinstance(r, str) else r for r in receivers]
     _check(model, [], receivers)
-    cache = _cache(model, problem)
+    cache = path_cache(model, problem)
     heads = [
         (layer, head)
         for layer in range(model.n_layers)

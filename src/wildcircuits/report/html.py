@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from wildcircuits.names import head_node
+from wildcircuits.report.explain_view import explanation_section
 from wildcircuits.report.graph_view import (
     GraphView,
     build_graph_view,
     size_label,
 )
-from wildcircuits.report.run_folder import RunFiles, read_run, scores_from_pt
+from wildcircuits.report.run_folder import PartState, RunFiles, read_run, scores_from_pt
 from wildcircuits.report.sections import (
     badge,
     behaviour_section,
@@ -44,6 +45,7 @@ from wildcircuits.results.metrics import Metrics
 from wildcircuits.results.verdicts import NodeRole, Roles
 
 SECTIONS = (
+    ("explain", "How the model does it"),
     ("task", "Task and example prompts"),
     ("behaviour", "Behaviour"),
     ("localise", "Localisation"),
@@ -247,6 +249,17 @@ def _named_figures(run: RunFiles) -> set[str]:
     return {p.figure for p in patterns if p.figure} | {"figures/behaviour.png"}
 
 
+def _sections(run: RunFiles) -> tuple[tuple[str, str], ...]:
+    """The sections shown: "How the model does it" only where explanation.json exists."""
+    absent = run.part("explanation.json").state is PartState.MISSING
+    return tuple((key, title) for key, title in SECTIONS if key != "explain" or not absent)
+
+
+def explain_section(run: RunFiles) -> str:
+    part = run.part("explanation.json")
+    return explanation_section(part.data) if part.ok else missing(part.note())
+
+
 def _header(run: RunFiles) -> str:
     settings = _settings(run)
     title = f"{settings.get('task') or 'task'} on {settings.get('model') or 'model'}"
@@ -258,7 +271,7 @@ def _header(run: RunFiles) -> str:
         out.append(f'<div class="banner">{esc(text)}</div>')
     if run.notice():
         out.append(f'<div class="banner banner-stale">{esc(run.notice())}</div>')
-    links = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in SECTIONS)
+    links = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in _sections(run))
     out.append(f'<nav class="toc">{links}</nav>')
     return "".join(out)
 
@@ -266,7 +279,9 @@ def _header(run: RunFiles) -> str:
 def render_report(run: RunFiles) -> str:
     """The whole page as a string."""
     view = _graph(run)
+    shown = _sections(run)
     bodies = {
+        "explain": explain_section(run) if shown[0][0] == "explain" else "",
         "task": task_section(run),
         "behaviour": behaviour_section(run),
         "localise": localise_section(run),
@@ -277,11 +292,11 @@ def render_report(run: RunFiles) -> str:
         "provenance": provenance_section(run),
         "figures": figures_section(run),
     }
-    major = {"localise", "circuit", "faithfulness"}
+    major = {"explain", "localise", "circuit", "faithfulness"}
     sections = "".join(
         f'<section id="{key}" class="{"major" if key in major else ""}"><h2>{esc(title)}</h2>'
         f"{bodies[key]}</section>"
-        for key, title in SECTIONS
+        for key, title in shown
     )
     data = {"graph": None}
     if view is not None:

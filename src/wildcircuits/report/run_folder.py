@@ -21,6 +21,7 @@ from wildcircuits.errors import WildcircuitsError
 from wildcircuits.pipeline.config import DiscoverConfig
 from wildcircuits.pipeline.fingerprint import stale_steps
 from wildcircuits.results import RESULT_KINDS, Result, load_json
+from wildcircuits.results.explain import Explanation
 from wildcircuits.results.manifest import Manifest
 
 REQUIRED = ("config.json", "manifest.json")
@@ -33,7 +34,17 @@ OPTIONAL = (
     "roles.json",
     "metrics.json",
     "redteam.json",
+    "explanation.json",
 )
+
+
+#: Optional files whose type is not (yet) in RESULT_KINDS: explanation.json until the explain
+#: step registers `Explanation`.
+_UNREGISTERED: dict[str, type[Result]] = {Explanation.FILE: Explanation}
+
+
+def _kind(name: str) -> type[Result]:
+    return RESULT_KINDS.get(name) or _UNREGISTERED[name]
 
 
 class RunFolderError(WildcircuitsError):
@@ -135,7 +146,7 @@ def _read_optional(root: Path, name: str) -> Part:
     if not path.exists():
         return Part(name, PartState.MISSING)
     try:
-        return Part(name, PartState.OK, RESULT_KINDS[name].load(path))
+        return Part(name, PartState.OK, _kind(name).load(path))
     except (OSError, UnicodeDecodeError, WildcircuitsError) as error:
         return Part(name, PartState.BROKEN, reason=_reason(error, path))
 
@@ -164,14 +175,14 @@ def _stale(root: Path, config: DiscoverConfig, manifest: Manifest) -> dict[str, 
     stale = stale_steps(config.to_dict(), manifest, root, legacy_ok=True)
     if any(r.fingerprint for r in manifest.steps.values()):
         for name in OPTIONAL:
-            step = RESULT_KINDS[name].STEP
+            step = _kind(name).STEP
             if (root / name).exists() and step not in manifest.steps:
                 stale.setdefault(step, f"{name} is not recorded in manifest.json")
     return stale
 
 
 def _hide(part: Part, stale: Mapping[str, str]) -> Part:
-    step = RESULT_KINDS[part.name].STEP
+    step = _kind(part.name).STEP
     if part.state is PartState.MISSING or step not in stale:
         return part
     return Part(part.name, PartState.STALE, reason=stale[step])

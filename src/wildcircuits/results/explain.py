@@ -146,3 +146,9 @@ class Explanation(Result):
     paths: tuple[ClassPath, ...]
     backup: Backup | None
     algorithm: tuple[str, ...]
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the class diagram, the class sentences and the algorithm."""
+        from wildcircuits.report.explain_view import explanation_html
+
+        return explanation_html(self)

@@ -1,0 +1,269 @@
+"""Class-to-class path patching: the measured arrows of the class diagram.
+
+For functional classes of heads (`HeadClass`, members `Pair(node, position)`), an arrow
+sender -> receiver is path patching (`wildcircuits.patching.path`, the IOI paper's convention)
+from every member of the sender class (a head's z, an MLP's output, at all positions) into the
+receiver class's members' inputs through one slot (q, k or v for heads, `in` for MLPs), at the
+member's position (per row, the token that position names there): a q or an MLP input at that
+token only; a k or v at every token up to it (the keys and values the member's query there
+reads; later tokens never reach it). The arrow class -> `logits` patches the senders into the
+final residual stream. `effect` is the
+normalized path effect (m_clean - m_patched) / (m_clean - m_corrupted), with a bootstrap interval
+over prompts.
+
+Batching: all sender classes of one receiver (class, slot) run side by side in one batched
+forward (the clean batch repeated once per sender class), on one shared cache of the clean and
+corrupted runs; a sender class none of whose members comes before a receiver member has no path
+there and is not measured (its effect would be exactly 0).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from wildcircuits.errors import InputError
+from wildcircuits.explain.algorithm import describe_algorithm
+from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.names import (
+    LOGITS,
+    Node,
+    NodeKind,
+    Receiver,
+    Shape,
+    Slot,
+    head_node,
+    parse_display_node,
+)
+from wildcircuits.patching.path import PathCache, path_cache, path_exists, path_patch_sets
+from wildcircuits.patching.problem import PatchingProblem
+from wildcircuits.patching.sites import Component, Site
+from wildcircuits.results.explain import ClassPath, HeadClass
+
+#: Bootstrap resamples of the prompts behind each arrow's interval (0: no interval).
+N_BOOTSTRAP = 1000
+#: Slots of a head receiver; an MLP receives through `in`.
+HEAD_SLOTS = (Slot.Q, Slot.K, Slot.V)
+
+
+def _own_position_index(problem: PatchingProblem) -> tuple[tuple[str, ...], Tensor]:
+    """Private copy of helper A's `explain.positions.position_index` (same contract), used only
+    until that module lands. TODO(integrator): delete once positions.py is merged."""
+    named = sorted(
+        problem.named_positions.items(), key=lambda kv: (float(kv[1].float().mean()), kv[0])
+    )
+    names = [n for n, _ in named] + (["S1+1"] if "S1" in problem.named_positions else [])
+    columns = [v for _, v in named]
+    if "S1" in problem.named_positions:
+        columns.append(problem.named_positions["S1"] + 1)
+    batch, length = problem.batch, problem.clean.seq_len
+    index = torch.full((batch, length), len(names), dtype=torch.long)  # "other"
+    rows = torch.arange(batch)
+    for k in reversed(range(len(columns))):  # earlier names win where two coincide
+        at = columns[k].cpu().long()
+        inside = at < length
+        index[rows[inside], at[inside]] = k
+    index[problem.clean.attention_mask.cpu() == 0] = -1
+    return (*names, "other"), index
+
+
+try:  # helper A's shared function, once merged
+    from wildcircuits.explain.positions import position_index
+except ImportError:  # pragma: no cover - until positions.py lands
+    position_index = _own_position_index
+
+
+@dataclass(frozen=True)
+class PathJob:
+    """One batched measurement: every sender class into one receiver (class, slot).
+
+    receivers / masks: the receiver inputs and, per receiver, the (batch, pos) positions it is
+    patched at (None for the logits); senders: sender class names, in class order."""
+
+    receiver: str
+    slot: str
+    position: str
+    receivers: tuple[Receiver, ...]
+    masks: tuple[Tensor | None, ...]
+    senders: tuple[str, ...]
+
+
+def class_paths(
+    model: InstrumentedModel,
+    problem: PatchingProblem,
+    classes: Sequence[HeadClass],
+    progress: bool = True,
+    max_rows: int = 128,
+    n_bootstrap: int = N_BOOTSTRAP,
+) -> tuple[ClassPath, ...]:
+    """Every measurable arrow between the classes and from each class to the logits.
+
+    Order: per receiver class (in the order given) its slots q, k, v / in, then the logits;
+    within a job the sender classes in the order given. `max_rows` caps the rows of one
+    forward (sender classes x batch)."""
+    jobs = path_jobs(model, problem, classes)
+    senders = {c.name: _sender_sites(c) for c in classes}
+    cache = path_cache(model, problem)
+    out: list[ClassPath] = []
+    for job in _progress(jobs, progress):
+        sets = [senders[name] for name in job.senders]
+        metrics = path_patch_sets(
+            model, problem, cache, sets, list(job.receivers), list(job.masks), max_rows
+        )  # (sender class, batch)
+        for name, per_row in zip(job.senders, metrics, strict=True):
+            effect, interval = _effect(cache, per_row, n_bootstrap)
+            out.append(ClassPath(name, job.receiver, job.slot, job.position, effect, interval))
+    return tuple(out)
+
+
+def path_jobs(
+    model: InstrumentedModel, problem: PatchingProblem, classes: Sequence[HeadClass]
+) -> tuple[PathJob, ...]:
+    """The batched measurements `class_paths` runs (one per receiver class and slot, plus the
+    logits), each listing the sender classes that have a path to it."""
+    names, index = position_index(problem)
+    _check_classes(model, classes, names)
+    nodes = {c.name: [parse_display_node(p.node) for p in c.members] for c in classes}
+    jobs = []
+    for receiver in classes:
+        for slot, receivers, positions in _receiver_slots(model, receiver):
+            masks = tuple(_slot_mask(index == names.index(p), slot) for p in positions)
+            senders = tuple(
+                c.name
+                for c in classes
+                if c.name != receiver.name and _reaches(model, nodes[c.name], receivers)
+            )
+            if senders:
+                where = ", ".join(dict.fromkeys(positions))
+                jobs.append(PathJob(receiver.name, slot.value, where, receivers, masks, senders))
+    logits = PathJob(
+        "logits", "logits", _metric_position(problem, names, index), (Receiver(LOGITS),),
+        (None,), tuple(c.name for c in classes),
+    )  # fmt: skip
+    return (*jobs, logits)
+
+
+def forward_counts(jobs: Sequence[PathJob], batch: int, max_rows: int = 128) -> dict[str, int]:
+    """Forward passes of `class_paths` (2 cached runs, then per job and chunk of sender classes
+    a step-2 and a step-3 run, one run for the logits) against the naive plan: one `path_patch`
+    per class pair (its own 2 cached runs, then 2 runs, or 1 to the logits)."""
+    per_chunk = max(1, max_rows // batch)
+    batched, naive = 2, 0
+    for job in jobs:
+        runs = 1 if job.receiver == "logits" else 2
+        batched += runs * -(-len(job.senders) // per_chunk)
+        naive += (2 + runs) * len(job.senders)
+    return {
+        "forwards": batched,
+        "naive_forwards": naive,
+        "arrows": sum(len(j.senders) for j in jobs),
+    }
+
+
+def _check_classes(model, classes: Sequence[HeadClass], names: Sequence[str]) -> None:
+    shape = Shape(model.n_layers, model.n_heads)
+    seen: set[str] = set()
+    for c in classes:
+        if c.name in seen or c.name == "logits":
+            why = "is reserved for the logits" if c.name == "logits" else "is used twice"
+            raise InputError(f"class name {c.name!r} {why}; give each class its own name")
+        seen.add(c.name)
+        if not c.members:
+            raise InputError(f"class {c.name!r} has no members; drop it or give it members")
+        for pair in c.members:
+            node = parse_display_node(pair.node, shape)
+            if node.kind not in (NodeKind.HEAD, NodeKind.MLP):
+                raise InputError(f"class {c.name!r}: member {pair.name} is not a head or MLP")
+            if pair.position not in names:
+                raise InputError(
+                    f"class {c.name!r}: member {pair.name} has position {pair.position!r}, "
+                    f"not one of this task's positions ({', '.join(names)})"
+                )
+
+
+def _receiver_slots(model, receiver: HeadClass):
+    """(slot, receivers, positions) per slot the class receives through; a k / v receiver is
+    the member's KV head (grouped-query attention: shared by its query heads)."""
+    group = model.n_heads // model.n_kv_heads
+    heads = [(parse_display_node(p.node), p.position) for p in receiver.members]
+    mlps = [(n, pos) for n, pos in heads if n.kind is NodeKind.MLP]
+    heads = [(n, pos) for n, pos in heads if n.kind is NodeKind.HEAD]
+    out = []
+    for slot in HEAD_SLOTS if heads else ():
+        kv = slot is not Slot.Q
+        nodes = [head_node(n.layer, n.head // group) if kv else n for n, _ in heads]
+        out.append((slot, tuple(Receiver(n, slot) for n in nodes), [p for _, p in heads]))
+    if mlps:
+        out.append((Slot.IN, tuple(Receiver(n) for n, _ in mlps), [p for _, p in mlps]))
+    return out
+
+
+def _slot_mask(at: Tensor, slot: Slot) -> Tensor:
+    """(batch, pos) bool: a q / MLP input is patched at the member's tokens, a k / v at every
+    token up to the last of them (what the member's query reads)."""
+    if slot in (Slot.Q, Slot.IN):
+        return at
+    return at.flip(-1).cumsum(-1).flip(-1) > 0  # True at and before the last True column
+
+
+def _reaches(model, senders: Sequence[Node], receivers: Sequence[Receiver]) -> bool:
+    return any(path_exists(s.layer, r, model.parallel_residual) for s in senders for r in receivers)
+
+
+def _sender_sites(c: HeadClass) -> list[Site]:
+    """The class's heads' z and MLPs' outputs, each once (a head at two positions sends once)."""
+    sites = []
+    for pair in c.members:
+        node = parse_display_node(pair.node)
+        head = node.kind is NodeKind.HEAD
+        sites.append(
+            Site(Component.Z, node.layer, node.head)
+            if head
+            else Site(Component.MLP_OUT, node.layer)
+        )
+    return list(dict.fromkeys(sites))
+
+
+def _metric_position(problem: PatchingProblem, names: Sequence[str], index: Tensor) -> str:
+    """The named position the metric reads on every row (usually END), else `answer`."""
+    at = index[torch.arange(problem.batch), problem.positions.cpu().long()]
+    same = bool((at == at[0]).all()) and int(at[0]) >= 0
+    return names[int(at[0])] if same else "answer"
+
+
+def _effect(cache: PathCache, patched: Tensor, n_bootstrap: int):
+    """Normalized effect of one sender set (batch,) and its 95% bootstrap interval."""
+    clean, corrupted = cache.clean_scores.cpu(), cache.corrupted_scores.cpu()
+    patched = patched.cpu()
+    gap = cache.m_clean - cache.m_corrupted
+    effect = (cache.m_clean - float(patched.mean())) / gap if gap != 0 else float("nan")
+    if n_bootstrap <= 0 or gap == 0:
+        return effect, None
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, len(clean), (n_bootstrap, len(clean)), generator=generator)
+    c, r, p = clean[rows].mean(1), corrupted[rows].mean(1), patched[rows].mean(1)
+    samples = ((c - p) / (c - r)).double()
+    low, high = torch.quantile(samples, torch.tensor([0.025, 0.975], dtype=torch.double))
+    return effect, (float(low), float(high))
+
+
+def _progress(items, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc="class paths", file=sys.stderr, leave=False)
+
+
+__all__ = [
+    "PathJob",
+    "class_paths",
+    "describe_algorithm",
+    "forward_counts",
+    "path_jobs",
+    "position_index",
+]
