@@ -10,11 +10,11 @@ from tests.test_path_patching import PROVENANCE, metric, normalized
 from tests.tiny_models import tiny_model, tiny_tokens
 from wildcircuits.errors import InputError, SiteError
 from wildcircuits.explain.class_paths import (
-    _own_position_index,
     class_paths,
     forward_counts,
     path_jobs,
 )
+from wildcircuits.explain.positions import position_index
 from wildcircuits.names import LOGITS, parse_display_receiver
 from wildcircuits.patching.hooks import Intervention, Mode
 from wildcircuits.patching.path import path_patch, receiver_site
@@ -65,7 +65,7 @@ def slow_class_path(model, problem, senders, receivers, positions) -> float:
     """Steps 1-3 of path patching with nothing cached or batched; in step 3 each receiver site
     takes the recorded value at (row, position) pairs listed one by one: a q / MLP input at
     the member's token, a k / v at every token up to it."""
-    names, index = _own_position_index(problem)
+    names, index = position_index(problem)
     z_sites = [Site(Component.Z, layer) for layer in range(model.n_layers)]
     mlp_sites = [Site(Component.MLP_OUT, layer) for layer in range(model.n_layers)]
     corrupt = model.run(problem.corrupted, capture=z_sites + mlp_sites)
@@ -174,16 +174,6 @@ def test_one_batched_forward_pair_per_receiver_slot(monkeypatch):
     assert len(runs) == counts["forwards"]
     assert counts["arrows"] == len(paths)
     assert counts["naive_forwards"] > counts["forwards"]
-
-
-def test_position_index_names_and_padding():
-    problem = named_problem()
-    names, index = _own_position_index(problem)
-    assert names == ("S1", "IO", "S2", "END", "S1+1", "other")
-    assert index.shape == (problem.batch, problem.clean.seq_len)
-    assert names[int(index[0, 1])] == "S1" and names[int(index[0, 2])] == "S1+1"
-    assert names[int(index[1, 1])] == "IO" and names[int(index[0, 0])] == "other"
-    assert (index[:, -1] == names.index("END")).all()
 
 
 def test_intervals_bracket_the_effect_and_slots_are_named():

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from wildcircuits.errors import InputError
 from wildcircuits.explain.algorithm import describe_algorithm
+from wildcircuits.explain.positions import position_index
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.names import (
     LOGITS,
@@ -48,33 +49,6 @@ from wildcircuits.results.explain import ClassPath, HeadClass
 N_BOOTSTRAP = 1000
 #: Slots of a head receiver; an MLP receives through `in`.
 HEAD_SLOTS = (Slot.Q, Slot.K, Slot.V)
-
-
-def _own_position_index(problem: PatchingProblem) -> tuple[tuple[str, ...], Tensor]:
-    """Private copy of helper A's `explain.positions.position_index` (same contract), used only
-    until that module lands. TODO(integrator): delete once positions.py is merged."""
-    named = sorted(
-        problem.named_positions.items(), key=lambda kv: (float(kv[1].float().mean()), kv[0])
-    )
-    names = [n for n, _ in named] + (["S1+1"] if "S1" in problem.named_positions else [])
-    columns = [v for _, v in named]
-    if "S1" in problem.named_positions:
-        columns.append(problem.named_positions["S1"] + 1)
-    batch, length = problem.batch, problem.clean.seq_len
-    index = torch.full((batch, length), len(names), dtype=torch.long)  # "other"
-    rows = torch.arange(batch)
-    for k in reversed(range(len(columns))):  # earlier names win where two coincide
-        at = columns[k].cpu().long()
-        inside = at < length
-        index[rows[inside], at[inside]] = k
-    index[problem.clean.attention_mask.cpu() == 0] = -1
-    return (*names, "other"), index
-
-
-try:  # helper A's shared function, once merged
-    from wildcircuits.explain.positions import position_index
-except ImportError:  # pragma: no cover - until positions.py lands
-    position_index = _own_position_index
 
 
 @dataclass(frozen=True)
@@ -265,5 +239,4 @@ __all__ = [
     "describe_algorithm",
     "forward_counts",
     "path_jobs",
-    "position_index",
 ]
