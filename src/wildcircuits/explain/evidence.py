@@ -202,7 +202,8 @@ def _direct_evidence(model, problem, checked: Sequence[Member], out) -> None:
     end = problem.positions.to(checked[0].mask.device) if checked else None
     clean = float(effects.total.mean())
     for m in checked:
-        at_end = m.mask[torch.arange(problem.batch), end].cpu().float()  # (batch,)
+        rows = torch.arange(problem.batch, device=m.mask.device)
+        at_end = m.mask[rows, end].cpu().float()  # (batch,)
         per_row = (
             effects.heads[:, m.node.layer, m.node.head]
             if m.is_head

@@ -16,8 +16,10 @@ between positions and every other head is frozen, so a sender reaches q at the r
 position only from that same position, k / v only from that position or earlier ones, and the
 logits only from the metric position; and only from an earlier layer.
 
-Cost: grouped by receiver slot: one batched forward pair per receiver with every sender that
-can reach it (the clean batch repeated once per sender, `max_rows` rows at most per forward).
+Cost: senders run side by side in one batched forward (the clean batch repeated once per
+sender, `max_rows` rows at most): step 2 once per chunk of senders, for the logits and for all
+head receivers together (capturing q / k / v at every receiver layer); step 3 once per
+receiver slot, from the receiver's layer, with the rows of every sender that can reach it.
 """
 
 from __future__ import annotations
@@ -76,18 +78,48 @@ def path_evidence(
     cache = _cache(model, problem)
     receivers = [(None, "logits")] + [(r, s) for r in checked if r.is_head for s in slots]
     out = {m.pair.name: {} for m in checked}
-    for receiver, slot in _progress(receivers, progress):
-        senders = [m for m in checked if m is not receiver]
-        live = [m for m in senders if reaches(m, receiver, slot, problem.positions)]
-        for m in senders:
-            out[m.pair.name][path_key(receiver, slot)] = 0.0
-        per_chunk = max(1, max_rows // problem.batch)
-        for i in range(0, len(live), per_chunk):
-            chunk = live[i : i + per_chunk]
-            metrics = _receiver_metrics(model, problem, cache, chunk, receiver, slot)
-            for m, metric in zip(chunk, metrics.tolist(), strict=True):
-                out[m.pair.name][path_key(receiver, slot)] = _normalize(metric, cache)
+    for receiver, slot in receivers:  # zero unless measured below
+        for m in checked:
+            if m is not receiver:
+                out[m.pair.name][path_key(receiver, slot)] = 0.0
+    per_chunk = max(1, max_rows // problem.batch)
+    chunks = [checked[i : i + per_chunk] for i in range(0, len(checked), per_chunk)]
+    for chunk in _progress(chunks, progress):
+        for receiver, slot, live, metrics in _chunk_metrics(
+            model, problem, cache, chunk, receivers
+        ):
+            for k, metric in zip(live, metrics.tolist(), strict=True):
+                out[chunk[k].pair.name][path_key(receiver, slot)] = _normalize(metric, cache)
     return out
+
+
+def _chunk_metrics(model, problem, cache: _Cache, chunk: Sequence[Member], receivers):
+    """(receiver, slot, indices of the chunk's senders that reach it, their metrics) for every
+    receiver some sender of the chunk reaches. One step-2 forward for the logits and one for
+    every head receiver (capturing q / k / v at each receiver layer); then one step-3 forward
+    per head receiver slot with the rows of the senders that reach it."""
+    end = problem.positions
+    targets = []
+    for receiver, slot in receivers:
+        live = [
+            k for k, m in enumerate(chunk) if m is not receiver and reaches(m, receiver, slot, end)
+        ]
+        if live:
+            targets.append((receiver, slot, live))
+    to_logits = [t for t in targets if t[0] is None]
+    heads = [t for t in targets if t[0] is not None]
+    for receiver, slot, live in to_logits:
+        senders = [chunk[k] for k in live]
+        yield receiver, slot, live, _step2(model, problem, cache, senders, [], model.n_layers)
+    if not heads:
+        return
+    sites = sorted({Site(SLOT_COMPONENT[s], r.node.layer) for r, s, _ in heads}, key=str)
+    stop = max(r.node.layer for r, _, _ in heads) + 1
+    recorded = _step2(model, problem, cache, chunk, sites, stop)
+    for receiver, slot, live in heads:
+        value = recorded[Site(SLOT_COMPONENT[slot], receiver.node.layer)]
+        value = value.view(len(chunk), problem.batch, *value.shape[1:])[live].flatten(0, 1)
+        yield receiver, slot, live, _step3(model, problem, cache, receiver, slot, value, len(live))
 
 
 def _sender_patches(
@@ -129,44 +161,47 @@ def _mlp_patch(cache: _Cache, layer: int, n_sets: int, masks) -> Intervention:
     return Intervention(Site(Component.MLP_OUT, layer), Mode.REPLACE, patch)
 
 
-def _receiver_metrics(
-    model: InstrumentedModel,
-    problem: PatchingProblem,
-    cache: _Cache,
-    senders: Sequence[Member],
-    receiver: Member | None,
-    slot: str,
-) -> Tensor:
-    """Batch-mean metric (sets,) of steps 2-3 for each sender alone."""
+def _rows(problem: PatchingProblem, n_sets: int):
+    """The clean batch repeated once per sender set: row indices, tokens, metric positions."""
+    rows = torch.arange(problem.batch, device=problem.positions.device).repeat(n_sets)
+    return rows, problem.clean.select(rows), problem.positions[rows]
+
+
+def _step2(model, problem, cache: _Cache, senders: Sequence[Member], sites, stop: int):
+    """Step 2 for each sender alone: the batch-mean metric (sets,) when `sites` is empty (the
+    logits receiver; stop = n_layers), else the captured receiver-layer values."""
     n_sets, batch = len(senders), problem.batch
-    rows = torch.arange(batch, device=problem.positions.device).repeat(n_sets)
-    tokens, positions = problem.clean.select(rows), problem.positions[rows]
+    rows, tokens, positions = _rows(problem, n_sets)
     start = min(s.node.layer for s in senders)
-    stop = model.n_layers if receiver is None else receiver.node.layer + 1
-    site = None if receiver is None else Site(SLOT_COMPONENT[slot], receiver.node.layer)
-    step2 = model.run(
+    run = model.run(
         tokens,
-        capture=[] if site is None else [site],
+        capture=sites,
         interventions=_sender_patches(model, cache, senders, start, stop),
         positions=positions,
-        return_logits=receiver is None,
+        return_logits=not sites,
         start_layer=start,
         start_resid=cache.clean_resid[start].repeat(n_sets, 1, 1) if start else None,
     )
-    if receiver is None:
-        return problem.score(step2.logits, rows=rows).reshape(n_sets, batch).mean(1)
+    if sites:
+        return run
+    return problem.score(run.logits, rows=rows).reshape(n_sets, batch).mean(1)
+
+
+def _step3(model, problem, cache: _Cache, receiver: Member, slot: str, value: Tensor, n_sets: int):
+    """Step 3: batch-mean metric (sets,) with the receiver slot's input set to `value`."""
+    rows, tokens, positions = _rows(problem, n_sets)
     layer = receiver.node.layer
-    step3 = model.run(
+    run = model.run(
         tokens,
         interventions=[
-            _slot_patch(model, receiver, slot, step2[site]),
+            _slot_patch(model, receiver, slot, value),
             _freeze_others(cache, receiver, n_sets),
         ],
         positions=positions,
         start_layer=layer,
         start_resid=cache.clean_resid[layer].repeat(n_sets, 1, 1) if layer else None,
     )
-    return problem.score(step3.logits, rows=rows).reshape(n_sets, batch).mean(1)
+    return problem.score(run.logits, rows=rows).reshape(n_sets, problem.batch).mean(1)
 
 
 def _slot_patch(model: InstrumentedModel, receiver: Member, slot: str, value: Tensor):
