@@ -58,6 +58,7 @@ def test_planted_model_comes_out_with_exactly_its_classes():
     assert previous.evidence["path_to_induction_q"] == 0.0  # other position: zero by construction
     assert induction.evidence["path_to_logits"] == pytest.approx(1.0, abs=0.02)
     assert "mean attention to S1+1 1.00" in induction.sentence
+    assert "path effect into induction (k) +1.00" in previous.sentence
 
 
 def test_planted_backup_knocks_out_the_induction_head_and_finds_no_backup():

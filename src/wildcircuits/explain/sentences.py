@@ -95,7 +95,15 @@ def class_sentence(
         if key.startswith("path_to_") and abs(value) >= thresholds.path
     ]
     paths.sort(key=lambda item: -abs(item[1]))
-    feeds = ", ".join(f"{target.replace('_', ' ')} {value:+.2f}" for target, value in paths)
+    feeds = ", ".join(f"{_target(target)} {value:+.2f}" for target, value in paths)
     head = f"{name} ({', '.join(p.name for p in members)})"
     tail = f"; path effect into {feeds}" if feeds else "; no path effect above the threshold"
     return f"{head}: {', '.join(facts)}{tail}."
+
+
+def _target(key: str) -> str:
+    """`name mover_q` -> `name mover (q)`; `logits` stays."""
+    if key == "logits":
+        return key
+    name, slot = key.rsplit("_", 1)
+    return f"{name} ({slot})"
