@@ -1,0 +1,234 @@
+"""Evidence for functional classes: numbers measured on a task's prompts for each circuit pair.
+
+For every pair (a head or MLP at a named position, `results.explain.Pair`), on the clean prompts:
+- `attention_to_<NAME>` (heads): attention from the pair's position to each named position (and
+  `other`), summed over the keys of that name, mean over the pair's query tokens, then over rows.
+- `direct_effect` (logits of answer minus distractor): the component's output at the metric
+  position through the final norm with its scale frozen from the clean run, dot the
+  answer-minus-distractor unembedding direction (as `localise.dla`). A pair at any other
+  position has no direct path to the metric's logits: exactly 0. `direct_fraction`: divided by
+  the mean clean logit difference.
+- `copying` (heads): the head's OV circuit on the task's answer / distractor tokens
+  (`localise.head_scores.ov_logits`): fraction of tokens whose own logit is the largest minus
+  the fraction whose own logit is the smallest (1 = copies every token, -1 = suppresses every
+  token); `copy_fraction` and `suppression_fraction` are the two parts.
+- `path_to_logits`, `path_to_<pair>_<slot>`: position-wise path patching (`explain.pair_paths`)
+  from the pair into the logits and into each other member head's q / k / v.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from wildcircuits.errors import TaskError, UnknownNameError
+from wildcircuits.localise.common import at_positions
+from wildcircuits.localise.dla import head_parts, logit_diff_direction
+from wildcircuits.localise.head_scores import ov_logits, task_token_ids
+from wildcircuits.localise.norms import freeze_norm
+from wildcircuits.models.adapters import get_module
+from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.names import Node, NodeKind, Shape, parse_display_node
+from wildcircuits.patching.hooks import Intervention
+from wildcircuits.patching.problem import PatchingProblem
+from wildcircuits.patching.sites import Component, Site
+from wildcircuits.results.explain import Pair
+
+try:  # helper A's shared function (contract); the copy below goes when it lands on main
+    from wildcircuits.explain.positions import position_index
+except ImportError:  # pragma: no cover - TEMPORARY private copy, remove after the merge
+
+    def position_index(problem: PatchingProblem) -> tuple[tuple[str, ...], Tensor]:
+        """Named positions in prompt order, then `S1+1` (if S1 exists), then `other`; and a
+        (batch, pos) long tensor giving each token's index into those names (padding: -1)."""
+        named = dict(problem.named_positions)
+        order = sorted(named, key=lambda name: float(named[name].float().mean()))
+        names = (*order, *(("S1+1",) if "S1" in named else ()), "other")
+        real = problem.clean.attention_mask.bool()
+        index = torch.where(real, len(names) - 1, -1).long()  # (batch, pos)
+        rows = torch.arange(problem.batch, device=index.device)
+        if "S1" in named:
+            after = (named["S1"].to(index.device) + 1).clamp(max=index.shape[1] - 1)
+            index[rows, after] = names.index("S1+1")
+        for i, name in enumerate(order):
+            index[rows, named[name].to(index.device)] = i
+        return names, index
+
+
+Masks = dict[str, Bool[Tensor, "batch pos"]]
+
+
+@dataclass(frozen=True)
+class Member:
+    """A checked pair: its display pair, graph node and the (batch, pos) mask of its tokens."""
+
+    pair: Pair
+    node: Node
+    mask: Bool[Tensor, "batch pos"]
+
+    @property
+    def is_head(self) -> bool:
+        return self.node.kind is NodeKind.HEAD
+
+
+def position_masks(problem: PatchingProblem) -> Masks:
+    """Each position name's (batch, pos) token mask, on the problem's device."""
+    names, index = position_index(problem)
+    return {name: index == i for i, name in enumerate(names)}
+
+
+def members(
+    model: InstrumentedModel, problem: PatchingProblem, pairs: Sequence[Pair]
+) -> list[Member]:
+    """The pairs checked against the model's shape and the problem's positions."""
+    masks = position_masks(problem)
+    shape = Shape(model.n_layers, model.n_heads, model.n_kv_heads)
+    out, seen = [], set()
+    for pair in pairs:
+        node = parse_display_node(pair.node, shape)
+        if node.kind not in (NodeKind.HEAD, NodeKind.MLP):
+            raise UnknownNameError(f"pair {pair.name}: only heads and MLPs sit at positions")
+        if pair.position not in masks:
+            known = ", ".join(masks)
+            raise TaskError(f"pair {pair.name}: no position {pair.position!r} (known: {known})")
+        if pair.name in seen:
+            raise UnknownNameError(f"pair {pair.name} is listed twice; list each pair once")
+        seen.add(pair.name)
+        out.append(Member(pair, node, masks[pair.position]))
+    return out
+
+
+def head_evidence(
+    model: InstrumentedModel,
+    problem: PatchingProblem,
+    pairs: Sequence[Pair],
+    progress: bool = True,
+    *,
+    slots: Sequence[str] = ("q", "k", "v"),
+    max_rows: int = 256,
+) -> dict[str, dict[str, float]]:
+    """Evidence numbers per pair (keyed by `Pair.name`), see the module doc.
+
+    slots: the receiver slots path-patched into (fewer slots, fewer forwards); max_rows: rows of
+    one batched path-patching forward (sender sets x batch).
+    """
+    from wildcircuits.explain.pair_paths import path_evidence
+
+    checked = members(model, problem, pairs)
+    out: dict[str, dict[str, float]] = {m.pair.name: {} for m in checked}
+    with torch.no_grad():
+        _attention_evidence(model, problem, checked, out)
+        _direct_evidence(model, problem, checked, out)
+        _copying_evidence(model, problem, checked, out)
+        for name, values in path_evidence(
+            model, problem, checked, slots, max_rows, progress
+        ).items():
+            out[name].update(values)
+    return out
+
+
+def _attention_evidence(model, problem, checked: Sequence[Member], out) -> None:
+    heads = [m for m in checked if m.is_head]
+    layers = sorted({m.node.layer for m in heads})
+    if not heads:
+        return
+    run = model.run(problem.clean, capture=[Site(Component.PATTERN, i) for i in layers],
+                    return_logits=False)  # fmt: skip
+    masks = position_masks(problem)
+    for m in heads:
+        pattern = run[Site(Component.PATTERN, m.node.layer)][:, m.node.head].float()
+        for name, keys in masks.items():  # pattern: (batch, pos, kv_pos)
+            to_name = torch.einsum("bqk,bk->bq", pattern, keys.float())  # (batch, pos)
+            out[m.pair.name][f"attention_to_{name}"] = _mean_over(to_name, m.mask)
+
+
+def _mean_over(values: Float[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"]) -> float:
+    """Mean over each row's masked tokens, then over the rows that have any (NaN if none)."""
+    count = mask.sum(1)
+    rows = count > 0
+    if not bool(rows.any()):
+        return float("nan")
+    per_row = (values * mask).sum(1)[rows] / count[rows]
+    return float(per_row.mean())
+
+
+@dataclass(frozen=True)
+class DirectEffects:
+    """Direct effects at the metric position, in logits of answer minus distractor.
+
+    heads: (batch, layer, head); mlps: (batch, layer); total: (batch,) the logit difference."""
+
+    heads: Float[Tensor, "batch layer head"]
+    mlps: Float[Tensor, "batch layer"]
+    total: Float[Tensor, " batch"]
+
+
+def direct_effects(
+    model: InstrumentedModel,
+    problem: PatchingProblem,
+    interventions: Sequence[Intervention] = (),
+) -> DirectEffects:
+    """Every head's and MLP's direct effect on the clean prompts (under `interventions`, e.g.
+    a knock-out), with the final norm frozen from that same run (one forward)."""
+    layers = range(model.n_layers)
+    sites = [Site(Component.FINAL_RESID)]
+    sites += [Site(c, i) for i in layers for c in (Component.Z, Component.MLP_OUT)]
+    run = model.run(problem.clean, capture=sites, interventions=interventions,
+                    return_logits=False)  # fmt: skip
+    end = problem.positions.to(model.device)
+    final_resid = at_positions(run[Site(Component.FINAL_RESID)], end).float()
+    frozen = freeze_norm(get_module(model.hf_model, model.adapter.final_norm), final_resid)
+    direction, offset = logit_diff_direction(model, problem.targets.to(model.device))
+
+    def project(part: Tensor) -> Tensor:  # (batch, *any, d_model) -> (batch, *any)
+        shaped = direction.view(direction.shape[0], *([1] * (part.ndim - 2)), -1)
+        return (frozen.linear(part.float()) * shaped).sum(-1)
+
+    heads, mlps = [], []
+    for layer in layers:
+        results, _ = head_parts(model, layer, at_positions(run[Site(Component.Z, layer)], end))
+        heads.append(project(results))  # (batch, head)
+        mlps.append(project(at_positions(run[Site(Component.MLP_OUT, layer)], end)))
+    total = project(final_resid) + (frozen.constant()[None] * direction).sum(-1) + offset
+    return DirectEffects(torch.stack(heads, 1).cpu(), torch.stack(mlps, 1).cpu(), total.cpu())
+
+
+def _direct_evidence(model, problem, checked: Sequence[Member], out) -> None:
+    effects = direct_effects(model, problem)
+    end = problem.positions.to(checked[0].mask.device) if checked else None
+    clean = float(effects.total.mean())
+    for m in checked:
+        rows = torch.arange(problem.batch, device=m.mask.device)
+        at_end = m.mask[rows, end].cpu().float()  # (batch,)
+        per_row = (
+            effects.heads[:, m.node.layer, m.node.head]
+            if m.is_head
+            else effects.mlps[:, m.node.layer]
+        )
+        value = float((per_row * at_end).mean())
+        out[m.pair.name]["direct_effect"] = value
+        out[m.pair.name]["direct_fraction"] = value / clean if clean else float("nan")
+
+
+def _copying_evidence(model, problem, checked: Sequence[Member], out) -> None:
+    heads = [m for m in checked if m.is_head]
+    ids = task_token_ids(problem)
+    if not heads or len(ids) < 2:
+        for m in heads:  # one token only: copying is undefined
+            out[m.pair.name].update(copying=float("nan"))
+        return
+    own = torch.arange(len(ids), device=model.device)
+    for layer in sorted({m.node.layer for m in heads}):
+        logits = ov_logits(model, layer, ids)  # (head, ids, ids)
+        top = (logits.argmax(-1) == own).float().mean(-1).cpu()  # (head,)
+        bottom = (logits.argmin(-1) == own).float().mean(-1).cpu()
+        for m in heads:
+            if m.node.layer == layer:
+                h = m.node.head
+                values = {"copy_fraction": float(top[h]), "suppression_fraction": float(bottom[h])}
+                values["copying"] = values["copy_fraction"] - values["suppression_fraction"]
+                out[m.pair.name].update(values)
