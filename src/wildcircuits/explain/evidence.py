@@ -26,6 +26,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from wildcircuits.errors import TaskError, UnknownNameError
+from wildcircuits.explain.positions import position_index
 from wildcircuits.localise.common import at_positions
 from wildcircuits.localise.dla import head_parts, logit_diff_direction
 from wildcircuits.localise.head_scores import ov_logits, task_token_ids
@@ -37,27 +38,6 @@ from wildcircuits.patching.hooks import Intervention
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
 from wildcircuits.results.explain import Pair
-
-try:  # helper A's shared function (contract); the copy below goes when it lands on main
-    from wildcircuits.explain.positions import position_index
-except ImportError:  # pragma: no cover - TEMPORARY private copy, remove after the merge
-
-    def position_index(problem: PatchingProblem) -> tuple[tuple[str, ...], Tensor]:
-        """Named positions in prompt order, then `S1+1` (if S1 exists), then `other`; and a
-        (batch, pos) long tensor giving each token's index into those names (padding: -1)."""
-        named = dict(problem.named_positions)
-        order = sorted(named, key=lambda name: float(named[name].float().mean()))
-        names = (*order, *(("S1+1",) if "S1" in named else ()), "other")
-        real = problem.clean.attention_mask.bool()
-        index = torch.where(real, len(names) - 1, -1).long()  # (batch, pos)
-        rows = torch.arange(problem.batch, device=index.device)
-        if "S1" in named:
-            after = (named["S1"].to(index.device) + 1).clamp(max=index.shape[1] - 1)
-            index[rows, after] = names.index("S1+1")
-        for i, name in enumerate(order):
-            index[rows, named[name].to(index.device)] = i
-        return names, index
-
 
 Masks = dict[str, Bool[Tensor, "batch pos"]]
 

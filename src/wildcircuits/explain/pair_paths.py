@@ -34,7 +34,7 @@ from wildcircuits.errors import InputError
 from wildcircuits.explain.evidence import Member
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.patching.hooks import Intervention, Mode
-from wildcircuits.patching.path import _Cache, _cache, _normalize
+from wildcircuits.patching.path import PathCache, normalized_effect, path_cache
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
 
@@ -75,7 +75,7 @@ def path_evidence(
         raise InputError(
             f"slots {list(slots)} / max_rows {max_rows}: slots are q, k, v; max_rows >= 1"
         )
-    cache = _cache(model, problem)
+    cache = path_cache(model, problem)
     receivers = [(None, "logits")] + [(r, s) for r in checked if r.is_head for s in slots]
     out = {m.pair.name: {} for m in checked}
     for receiver, slot in receivers:  # zero unless measured below
@@ -89,11 +89,11 @@ def path_evidence(
             model, problem, cache, chunk, receivers
         ):
             for k, metric in zip(live, metrics.tolist(), strict=True):
-                out[chunk[k].pair.name][path_key(receiver, slot)] = _normalize(metric, cache)
+                out[chunk[k].pair.name][path_key(receiver, slot)] = normalized_effect(metric, cache)
     return out
 
 
-def _chunk_metrics(model, problem, cache: _Cache, chunk: Sequence[Member], receivers):
+def _chunk_metrics(model, problem, cache: PathCache, chunk: Sequence[Member], receivers):
     """(receiver, slot, indices of the chunk's senders that reach it, their metrics) for every
     receiver some sender of the chunk reaches. One step-2 forward for the logits and one for
     every head receiver (capturing q / k / v at each receiver layer); then one step-3 forward
@@ -123,7 +123,7 @@ def _chunk_metrics(model, problem, cache: _Cache, chunk: Sequence[Member], recei
 
 
 def _sender_patches(
-    model: InstrumentedModel, cache: _Cache, senders: Sequence[Member], start: int, stop: int
+    model: InstrumentedModel, cache: PathCache, senders: Sequence[Member], start: int, stop: int
 ) -> list[Intervention]:
     """Step 2: layers start..stop-1 frozen to clean z; sender k (rows k*batch...) corrupted
     at its own positions only."""
@@ -149,7 +149,7 @@ def _sender_patches(
     return out
 
 
-def _mlp_patch(cache: _Cache, layer: int, n_sets: int, masks) -> Intervention:
+def _mlp_patch(cache: PathCache, layer: int, n_sets: int, masks) -> Intervention:
     corrupted = cache.corrupted_mlp[layer].repeat(n_sets, 1, 1)  # (set*batch, pos, d_model)
     where = torch.zeros(corrupted.shape[:2] + (1,), dtype=torch.bool, device=corrupted.device)
     for rows, mask in masks:
@@ -167,7 +167,7 @@ def _rows(problem: PatchingProblem, n_sets: int):
     return rows, problem.clean.select(rows), problem.positions[rows]
 
 
-def _step2(model, problem, cache: _Cache, senders: Sequence[Member], sites, stop: int):
+def _step2(model, problem, cache: PathCache, senders: Sequence[Member], sites, stop: int):
     """Step 2 for each sender alone: the batch-mean metric (sets,) when `sites` is empty (the
     logits receiver; stop = n_layers), else the captured receiver-layer values."""
     n_sets, batch = len(senders), problem.batch
@@ -187,7 +187,9 @@ def _step2(model, problem, cache: _Cache, senders: Sequence[Member], sites, stop
     return problem.score(run.logits, rows=rows).reshape(n_sets, batch).mean(1)
 
 
-def _step3(model, problem, cache: _Cache, receiver: Member, slot: str, value: Tensor, n_sets: int):
+def _step3(
+    model, problem, cache: PathCache, receiver: Member, slot: str, value: Tensor, n_sets: int
+):
     """Step 3: batch-mean metric (sets,) with the receiver slot's input set to `value`."""
     rows, tokens, positions = _rows(problem, n_sets)
     layer = receiver.node.layer
@@ -213,7 +215,7 @@ def _slot_patch(model: InstrumentedModel, receiver: Member, slot: str, value: Te
     return Intervention(site, Mode.REPLACE, value[:, :, head])
 
 
-def _freeze_others(cache: _Cache, receiver: Member, n_sets: int) -> Intervention:
+def _freeze_others(cache: PathCache, receiver: Member, n_sets: int) -> Intervention:
     """The receiver layer's z: clean except the receiver head at the receiver's positions."""
     layer, head = receiver.node.layer, receiver.node.head
     clean = cache.clean_z[layer].repeat(n_sets, 1, 1, 1)  # (set*batch, pos, head, d_head)

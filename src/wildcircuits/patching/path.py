@@ -262,7 +262,7 @@ def path_patch(
         clean=cache.m_clean,
         corrupted=cache.m_corrupted,
         patched=patched,
-        score=_normalize(patched, cache),
+        score=normalized_effect(patched, cache),
         per_example=per_row.cpu(),
         provenance=_provenance(problem, receivers, [str(s) for s in senders]),
     )
@@ -310,7 +310,7 @@ def _check_masks(problem, receivers, masks) -> list[Tensor | None] | None:
     return masks
 
 
-def _normalize(patched: float, cache: PathCache, normalize: bool = True) -> float:
+def normalized_effect(patched: float, cache: PathCache, normalize: bool = True) -> float:
     """(clean - patched) / (clean - corrupted); NaN when clean == corrupted."""
     if not normalize:
         return patched - cache.m_clean
@@ -372,7 +372,7 @@ def path_patch_heads(
             sets = [[Site(Component.Z, layer, head)] for layer, head in chunk]
             metrics = _patched_metrics(model, problem, cache, sets, receivers).mean(1)
             for (layer, head), metric in zip(chunk, metrics.tolist(), strict=True):
-                values[layer, head] = _normalize(metric, cache, normalize)
+                values[layer, head] = normalized_effect(metric, cache, normalize)
     target = "logits" if receivers[0].node == LOGITS else "receivers"
     return ScoreGrid(
         name=f"path_patch_heads_to_{target}",
