@@ -12,3 +12,20 @@ Pipeline of this package, each module one stage:
 - `run`: the whole explain step on a model and a task problem.
 Result types live in `wildcircuits.results.explain`.
 """
+
+import sys
+import types
+
+
+class _ExplainPackage(types.ModuleType):
+    """This package is also the verb `wc.explain(model, search, heldout, nodes=None,
+    progress=True)`: importing any `wildcircuits.explain.*` module binds the name
+    `wildcircuits.explain` to the package, so the package itself calls `run.explain`."""
+
+    def __call__(self, model, search, heldout, nodes=None, progress=True):
+        from wildcircuits.explain.run import explain
+
+        return explain(model, search, heldout, nodes=nodes, progress=progress)
+
+
+sys.modules[__name__].__class__ = _ExplainPackage
