@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.report_fixtures import synthetic_explanation
+from tests.explain_fixtures import hypothesis_explanation as synthetic_explanation
 from wildcircuits.explain.hypothesis import (
     PAPER_CLASSES,
     ClaimedClass,
@@ -27,7 +27,7 @@ from wildcircuits.explain.hypothesis import (
     write_hypothesis,
 )
 from wildcircuits.names import Shape
-from wildcircuits.results.explain import Pair
+from wildcircuits.results.explain import ClassPath, Pair
 
 SHAPE = Shape(3, 2)
 POSITIONS = ("IO", "S1", "S1+1", "S2", "END", "other")
@@ -88,6 +88,25 @@ def test_written_file_is_commented_and_reads_back_equal(draft, tmp_path):
     assert load_hypothesis(path, SHAPE, POSITIONS) == draft
     assert load_hypothesis(path) == draft  # no shape / positions: only the form is checked
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_path_measured_at_several_positions_is_one_claim_listing_them(tmp_path):
+    explanation = synthetic_explanation()
+    mover = explanation.classes[2]
+    wide = dataclasses.replace(mover, members=(*mover.members, Pair("L2.H0", "S2")))
+    path = ClassPath("S-inhibition", "name mover", "q", "END, S2", 0.2)
+    explanation = dataclasses.replace(
+        explanation,
+        classes=(*explanation.classes[:2], wide, explanation.classes[3]),
+        paths=(path,),
+    )
+    h = hypothesis_from_explanation(explanation, "ioi", "m")
+    assert h.paths[0].positions == ("END", "S2")
+    text = hypothesis_yaml(h)
+    assert "position: [END, S2]" in text
+    assert _load_text(tmp_path, text) == h
+    with pytest.raises(HypothesisFileError, match="a list of distinct positions"):
+        _load_text(tmp_path, text.replace("position: [END, S2]", "position: [END, END]"))
 
 
 def test_an_edited_file_loads_the_edit(good_text, tmp_path):
@@ -240,11 +259,24 @@ def hypotheses(draw) -> Hypothesis:
         )
         for name, group in zip(names, groups, strict=True)
     )
-    last = max(classes, key=lambda c: max(int(p.node[1]) for p in c.members))
-    paths = (ClaimedPath(last.name, "logits", PathSlot.LOGITS, "END", draw(st.floats(-2, 2))),)
+    last = max(classes, key=lambda c: max(_order(p) for p in c.members))
+    paths = [ClaimedPath(last.name, "logits", PathSlot.LOGITS, ("END",), draw(st.floats(-2, 2)))]
+    for a in classes:  # a path into every class some other class's member comes before
+        for b in classes:
+            if a is not b and min(map(_order, a.members)) < max(map(_order, b.members)):
+                mlps = all(p.node.endswith("mlp") for p in b.members)
+                slot = PathSlot.IN if mlps else draw(st.sampled_from([PathSlot.Q, PathSlot.V]))
+                positions = tuple(dict.fromkeys(p.position for p in b.members))
+                paths.append(ClaimedPath(a.name, b.name, slot, positions, None))
+                break
     provenance = draw(st.dictionaries(st.sampled_from(["model", "seed", "x y"]), SCALAR))
     provenance = {k: v for k, v in provenance.items() if v == v}  # NaN never equals itself
-    return Hypothesis("ioi", draw(NAMES), classes, paths, (), provenance)
+    return Hypothesis("ioi", draw(NAMES), classes, tuple(paths), (), provenance)
+
+
+def _order(pair: Pair) -> int:
+    layer = int(pair.node[1])
+    return 2 * layer + (1 if pair.node.endswith("mlp") else 0)
 
 
 @FAST

@@ -83,12 +83,13 @@ class ClaimedClass:
 @dataclass(frozen=True)
 class ClaimedPath:
     """A claimed arrow: every member of class `sender` -> `receiver` (a class or `logits`)
-    through `slot`, at the receiver's `position`; `effect` is what was measured (not tested)."""
+    through `slot`, at the receiver's `positions` (one, or every position where the receiver
+    has members, as the path was measured); `effect` is what was measured (not tested)."""
 
     sender: str
     receiver: str
     slot: PathSlot
-    position: str
+    positions: tuple[str, ...]
     effect: float | None = None
 
 
@@ -149,7 +150,9 @@ def hypothesis_from_explanation(
     and on the classes of its claimed incoming paths."""
     names = {c.name for c in explanation.classes}
     paths = tuple(
-        ClaimedPath(p.sender, p.receiver, PathSlot(p.slot), p.position, _finite(p.effect))
+        ClaimedPath(
+            p.sender, p.receiver, PathSlot(p.slot), _positions(p.position), _finite(p.effect)
+        )
         for p in explanation.paths
         if p.sender in names
         and (p.receiver in names or p.receiver == LOGITS)
@@ -169,6 +172,11 @@ def hypothesis_from_explanation(
         unexplained=unexplained,
         provenance=_draft_provenance(explanation, rules),
     )
+
+
+def _positions(text: str) -> tuple[str, ...]:
+    """A measured path's position: one name, or several joined by commas."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 def _finite(value: float) -> float | None:
@@ -231,7 +239,8 @@ HEADER = """\
 #   unexplained  circuit members no class explains (in the circuit, no claim about them)
 #   paths        claimed arrows: from CLASS, to CLASS or logits, slot q / k / v (a head
 #                class's query / key / value input), in (an MLP class's input) or logits,
-#                position (the receiver's), effect (the measured path effect; not tested)
+#                position (the receiver's: one, or a list), effect (the measured path
+#                effect; not tested)
 #   provenance   how this draft was obtained (not tested)
 # Positions: the task's named positions ({positions}); `other` pools every unnamed one.
 """
@@ -267,12 +276,16 @@ def hypothesis_yaml(h: Hypothesis, positions: tuple[str, ...] = ()) -> str:
             f"  - from: {_flow(p.sender)}",
             f"    to: {_flow(p.receiver)}",
             f"    slot: {p.slot.value}",
-            f"    position: {_flow(p.position)}",
+            f"    position: {_flow(_one_or_list(p.positions))}",
             f"    effect: {_flow(p.effect)}",
         ]
     lines.append("provenance:" + ("" if h.provenance else " {}"))
     lines += [f"  {_flow(str(k))}: {_flow(v)}" for k, v in h.provenance.items()]
     return "\n".join(lines) + "\n"
+
+
+def _one_or_list(names: tuple[str, ...]) -> str | list[str]:
+    return names[0] if len(names) == 1 else list(names)
 
 
 def write_hypothesis(path: Path | str, h: Hypothesis, positions: tuple[str, ...] = ()) -> Path:

@@ -216,6 +216,15 @@ class _Reader:
             self.doc.fail(key, f"{text!r} is not a position name (e.g. IO, S1+1, END, other)")
         return text
 
+    def path_positions(self, value, key: Key) -> tuple[str, ...]:
+        """A position name or a non-empty list of distinct ones."""
+        if not isinstance(value, list):
+            return (self.position(value, key),)
+        names = tuple(self.position(v, (*key, i)) for i, v in enumerate(value))
+        if not names or len(set(names)) != len(names):
+            self.doc.fail(key, "expected a position or a list of distinct positions")
+        return names
+
     def pair(self, value, key: Key) -> Pair:
         text = self.string(value, key)
         node_text, at, position = text.partition("@")
@@ -283,7 +292,7 @@ class _Reader:
             sender=self.string(data["from"], (*key, "from")),
             receiver=self.string(data["to"], (*key, "to")),
             slot=PathSlot(slot),
-            position=self.position(data["position"], (*key, "position")),
+            positions=self.path_positions(data["position"], (*key, "position")),
             effect=None if effect is None else float(effect),
         )
 
@@ -306,10 +315,10 @@ class _Consistency:
         for i, c in enumerate(self.h.classes):
             for j, name in enumerate(c.depends_on.classes):
                 self.known_class(name, ("classes", i, "depends_on", "classes", j))
-        seen: dict[tuple[str, str, str, str], int] = {}
+        seen: dict[tuple[str, str, str, tuple[str, ...]], int] = {}
         for i, path in enumerate(self.h.paths):
             self.path(path, ("paths", i))
-            signature = (path.sender, path.receiver, path.slot.value, path.position)
+            signature = (path.sender, path.receiver, path.slot.value, path.positions)
             if signature in seen:
                 self.doc.fail(("paths", i), f"the same path as paths[{seen[signature]}]; drop one")
             seen[signature] = i
@@ -359,13 +368,14 @@ class _Consistency:
             return
         receiver = self.classes[path.receiver]
         self.slot_fits(path, receiver, (*key, "slot"))
-        if path.position not in {p.position for p in receiver.members}:
-            acts = ", ".join(dict.fromkeys(p.position for p in receiver.members))
-            self.doc.fail(
-                (*key, "position"),
-                f"class {receiver.name!r} has no member at {path.position} (it acts at {acts}); "
-                "give the receiver's position",
-            )
+        acts = {p.position for p in receiver.members}
+        for position in path.positions:
+            if position not in acts:
+                self.doc.fail(
+                    (*key, "position"),
+                    f"class {receiver.name!r} has no member at {position} (it acts at "
+                    f"{', '.join(sorted(acts))}); give the receiver's position",
+                )
         first = min(_order(parse_display_node(p.node)) for p in sender.members)
         last = max(_order(parse_display_node(p.node)) for p in receiver.members)
         if first >= last:
