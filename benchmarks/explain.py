@@ -2,9 +2,10 @@
 
 Runs `wildcircuits.explain.run.explain` once (search on the train split, held out on test) and
 measures, per stage (compact circuit, classes, backup, class paths), the wall time and the
-forward passes actually run: every layer's attention input projection counts the rows it
-processes, and rows / (layers x prompts) is the number of full-model, full-batch forwards
-(partial forwards count by the layers they run; backward passes are not counted). Next to them:
+forward passes actually run: every layer's MLP module counts the rows it processes (every
+engine, the edge engine included, runs the model's own MLP modules), and rows / (layers x
+prompts) is the number of full-model, full-batch forwards (partial forwards count by the layers
+they run; backward passes are not counted). Next to them:
 the naive counts the stages report themselves, in the same run: `PositionCircuit.naive_forwards`
 (one forward per candidate pair at each search step) and `class_paths.forward_counts` (one
 path-patching run per class pair: its two cached runs and one or two patched runs). Classes and
@@ -34,7 +35,7 @@ STAGES = {
 
 @dataclass
 class Counter:
-    """Rows through every layer's attention input projection, and per-stage tallies."""
+    """Rows through every layer's MLP module, and per-stage tallies."""
 
     rows: int = 0
     stages: dict[str, tuple[float, int]] = field(default_factory=dict)
@@ -44,14 +45,11 @@ class Counter:
 
 
 def attach(model, counter: Counter) -> list:
-    """A forward hook on each layer's q (or fused qkv) projection; returns the handles."""
-    adapter = model.adapter
-    handles = []
-    for layer in range(model.n_layers):
-        attn = get_module(model.layer_module(layer), adapter.attention)
-        projection = get_module(attn, adapter.qkv[0])
-        handles.append(projection.register_forward_hook(counter.hook))
-    return handles
+    """A forward hook on each layer's MLP module; returns the handles."""
+    return [
+        get_module(model.layer_module(layer), model.adapter.mlp).register_forward_hook(counter.hook)
+        for layer in range(model.n_layers)
+    ]
 
 
 def wrap_stages(counter: Counter) -> None:

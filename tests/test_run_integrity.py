@@ -70,7 +70,7 @@ def test_resume_with_a_changed_config_recomputes_affected_steps_only(
     discover(_config(model, task), run, progress=False)
     calls = _counting(monkeypatch)
     discover(_config(model, task, random_seeds=(3, 4)), run, resume=True, progress=False)
-    assert calls == ["evaluate", "redteam", "summarise", "report"]
+    assert calls == ["evaluate", "explain", "redteam", "summarise", "report"]
     _agrees(run)
     calls.clear()
     discover(_config(model, task, random_seeds=(3, 4)), run, resume=True, progress=False)
@@ -99,7 +99,7 @@ def test_metrics_holding_an_empty_object_is_not_a_finished_step(tiny_setup, tmp_
     assert read_run(run).part("metrics.json").state is PartState.STALE
     calls = _counting(monkeypatch)
     discover(_config(model, task), run, resume=True, progress=False)
-    assert calls == ["evaluate", "redteam", "summarise", "report"]
+    assert calls == ["evaluate", "explain", "redteam", "summarise", "report"]
     _agrees(run)
 
 
@@ -168,7 +168,7 @@ def test_kill_9_during_a_step_loses_only_that_step(tiny_setup, tmp_path, monkeyp
     before = {s: r.fingerprint for s, r in Manifest.load(run / "manifest.json").steps.items()}
     calls = _counting(monkeypatch)
     discover(config, run, resume=True, progress=False)
-    assert calls == ["evaluate", "redteam", "summarise", "report"]
+    assert calls == ["evaluate", "explain", "redteam", "summarise", "report"]
     after = Manifest.load(run / "manifest.json").steps
     for step in ("behaviour", "localise", "discover"):
         assert after[step].fingerprint == before[step]
