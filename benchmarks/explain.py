@@ -107,6 +107,37 @@ def main() -> None:
     total = time.perf_counter() - start
     planned = planned_paths(model, heldout, result.classes)
     report(args, model, result, counter, planned, total, len(nodes) if nodes else None)
+    print(check_hypothesis(model, heldout, result, args))
+
+
+def position_names(problem) -> tuple[str, ...]:
+    from wildcircuits.explain.positions import position_index
+
+    return tuple(position_index(problem)[0])
+
+
+def check_hypothesis(model, heldout, result, args) -> str:
+    """Draft hypothesis.yaml from the result, write it and load it back through every check."""
+    import tempfile
+    from pathlib import Path
+
+    from wildcircuits.explain.hypothesis import (
+        hypothesis_from_explanation,
+        load_hypothesis,
+        write_hypothesis,
+    )
+    from wildcircuits.names import Shape
+
+    positions = position_names(heldout)
+    draft = hypothesis_from_explanation(result, args.task, args.model)
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_hypothesis(Path(folder) / "hypothesis.yaml", draft, positions)
+        loaded = load_hypothesis(path, Shape(model.n_layers, model.n_heads), positions)
+    assert loaded == draft
+    return (
+        f"hypothesis.yaml: {len(draft.classes)} classes, {len(draft.paths)} claimed paths "
+        f"(|effect| >= 0.05), {len(draft.unexplained)} unexplained pairs; reads back equal"
+    )
 
 
 def report(args, model, result, counter: Counter, planned, total: float, n_nodes) -> None:
