@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from wildcircuits.explain.algorithm import describe_algorithm
+from wildcircuits.explanation.algorithm import describe_algorithm
 from wildcircuits.graph.circuit import Circuit, EdgeScores, graph_config
 from wildcircuits.graph.graph import Graph
 from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels, position_labels
@@ -315,7 +315,15 @@ def write_synthetic_run(
         "seed": 0,
         "device": "cpu",
         "ablation": "counterfactual",
-        "steps": ["behaviour", "localise", "discover", "evaluate", "redteam", "summarise"],
+        "steps": [
+            "behaviour",
+            "localise",
+            "discover",
+            "evaluate",
+            "explain",
+            "redteam",
+            "summarise",
+        ],
     }
     save_json(root / "config.json", config, require_provenance=False)
     Manifest(

@@ -9,12 +9,12 @@ import torch
 from tests.test_path_patching import PROVENANCE, metric, normalized
 from tests.tiny_models import tiny_model, tiny_tokens
 from wildcircuits.errors import InputError, SiteError
-from wildcircuits.explain.class_paths import (
+from wildcircuits.explanation.class_paths import (
     class_paths,
     forward_counts,
     path_jobs,
 )
-from wildcircuits.explain.positions import position_index
+from wildcircuits.explanation.positions import position_index
 from wildcircuits.names import LOGITS, parse_display_receiver
 from wildcircuits.patching.hooks import Intervention, Mode
 from wildcircuits.patching.path import path_patch, receiver_site

@@ -39,6 +39,7 @@ DOCS: dict[str, tuple[pytest.MarkDecorator, ...]] = {
     "docs/discovery.md": (),
     "docs/evaluation.md": (),
     "docs/circuits.md": (),
+    "docs/hypothesis.md": (),
     "README.md": (),
     "docs/run_folder.md": (pytest.mark.xfail(strict=False, reason=REWRITTEN),),
 }

@@ -12,16 +12,16 @@ import torch
 from tests.planted_models import induction_problem, planted_induction_model
 from tests.tiny_models import VOCAB, tiny_model, tiny_tokens
 from wildcircuits.errors import InputError, TaskError, UnknownNameError
-from wildcircuits.explain.backup import find_backup
-from wildcircuits.explain.classes import (
+from wildcircuits.explanation.backup import find_backup
+from wildcircuits.explanation.classes import (
     INDUCTION,
     PREVIOUS_TOKEN,
     THRESHOLDS,
     classify,
     label_pairs,
 )
-from wildcircuits.explain.evidence import direct_effects, head_evidence, members
-from wildcircuits.explain.pair_paths import path_evidence
+from wildcircuits.explanation.evidence import direct_effects, head_evidence, members
+from wildcircuits.explanation.pair_paths import path_evidence
 from wildcircuits.localise.dla import direct_logit_attribution
 from wildcircuits.patching.hooks import Intervention, Mode
 from wildcircuits.patching.path import path_patch

@@ -15,8 +15,8 @@ from tests.discovery_fixtures import double_model, tiny_problem
 from tests.tiny_models import VOCAB, tiny_model
 from wildcircuits.discovery.common import loss_value
 from wildcircuits.errors import GraphError, WildcircuitsError
-from wildcircuits.explain.position_search import find_position_circuit
-from wildcircuits.explain.positions import (
+from wildcircuits.explanation.position_search import find_position_circuit
+from wildcircuits.explanation.positions import (
     PairEvaluator,
     pair_metrics,
     pair_space,

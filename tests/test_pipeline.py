@@ -13,8 +13,8 @@ from wildcircuits.pipeline import runner as runner_module
 from wildcircuits.pipeline.run_folder import RunFolder
 
 FILES = ["config.json", "manifest.json", "behaviour.json", "localise.json", "scores.pt",
-         "circuit.json", "circuit_sizes.json", "metrics.json", "redteam.json", "roles.json",
-         "report.html"]  # fmt: skip
+         "circuit.json", "circuit_sizes.json", "metrics.json", "explanation.json",
+         "hypothesis.yaml", "redteam.json", "roles.json", "report.html"]  # fmt: skip
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from tests.report_fixtures import HOSTILE_CLASS, synthetic_explanation, write_synthetic_run
 from tests.test_report import Elements
-from wildcircuits.explain.algorithm import ARROW_THRESHOLD, describe_algorithm
+from wildcircuits.explanation.algorithm import ARROW_THRESHOLD, describe_algorithm
 from wildcircuits.report.class_diagram import class_diagram_svg
 from wildcircuits.report.explain_view import explanation_html, explanation_section
 from wildcircuits.report.html import build_report

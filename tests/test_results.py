@@ -25,6 +25,8 @@ from wildcircuits.results.metrics import Metrics
 ROOT = Path(__file__).resolve().parents[1]
 #: A run folder written by the release before the result types (tiny GGUF model, copy task).
 RUN_V0 = ROOT / "tests" / "data" / "run_v0"
+#: Result files added after that release (RUN_V0 has none of them).
+NEWER_THAN_V0 = ("explanation.json",)
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +40,9 @@ def synthetic(tmp_path_factory):
 def test_every_file_round_trips_through_its_type(folder, synthetic, tmp_path):
     root = synthetic if folder == "synthetic" else RUN_V0
     for name, kind in RESULT_KINDS.items():
+        if folder == "v0" and name in NEWER_THAN_V0:
+            assert not (root / name).exists()
+            continue
         result = load_result(root / name)
         assert isinstance(result, kind)
         first = result.save(tmp_path / "a" / name).read_text()

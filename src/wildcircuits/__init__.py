@@ -8,6 +8,7 @@ and other light commands do not import torch.
     problem = wc.load_task("ioi").problem(model, n=16, split="train")
     scores = wc.score_edges(model, problem, method="eap-ig-inputs")
     print(wc.evaluate(model, problem, scores))
+    explanation = wc.explain(model, problem, heldout_problem)  # classes, paths, backup
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "WildcircuitsError": "wildcircuits.errors",
     "score_edges": "wildcircuits.api",
     "evaluate": "wildcircuits.api",
+    "explain": "wildcircuits.api",
     "EvaluationConfig": "wildcircuits.evaluation.report",
     "EvaluationReport": "wildcircuits.evaluation.report",
     "Circuit": "wildcircuits.graph.circuit",
@@ -59,7 +61,8 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'wildcircuits' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    module = importlib.import_module(_EXPORTS[name])
+    value = module if module.__name__ == f"wildcircuits.{name}" else getattr(module, name)
     globals()[name] = value
     return value
 
@@ -70,6 +73,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from wildcircuits.api import evaluate as evaluate
+    from wildcircuits.api import explain as explain
     from wildcircuits.api import score_edges as score_edges
     from wildcircuits.errors import WildcircuitsError as WildcircuitsError
     from wildcircuits.evaluation.report import EvaluationConfig as EvaluationConfig

@@ -4,6 +4,7 @@
     problem = wc.load_task("ioi").problem(model, n=16, split="train")
     scores = wc.score_edges(model, problem, method="eap-ig-inputs")
     print(wc.evaluate(model, problem, scores))
+    explanation = wc.explain(model, problem, heldout)  # compact circuit, classes, paths
 
 Each verb is a thin call into the module that owns the work (discovery registry, evaluation);
 the long forms stay available for everything these do not expose.
@@ -50,3 +51,19 @@ def evaluate(
     from wildcircuits.evaluation.report import evaluate_scores
 
     return evaluate_scores(model, problem, scores, config)
+
+
+def explain(
+    model: InstrumentedModel,
+    search: PatchingProblem,
+    heldout: PatchingProblem,
+    nodes: Any = None,
+    progress: bool = True,
+) -> Any:
+    """Explain how the model does the task (`wildcircuits.explanation.run.explain`): the compact
+    circuit of components at named positions (searched on `search`, measured on `heldout`),
+    its functional classes, the backup heads, the class-to-class paths and the algorithm in
+    words, as an `Explanation`. `nodes`: restrict the candidates (e.g. a discovered circuit's)."""
+    from wildcircuits.explanation.run import explain as run_explain
+
+    return run_explain(model, search, heldout, nodes=nodes, progress=progress)

@@ -31,6 +31,7 @@ COMMANDS = [
     "evaluate",
     "discover",
     "discover_edges",
+    "explain",
 ]
 
 EXIT_USAGE_ERROR = 2

@@ -8,7 +8,16 @@ from typing import Any
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.patching.ablation_spec import EDGE_ABLATIONS, AblationSpec
 
-STEPS = ("behaviour", "localise", "discover", "evaluate", "redteam", "summarise", "report")
+STEPS = (
+    "behaviour",
+    "localise",
+    "discover",
+    "evaluate",
+    "explain",
+    "redteam",
+    "summarise",
+    "report",
+)
 
 #: Clean accuracy below this (or a clean metric no better than the corrupted one) means the
 #: model does not do the task: the run stops after the behaviour step and says so.

@@ -29,6 +29,7 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "localise": _DATA,
     "discover": (*_DATA, "method", "method_settings"),
     "evaluate": (*_DATA, "n_heldout", "ablation", "random_seeds", "method"),
+    "explain": (*_DATA, "n_heldout"),
     "redteam": (*_DATA, "n_heldout", "ablation", "random_seeds", "method", "method_settings"),
     "summarise": _DATA,
 }
@@ -39,6 +40,7 @@ STEP_UPSTREAM: dict[str, tuple[str, ...]] = {
     "localise": ("behaviour",),
     "discover": ("behaviour",),
     "evaluate": ("discover",),
+    "explain": ("evaluate",),
     "redteam": ("behaviour", "localise", "evaluate"),
     "summarise": ("localise", "evaluate"),
 }

@@ -13,6 +13,7 @@ from wildcircuits.pipeline.fingerprint import STEP_UPSTREAM
 from wildcircuits.pipeline.lock import RunLock
 from wildcircuits.pipeline.run_folder import RunFolder
 from wildcircuits.pipeline.steps_discover import discover_step, evaluate_step
+from wildcircuits.pipeline.steps_explain import explain_step
 from wildcircuits.pipeline.steps_localise import behaviour, localise
 from wildcircuits.pipeline.steps_redteam import redteam
 from wildcircuits.pipeline.summarise import summarise
@@ -34,6 +35,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Context], list[str]]] = {
     "localise": localise,
     "discover": discover_step,
     "evaluate": evaluate_step,
+    "explain": explain_step,
     "redteam": redteam,
     "summarise": summarise,
     "report": report,
@@ -80,11 +82,11 @@ def _run_steps(ctx: Context, resume: bool) -> None:
             if why:
                 ctx.say(f"{step}: recomputed ({why})")
         redone.add(step)
-        if _run_step(ctx, step):
+        if run_step(ctx, step):
             return
 
 
-def _run_step(ctx: Context, step: str) -> bool:
+def run_step(ctx: Context, step: str) -> bool:
     """Run one step and record it; True when the run stopped on purpose."""
     config, folder = ctx.config, ctx.folder
     folder.mark(step, "running")

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wildcircuits.explain.algorithm import ARROW_THRESHOLD
+from wildcircuits.explanation.algorithm import ARROW_THRESHOLD
 from wildcircuits.names import parse_display_node
 from wildcircuits.report.svg import esc, fmt
 from wildcircuits.results.explain import ClassPath, Explanation, HeadClass

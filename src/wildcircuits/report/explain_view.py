@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from wildcircuits.explain.algorithm import ARROW_THRESHOLD
+from wildcircuits.explanation.algorithm import ARROW_THRESHOLD
 from wildcircuits.report.class_diagram import class_diagram_svg
 from wildcircuits.report.svg import esc, fmt
 from wildcircuits.results.explain import Backup, ClassPath, Explanation, HeadClass, PositionCircuit

@@ -21,7 +21,6 @@ from wildcircuits.errors import WildcircuitsError
 from wildcircuits.pipeline.config import DiscoverConfig
 from wildcircuits.pipeline.fingerprint import stale_steps
 from wildcircuits.results import RESULT_KINDS, Result, load_json
-from wildcircuits.results.explain import Explanation
 from wildcircuits.results.manifest import Manifest
 
 REQUIRED = ("config.json", "manifest.json")
@@ -38,13 +37,8 @@ OPTIONAL = (
 )
 
 
-#: Optional files whose type is not (yet) in RESULT_KINDS: explanation.json until the explain
-#: step registers `Explanation`.
-_UNREGISTERED: dict[str, type[Result]] = {Explanation.FILE: Explanation}
-
-
 def _kind(name: str) -> type[Result]:
-    return RESULT_KINDS.get(name) or _UNREGISTERED[name]
+    return RESULT_KINDS[name]
 
 
 class RunFolderError(WildcircuitsError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from wildcircuits.results.base import Result
+from wildcircuits.results.base import Result, register
 
 
 @dataclass(frozen=True)
@@ -131,10 +131,12 @@ class Backup:
     knocked_out_effect: float
 
 
+@register
 @dataclass(frozen=True)
 class Explanation(Result):
-    """explanation.json (the explain step). Registered in `results.kinds` (with `@register`)
-    when the explain step lands in the pipeline."""
+    """explanation.json (the explain step): the compact circuit of components at positions,
+    its functional classes and unexplained pairs, the measured class paths, the backup heads
+    and the algorithm in words."""
 
     FILE: ClassVar[str] = "explanation.json"
     STEP: ClassVar[str] = "explain"

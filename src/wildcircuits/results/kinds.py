@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from wildcircuits.results import behaviour, circuits, localise, manifest, metrics, verdicts
+from wildcircuits.results import (
+    behaviour,
+    circuits,
+    explain,
+    localise,
+    manifest,
+    metrics,
+    verdicts,
+)
 
-__all__ = ["behaviour", "circuits", "localise", "manifest", "metrics", "verdicts"]
+__all__ = ["behaviour", "circuits", "explain", "localise", "manifest", "metrics", "verdicts"]

@@ -9,6 +9,6 @@ Pipeline of this package, each module one stage:
 - `class_paths`: path patching between classes (every arrow of the class diagram) and the
   algorithm in words;
 - `hypothesis`: the hypothesis file a person edits (schema, writer, safe loader);
-- `run`: the whole explain step on a model and a task problem.
+- `run`: the whole explain step on a model and a task problem (`wc.explain`).
 Result types live in `wildcircuits.results.explain`.
 """

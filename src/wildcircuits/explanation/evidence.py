@@ -26,7 +26,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from wildcircuits.errors import TaskError, UnknownNameError
-from wildcircuits.explain.positions import position_index
+from wildcircuits.explanation.positions import position_index
 from wildcircuits.localise.common import at_positions
 from wildcircuits.localise.dla import head_parts, logit_diff_direction
 from wildcircuits.localise.head_scores import ov_logits, task_token_ids
@@ -96,7 +96,7 @@ def head_evidence(
     slots: the receiver slots path-patched into (fewer slots, fewer forwards); max_rows: rows of
     one batched path-patching forward (sender sets x batch).
     """
-    from wildcircuits.explain.pair_paths import path_evidence
+    from wildcircuits.explanation.pair_paths import path_evidence
 
     checked = members(model, problem, pairs)
     out: dict[str, dict[str, float]] = {m.pair.name: {} for m in checked}

@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from wildcircuits.explain.evidence import head_evidence, position_masks
+from wildcircuits.explanation.evidence import head_evidence, position_masks
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.names import parse_display_node
 from wildcircuits.patching.problem import PatchingProblem
@@ -184,7 +184,7 @@ def classify(
     """The circuit's classes (ordered by mean layer) and its unexplained head pairs.
 
     evidence: `head_evidence` of the circuit's pairs, if already measured."""
-    from wildcircuits.explain.backup import find_backup
+    from wildcircuits.explanation.backup import find_backup
 
     pairs = circuit.pairs
     if evidence is None:
@@ -206,7 +206,7 @@ def build_classes(
     pairs: Sequence[Pair], evidence: Evidence, labels: Mapping[str, Label], t: ClassThresholds
 ) -> tuple[HeadClass, ...]:
     """Group labelled pairs into classes with their evidence and sentence."""
-    from wildcircuits.explain.sentences import class_evidence, class_sentence
+    from wildcircuits.explanation.sentences import class_evidence, class_sentence
 
     groups: dict[str, list[Pair]] = {}
     for pair in pairs:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.evaluation.faithfulness import normalized_faithfulness
-from wildcircuits.explain.positions import PairEvaluator, score_pairs
+from wildcircuits.explanation.positions import PairEvaluator, score_pairs
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.names import Node, NodeKind, parse_display_node
 from wildcircuits.patching.ablation_spec import AblationKind, AblationSpec

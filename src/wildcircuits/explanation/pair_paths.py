@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from wildcircuits.errors import InputError
-from wildcircuits.explain.evidence import Member
+from wildcircuits.explanation.evidence import Member
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.patching.hooks import Intervention, Mode
 from wildcircuits.patching.path import PathCache, normalized_effect, path_cache

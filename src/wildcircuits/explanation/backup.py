@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from wildcircuits.errors import InputError, TaskError
-from wildcircuits.explain.classes import NAME_MOVER, THRESHOLDS, ClassThresholds
-from wildcircuits.explain.evidence import Member, direct_effects, members
+from wildcircuits.explanation.classes import NAME_MOVER, THRESHOLDS, ClassThresholds
+from wildcircuits.explanation.evidence import Member, direct_effects, members
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.names import head_node
 from wildcircuits.patching.hooks import Intervention, Mode

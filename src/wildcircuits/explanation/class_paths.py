@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from wildcircuits.errors import InputError
-from wildcircuits.explain.algorithm import describe_algorithm
-from wildcircuits.explain.positions import position_index
+from wildcircuits.explanation.algorithm import describe_algorithm
+from wildcircuits.explanation.positions import position_index
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.names import (
     LOGITS,
