@@ -330,3 +330,37 @@ def test_bad_settings_are_errors():
     with pytest.raises(InputError, match="choose one of counterfactual, mean"):
         find_backup(model, problem, classes, ablation="zero")
     assert math.isfinite(classes[0].evidence["direct_effect"])
+
+
+def test_in_context_copying_equals_a_loop_over_the_captured_values():
+    """`copying` reads the OV circuit on the residual stream at the prompts' name tokens: the
+    same as the model's own value vectors there, times W_O, through the frozen final norm."""
+    from wildcircuits.localise.dla import unembed_matrix
+    from wildcircuits.localise.norms import freeze_norm
+    from wildcircuits.models.adapters import get_module
+
+    model = tiny_model("llama")
+    problem = _tiny_problem(model)
+    ids = torch.tensor([5, 6, 7, 8, 9, 10])
+    clean = problem.clean.input_ids.clone()
+    clean[:, 2] = torch.tensor([5, 6, 7])  # the answer at S1, the distractor at S2
+    clean[:, 5] = torch.tensor([8, 9, 10])
+    problem = replace(problem, clean=replace(problem.clean, input_ids=clean))
+    pairs = [Pair(f"L1.H{h}", "END") for h in range(model.n_heads)]
+    evidence = head_evidence(model, problem, pairs, progress=False, slots=())
+    v = model.run(problem.clean, capture=[Site(Component.V, 1)])[Site(Component.V, 1)]
+    group = model.n_heads // model.n_kv_heads
+    weight, _ = unembed_matrix(model)
+    final_norm = get_module(model.hf_model, model.adapter.final_norm)
+    for head in range(model.n_heads):
+        top = bottom = 0
+        for row in range(3):
+            for position in (2, 5):
+                out = v[row, position, head // group] @ model.out_weight(1)[head]  # (d_model,)
+                normed = freeze_norm(final_norm, out[None]).linear(out[None])[0]
+                logits = normed.float() @ weight[ids].float().T
+                own = int((ids == clean[row, position]).nonzero())
+                top += int(logits.argmax()) == own
+                bottom += int(logits.argmin()) == own
+        expected = (top - bottom) / 6
+        assert evidence[f"L1.H{head}@END"]["copying"] == pytest.approx(expected, abs=1e-6)

@@ -8,10 +8,16 @@ For every pair (a head or MLP at a named position, `results.explain.Pair`), on t
   answer-minus-distractor unembedding direction (as `localise.dla`). A pair at any other
   position has no direct path to the metric's logits: exactly 0. `direct_fraction`: divided by
   the mean clean logit difference.
-- `copying` (heads): the head's OV circuit on the task's answer / distractor tokens
-  (`localise.head_scores.ov_logits`): fraction of tokens whose own logit is the largest minus
-  the fraction whose own logit is the smallest (1 = copies every token, -1 = suppresses every
-  token); `copy_fraction` and `suppression_fraction` are the two parts.
+- `copying` (heads): the head's OV circuit applied to what it would read at the task's name
+  tokens: the clean run's residual stream entering its layer at every named-position token
+  (END excluded) that is an answer / distractor token (IOI: IO, S1, S2), through the final norm
+  (frozen) to the logits of the task's answer / distractor tokens
+  (`localise.head_scores.ov_logits_from`). Fraction of those tokens whose own logit is the
+  largest minus the fraction whose own logit is the smallest (1 = copies every name, -1 =
+  suppresses every name); `copy_fraction` and `suppression_fraction` are the two parts. The IOI
+  paper applies the OV circuit to the output of GPT-2's first MLP, a stand-in for what a late
+  head reads; the residual stream itself is what it reads. Tasks with no such token (e.g.
+  greater-than) use the token embeddings (`ov_logits`).
 - `path_to_logits`, `path_to_<pair>_<slot>`: position-wise path patching (`explain.pair_paths`)
   from the pair into the logits and into each other member head's q / k / v.
 """
@@ -29,7 +35,7 @@ from wildcircuits.errors import TaskError, UnknownNameError
 from wildcircuits.explanation.positions import position_index
 from wildcircuits.localise.common import at_positions
 from wildcircuits.localise.dla import head_parts, logit_diff_direction
-from wildcircuits.localise.head_scores import ov_logits, task_token_ids
+from wildcircuits.localise.head_scores import ov_logits, ov_logits_from, task_token_ids
 from wildcircuits.localise.norms import freeze_norm
 from wildcircuits.models.adapters import get_module
 from wildcircuits.models.instrumented import InstrumentedModel
@@ -196,14 +202,21 @@ def _direct_evidence(model, problem, checked: Sequence[Member], out) -> None:
 
 def _copying_evidence(model, problem, checked: Sequence[Member], out) -> None:
     heads = [m for m in checked if m.is_head]
-    ids = task_token_ids(problem)
+    ids = task_token_ids(problem).to(model.device)
     if not heads or len(ids) < 2:
         for m in heads:  # one token only: copying is undefined
             out[m.pair.name].update(copying=float("nan"))
         return
-    own = torch.arange(len(ids), device=model.device)
-    for layer in sorted({m.node.layer for m in heads}):
-        logits = ov_logits(model, layer, ids)  # (head, ids, ids)
+    layers = sorted({m.node.layer for m in heads})
+    context = _name_tokens(problem, ids)
+    reads = _layer_inputs(model, problem, layers, context) if context is not None else {}
+    for layer in layers:
+        if context is None:  # the token embeddings themselves, as the OV read them
+            own = torch.arange(len(ids), device=model.device)
+            logits = ov_logits(model, layer, ids.cpu())  # (head, ids, ids)
+        else:  # the residual stream the head reads at the name tokens of the prompts
+            own = context[2]
+            logits = ov_logits_from(model, layer, reads[layer], ids)  # (head, n, ids)
         top = (logits.argmax(-1) == own).float().mean(-1).cpu()  # (head,)
         bottom = (logits.argmin(-1) == own).float().mean(-1).cpu()
         for m in heads:
@@ -212,3 +225,32 @@ def _copying_evidence(model, problem, checked: Sequence[Member], out) -> None:
                 values = {"copy_fraction": float(top[h]), "suppression_fraction": float(bottom[h])}
                 values["copying"] = values["copy_fraction"] - values["suppression_fraction"]
                 out[m.pair.name].update(values)
+
+
+def _name_tokens(problem, ids: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(rows, positions, index into ids) of every named-position token (END excluded) that is
+    one of the task's answer / distractor tokens (IOI: the IO and S tokens); None if none."""
+    tokens = problem.clean.input_ids.to(ids.device)
+    rows, positions = [], []
+    for name, at in problem.named_positions.items():
+        if name == "END":
+            continue
+        at = at.to(ids.device).long()
+        batch = torch.arange(problem.batch, device=ids.device)
+        hit = torch.isin(tokens[batch, at], ids)
+        rows.append(batch[hit])
+        positions.append(at[hit])
+    if not rows or sum(len(r) for r in rows) == 0:
+        return None
+    rows, positions = torch.cat(rows), torch.cat(positions)
+    own = (tokens[rows, positions][:, None] == ids[None, :]).float().argmax(-1)
+    return rows, positions, own
+
+
+def _layer_inputs(model, problem, layers, context) -> dict[int, Tensor]:
+    """Each layer's input (resid_pre, clean run) at the name tokens: layer -> (n, d_model)."""
+    rows, positions, _ = context
+    sites = [Site(Component.RESID_PRE, layer) for layer in layers]
+    with torch.no_grad():
+        run = model.run(problem.clean, capture=sites, return_logits=False)
+    return {s.layer: run[s][rows, positions] for s in sites}

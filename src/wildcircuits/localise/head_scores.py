@@ -119,19 +119,30 @@ def ov_logits(
 ) -> Float[Tensor, "head ids ids"]:
     """Logits of the tokens `ids` (last axis) from each head's OV circuit on each of `ids` (middle
     axis), by the convention in the module docstring."""
-    block = model.layer_module(layer)
     embed = get_module(model.hf_model, model.adapter.embed)(ids.to(model.device)[None])
-    x = get_module(block, model.adapter.attn_norm)(embed)  # (1, ids, d_model)
+    return ov_logits_from(model, layer, embed[0], ids)
+
+
+def ov_logits_from(
+    model: InstrumentedModel,
+    layer: int,
+    resid: Float[Tensor, "n d_model"],
+    ids: Int[Tensor, " ids"],
+) -> Float[Tensor, "head n ids"]:
+    """Logits of the tokens `ids` from each head's OV circuit applied to residual-stream vectors
+    `resid` (the layer's input at some tokens; `ov_logits` uses the token embeddings)."""
+    block = model.layer_module(layer)
+    x = get_module(block, model.adapter.attn_norm)(resid[None])  # (1, n, d_model)
     _, _, v = model.project_qkv(get_module(block, model.adapter.attention), x)
     v = v.repeat_interleave(model.n_heads // model.n_kv_heads, dim=2)  # (1, ids, head, d_head)
-    out = torch.einsum("nhd,hdm->hnm", v[0], model.out_weight(layer))  # (head, ids, d_model)
+    out = torch.einsum("nhd,hdm->hnm", v[0], model.out_weight(layer))  # (head, n, d_model)
     if model.adapter.post_attn_norm:
         out = get_module(block, model.adapter.post_attn_norm)(out)
     final_norm = get_module(model.hf_model, model.adapter.final_norm)
-    flat = out.reshape(-1, out.shape[-1])  # (head * ids, d_model)
+    flat = out.reshape(-1, out.shape[-1])  # (head * n, d_model)
     normed = freeze_norm(final_norm, flat).linear(flat).view_as(out)
     weight, _ = unembed_matrix(model)
-    return normed.float() @ weight[ids.to(model.device)].float().T  # (head, ids, ids)
+    return normed.float() @ weight[ids.to(model.device)].float().T  # (head, n, ids)
 
 
 def ov_scores(model: InstrumentedModel, ids: Int[Tensor, " ids"]) -> dict[str, Scores]:
