@@ -241,3 +241,18 @@ def parse_json(text: str, check: FileCheck, line: int | None = None) -> Any:
     except RecursionError:
         where = f"JSONL line {line}" if line is not None else "JSON"
         raise check.problem(f"{where}: nested too deeply to read") from None
+
+
+def yaml_problem(error: Exception, plain_data: str) -> tuple[int | None, str]:
+    """(1-based line or None, what is wrong) for a `yaml.YAMLError`: the problem and its
+    context; a tag that would construct an object adds that `plain_data` (e.g. "task files")
+    are plain data and no object is ever constructed."""
+    import yaml
+
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    context = getattr(error, "context", None)
+    detail = f"{problem} ({context})" if context else problem
+    if isinstance(error, yaml.constructor.ConstructorError) and "tag" in str(problem):
+        detail += f"; {plain_data} are plain data, wildcircuits never constructs objects from tags"
+    return (None if mark is None else mark.line + 1), detail

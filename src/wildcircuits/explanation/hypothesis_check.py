@@ -35,7 +35,7 @@ from wildcircuits.explanation.hypothesis import (
     HypothesisFileError,
     PathSlot,
 )
-from wildcircuits.files import kind_of, one_line, read_text_file
+from wildcircuits.files import kind_of, one_line, read_text_file, yaml_problem
 from wildcircuits.names import Node, NodeKind, Shape, parse_display_node
 from wildcircuits.results.explain import Pair
 
@@ -74,13 +74,8 @@ def _parse(path: Path, text: str) -> tuple[Any, yaml.Node | None]:
             f"line {line}: invalid YAML: character {error.character!r} is not allowed; remove it"
         )
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "YAML"
-        problem = getattr(error, "problem", None) or str(error)
-        context = getattr(error, "context", None)
-        detail = f"{problem} ({context})" if context else problem
-        if isinstance(error, yaml.constructor.ConstructorError) and "tag" in str(problem):
-            detail += "; a hypothesis is plain data, wildcircuits never constructs objects"
+        line, detail = yaml_problem(error, "hypothesis files")
+        where = "YAML" if line is None else f"line {line}"
         message = f"{where}: invalid YAML: {detail}; fix the syntax there"
     except RecursionError:
         message = "invalid YAML: nested too deeply to read"

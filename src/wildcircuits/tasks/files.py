@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from wildcircuits.errors import TaskError, TaskFileError
-from wildcircuits.files import one_line, read_text_file
+from wildcircuits.files import one_line, read_text_file, yaml_problem
 from wildcircuits.tasks.spec import (
     Corruption,
     MetricKind,
@@ -52,13 +52,8 @@ def _parse_yaml(path: Path, text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"YAML line {mark.line + 1}" if mark is not None else "YAML"
-        problem = getattr(error, "problem", None) or str(error)
-        context = getattr(error, "context", None)
-        detail = f"{problem} ({context})" if context else problem
-        if isinstance(error, yaml.constructor.ConstructorError) and "tag" in str(problem):
-            detail += "; task files are plain data, wildcircuits never constructs objects from tags"
+        line, detail = yaml_problem(error, "task files")
+        where = "YAML" if line is None else f"YAML line {line}"
         message = f"{where}: invalid YAML: {detail}"
     except RecursionError:
         message = "invalid YAML: nested too deeply to read"
