@@ -40,7 +40,7 @@ browser: setup
 test: setup browser
 	$(BIN)/python -m pytest -q --durations=15
 
-# The main job on the built-in default model: behaviour -> localise -> discover -> evaluate ->
+# The main job on the built-in default model: behaviour -> localise -> discover -> evaluate -> explain ->
 # red team -> node roles -> runs/demo/report.html. --resume reuses finished steps of a rerun.
 DEMO_OUT ?= runs/demo
 demo: setup
