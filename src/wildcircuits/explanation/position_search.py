@@ -146,11 +146,8 @@ def find_position_circuit(
     n_chunks = len(run.evaluator.chunks)
     forwards = run.evaluator.forwards
     naive = forwards + n_chunks * (len(ranked) + 2 * size - len(run.steps))
-    faithfulness = []
-    for ablation in [spec, *extras]:
-        evaluator = PairEvaluator(engine, heldout, ablation, batch_size)
-        faithfulness.append(_heldout(evaluator, pairs))
-        forwards, naive = forwards + evaluator.forwards, naive + evaluator.forwards
+    faithfulness, spent = _evaluate_heldout(engine, heldout, [spec, *extras], pairs, batch_size)
+    forwards, naive = forwards + spent, naive + spent
     return PositionCircuit(
         pairs=tuple(pairs),
         target=target,
@@ -164,6 +161,16 @@ def find_position_circuit(
         naive_forwards=naive,
         seconds=time.perf_counter() - started,
     )
+
+
+def _evaluate_heldout(engine, heldout, ablations, pairs, batch_size):
+    """(one `AblationFaithfulness` per ablation on the held-out problem, forwards spent)."""
+    faithfulness, spent = [], 0
+    for ablation in ablations:
+        evaluator = PairEvaluator(engine, heldout, ablation, batch_size)
+        faithfulness.append(_heldout(evaluator, pairs))
+        spent += evaluator.forwards
+    return faithfulness, spent
 
 
 def faithful(value: float, target: float) -> bool:
