@@ -1,8 +1,10 @@
-"""A synthetic explanation.json on Graph(3, 2) for the hypothesis file's tests (and the fixture
-run folder of tests/report_fixtures.py): what the draft rules turn into claims is known."""
+"""A synthetic explanation.json on Graph(3, 2) for the hypothesis file's tests: what the draft
+rules turn into claims is known. (The report's tests use `report_fixtures.synthetic_explanation`,
+built for the diagram; both share that module's provenance and hostile strings.)"""
 
 from __future__ import annotations
 
+from tests.report_fixtures import HOSTILE_EVIDENCE, PROVENANCE
 from wildcircuits.results.explain import (
     AblationFaithfulness,
     Backup,
@@ -15,18 +17,6 @@ from wildcircuits.results.explain import (
     PositionCircuit,
     SearchStep,
 )
-
-HOSTILE_EVIDENCE = "<img src=x onerror=alert('evidence')> attends to IO"
-PROVENANCE = {
-    "model": "tiny-test-model",
-    "quantization": "none (synthetic)",
-    "metric": "logit_diff",
-    "task": "ioi-hostile",
-    "split": "test",
-    "seed": 0,
-    "method": "eap-ig",
-    "ablation": "counterfactual",
-}
 
 
 def hypothesis_explanation() -> Explanation:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_path_patching import PROVENANCE, metric, normalized
+from tests.test_path_patching import PROVENANCE, metric, normalized, slow_step2
 from tests.tiny_models import tiny_model, tiny_tokens
 from wildcircuits.errors import InputError, SiteError
 from wildcircuits.explanation.class_paths import (
@@ -66,17 +66,7 @@ def slow_class_path(model, problem, senders, receivers, positions) -> float:
     takes the recorded value at (row, position) pairs listed one by one: a q / MLP input at
     the member's token, a k / v at every token up to it."""
     names, index = position_index(problem)
-    z_sites = [Site(Component.Z, layer) for layer in range(model.n_layers)]
-    mlp_sites = [Site(Component.MLP_OUT, layer) for layer in range(model.n_layers)]
-    corrupt = model.run(problem.corrupted, capture=z_sites + mlp_sites)
-    clean = model.run(problem.clean, capture=z_sites)
-    step2 = []
-    for layer in range(model.n_layers):
-        for head in range(model.n_heads):
-            site = Site(Component.Z, layer, head)
-            source = corrupt if site in senders else clean
-            step2.append(Intervention(site, Mode.REPLACE, source[z_sites[layer]][:, :, head]))
-    step2 += [Intervention(s, Mode.REPLACE, corrupt[s]) for s in senders if s.head is None]
+    step2 = slow_step2(model, problem, senders)
     if receivers[0].node == LOGITS:
         return normalized(model, problem, metric(model, problem, step2))
     sites = [receiver_site(r) for r in receivers]

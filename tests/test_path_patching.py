@@ -36,8 +36,9 @@ def metric(model, problem, interventions=()) -> float:
     return float(problem.score(logits.logits).mean())
 
 
-def slow_path_patch(model, problem, senders, receivers) -> float:
-    """Three full forwards, one intervention per head, nothing cached or batched."""
+def slow_step2(model, problem, senders) -> list[Intervention]:
+    """Steps 1-2 with nothing cached or batched: every head's z set by its own intervention
+    (the senders' corrupted, the rest clean), the sender MLPs' outputs corrupted."""
     z_sites = [Site(Component.Z, layer) for layer in range(model.n_layers)]
     mlp_sites = [Site(Component.MLP_OUT, layer) for layer in range(model.n_layers)]
     corrupt = model.run(problem.corrupted, capture=z_sites + mlp_sites)
@@ -51,6 +52,12 @@ def slow_path_patch(model, problem, senders, receivers) -> float:
     for sender in senders:
         if sender.component is Component.MLP_OUT:
             step2.append(Intervention(sender, Mode.REPLACE, corrupt[sender]))
+    return step2
+
+
+def slow_path_patch(model, problem, senders, receivers) -> float:
+    """Three full forwards, one intervention per head, nothing cached or batched."""
+    step2 = slow_step2(model, problem, senders)
     if receivers[0].node == LOGITS:
         return metric(model, problem, step2)
     sites = [receiver_site(r) for r in receivers]

@@ -243,16 +243,29 @@ def parse_json(text: str, check: FileCheck, line: int | None = None) -> Any:
         raise check.problem(f"{where}: nested too deeply to read") from None
 
 
-def yaml_problem(error: Exception, plain_data: str) -> tuple[int | None, str]:
-    """(1-based line or None, what is wrong) for a `yaml.YAMLError`: the problem and its
-    context; a tag that would construct an object adds that `plain_data` (e.g. "task files")
-    are plain data and no object is ever constructed."""
+#: Besides `yaml.YAMLError`, what reading YAML raises on hostile or odd input: deep nesting, and
+#: values the safe constructor cannot build (e.g. a date like 2001-13-45).
+YAML_VALUE_ERRORS = (RecursionError, ValueError, TypeError, OverflowError)
+
+
+def yaml_failure(
+    error: Exception, plain_data: str, line_word: str = "YAML line", fix: str = ""
+) -> str:
+    """One line saying why YAML did not read: for a `yaml.YAMLError` where (`line_word` and the
+    1-based line), the problem and its context, then `fix`; a tag that would construct an
+    object adds that `plain_data` (e.g. "task files") are plain data; otherwise (one of
+    `YAML_VALUE_ERRORS`) what went wrong."""
     import yaml
 
+    if isinstance(error, RecursionError):
+        return "invalid YAML: nested too deeply to read"
+    if not isinstance(error, yaml.YAMLError):
+        return f"invalid YAML: a value cannot be read ({error})"
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or str(error)
     context = getattr(error, "context", None)
     detail = f"{problem} ({context})" if context else problem
     if isinstance(error, yaml.constructor.ConstructorError) and "tag" in str(problem):
         detail += f"; {plain_data} are plain data, wildcircuits never constructs objects from tags"
-    return (None if mark is None else mark.line + 1), detail
+    where = "YAML" if mark is None else f"{line_word} {mark.line + 1}"
+    return f"{where}: invalid YAML: {detail}{fix}"

@@ -35,7 +35,7 @@ from wildcircuits.explanation.hypothesis import (
     HypothesisFileError,
     PathSlot,
 )
-from wildcircuits.files import kind_of, one_line, read_text_file, yaml_problem
+from wildcircuits.files import YAML_VALUE_ERRORS, kind_of, one_line, read_text_file, yaml_failure
 from wildcircuits.names import Node, NodeKind, Shape, parse_display_node
 from wildcircuits.results.explain import Pair
 
@@ -73,14 +73,9 @@ def _parse(path: Path, text: str) -> tuple[Any, yaml.Node | None]:
         message = (
             f"line {line}: invalid YAML: character {error.character!r} is not allowed; remove it"
         )
-    except yaml.YAMLError as error:
-        line, detail = yaml_problem(error, "hypothesis files")
-        where = "YAML" if line is None else f"line {line}"
-        message = f"{where}: invalid YAML: {detail}; fix the syntax there"
-    except RecursionError:
-        message = "invalid YAML: nested too deeply to read"
-    except (ValueError, TypeError, OverflowError) as error:  # e.g. a date like 2001-13-45
-        message = f"invalid YAML: a value cannot be read ({error})"
+    except (yaml.YAMLError, *YAML_VALUE_ERRORS) as error:
+        fix = "; fix the syntax there" if isinstance(error, yaml.YAMLError) else ""
+        message = yaml_failure(error, "hypothesis files", "line", fix)
     finally:
         if loader is not None:
             loader.dispose()

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from wildcircuits.errors import TaskError, TaskFileError
-from wildcircuits.files import one_line, read_text_file, yaml_problem
+from wildcircuits.files import YAML_VALUE_ERRORS, one_line, read_text_file, yaml_failure
 from wildcircuits.tasks.spec import (
     Corruption,
     MetricKind,
@@ -51,14 +51,8 @@ def _parse_yaml(path: Path, text: str) -> Any:
     """`yaml.safe_load(text)` (no tag ever constructs an object); one-line TaskFileError."""
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        line, detail = yaml_problem(error, "task files")
-        where = "YAML" if line is None else f"YAML line {line}"
-        message = f"{where}: invalid YAML: {detail}"
-    except RecursionError:
-        message = "invalid YAML: nested too deeply to read"
-    except (ValueError, TypeError, OverflowError) as error:  # e.g. a date like 2001-13-45
-        message = f"invalid YAML: a value cannot be read ({error})"
+    except (yaml.YAMLError, *YAML_VALUE_ERRORS) as error:
+        message = yaml_failure(error, "task files")
     raise TaskFileError(f"{path}: {one_line(message, limit=600)}")
 
 
