@@ -15,6 +15,7 @@ from wildcircuits.explanation.algorithm import describe_algorithm
 from wildcircuits.graph.circuit import Circuit, EdgeScores, graph_config
 from wildcircuits.graph.graph import Graph
 from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels, position_labels
+from wildcircuits.pipeline.config import STEPS
 from wildcircuits.results import explain as x
 from wildcircuits.results import metrics as m
 from wildcircuits.results import save_json
@@ -315,15 +316,7 @@ def write_synthetic_run(
         "seed": 0,
         "device": "cpu",
         "ablation": "counterfactual",
-        "steps": [
-            "behaviour",
-            "localise",
-            "discover",
-            "evaluate",
-            "explain",
-            "redteam",
-            "summarise",
-        ],
+        "steps": [s for s in STEPS if s != "report"],
     }
     save_json(root / "config.json", config, require_provenance=False)
     Manifest(

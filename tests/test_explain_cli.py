@@ -17,12 +17,12 @@ import torch
 
 import wildcircuits as wc
 from tests.test_pipeline import _config, tiny_setup  # noqa: F401  (a fixture)
+from tests.test_run_integrity import _counting
 from wildcircuits.cli.main import main
 from wildcircuits.explanation.hypothesis import PathSlot, load_hypothesis
 from wildcircuits.explanation.run import explain
 from wildcircuits.names import NodeKind, Shape, parse_display_node
 from wildcircuits.pipeline import discover
-from wildcircuits.pipeline import runner as runner_module
 from wildcircuits.pipeline.fingerprint import stale_steps
 from wildcircuits.report.run_folder import read_run
 from wildcircuits.results.explain import (
@@ -167,17 +167,7 @@ def test_resume_skips_explain_until_the_circuit_changes(fakes, tiny_setup, tmp_p
     model, task = tiny_setup
     config = _config(model, task, steps=STEPS)
     discover(config, tmp_path / "run", progress=False)
-    calls: list[str] = []
-    original = dict(runner_module.STEP_FUNCTIONS)
-
-    def counted(name):
-        def step(ctx):
-            calls.append(name)
-            return original[name](ctx)
-
-        return step
-
-    monkeypatch.setattr(runner_module, "STEP_FUNCTIONS", {n: counted(n) for n in original})
+    calls = _counting(monkeypatch)
     discover(config, tmp_path / "run", resume=True, progress=False)
     assert calls == []
     (tmp_path / "run" / "hypothesis.yaml").write_text("edited by hand\n")
