@@ -17,3 +17,10 @@ def real_tokenizers() -> dict:
         path = zoo.locate_gguf(model_id, cache.cache_root())
         out[model_id] = cache.load_tokenizer(cache.ensure_converted(path).folder)
     return out
+
+
+#: One JSONL task row; `%s` is the corrupted prompt (a longer one has another token length).
+JSONL_ROW = (
+    '{"clean": "When Mary and John left, John thanked", "corrupted": "%s", '
+    '"answer": " Mary", "distractor": " John"}'
+)

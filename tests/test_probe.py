@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.tasks_fixtures import real_tokenizers  # noqa: F401
+from tests.tasks_fixtures import JSONL_ROW, real_tokenizers  # noqa: F401
 from wildcircuits.results.behaviour import BREAKS, HOLDS, Verdict
 from wildcircuits.tasks import load_task
 from wildcircuits.tasks.probe import run_probe, verdict
@@ -93,14 +93,10 @@ def test_probe_loss_task(real_tokenizers) -> None:  # noqa: F811
 def test_probe_saves_the_rows_the_dataset_dropped(real_tokenizers, tmp_path: Path) -> None:  # noqa: F811
     """A JSONL row whose corrupted prompt has another token length is dropped: behaviour.json's
     `build` says how many and why (not only the builder's internal count)."""
-    row = (
-        '{"clean": "When Mary and John left, John thanked", "corrupted": "%s", '
-        '"answer": " Mary", "distractor": " John"}'
-    )
     lines = [
-        row % "When the tall old man and John left, John thanked",
-        row % "When Anna and John left, John thanked",
-        row % "When Kate and John left, John thanked",
+        JSONL_ROW % "When the tall old man and John left, John thanked",
+        JSONL_ROW % "When Anna and John left, John thanked",
+        JSONL_ROW % "When Kate and John left, John thanked",
     ]
     path = tmp_path / "rows.jsonl"
     path.write_text("\n".join(lines) + "\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tasks_fixtures import real_tokenizers  # noqa: F401
+from tests.tasks_fixtures import JSONL_ROW, real_tokenizers  # noqa: F401
 from wildcircuits.errors import TaskError, TaskFileError
 from wildcircuits.tasks import load_task
 from wildcircuits.tasks.files import dump_yaml_spec, load_yaml_spec, spec_to_dict
@@ -124,12 +124,10 @@ def test_jsonl_unaligned_rows_are_dropped_and_reported(
     tmp_path: Path,
     real_tokenizers: dict,  # noqa: F811
 ) -> None:
-    row = (
-        '{"clean": "When Mary and John left, John thanked", "corrupted": "%s", '
-        '"answer": " Mary", "distractor": " John"}'
-    )
     path = write(
-        tmp_path, "rows.jsonl", row % "When the tall old man and John left, John thanked" + "\n"
+        tmp_path,
+        "rows.jsonl",
+        JSONL_ROW % "When the tall old man and John left, John thanked" + "\n",
     )
     with pytest.raises(TaskError, match="token length differs"):
         load_task(path).build(real_tokenizers["smollm2-135m-instruct"], 1)
@@ -139,13 +137,9 @@ def test_jsonl_rows_of_unequal_length_are_counted_on_the_report(
     tmp_path: Path,
     real_tokenizers: dict,  # noqa: F811
 ) -> None:
-    row = (
-        '{"clean": "When Mary and John left, John thanked", "corrupted": "%s", '
-        '"answer": " Mary", "distractor": " John"}'
-    )
     lines = [
-        row % "When the tall old man and John left, John thanked",
-        row % "When Anna and John left, John thanked",
+        JSONL_ROW % "When the tall old man and John left, John thanked",
+        JSONL_ROW % "When Anna and John left, John thanked",
     ]
     path = write(tmp_path, "rows.jsonl", "\n".join(lines) + "\n")
     dataset = load_task(path).build(real_tokenizers["smollm2-135m-instruct"], 2, min_n=1)
