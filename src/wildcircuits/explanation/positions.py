@@ -254,8 +254,13 @@ class PairEvaluator:
 
     def metrics(self, circuits: Sequence[Iterable[Pair] | None]) -> list[float]:
         """Batch-mean metric of each circuit (None: every pair kept)."""
+        return self.row_metrics(circuits).mean(1).tolist()
+
+    def row_metrics(self, circuits: Sequence[Iterable[Pair] | None]) -> torch.Tensor:
+        """(n_circuits, batch) float64: the metric of every row under each circuit (None: every
+        pair kept), circuits stacked as copies of each chunk (at most MAX_ROWS rows a forward)."""
         kept = [self.space.kept(c) for c in circuits]
-        sums = torch.zeros(len(kept), dtype=torch.float64)
+        rows_out = torch.zeros(len(kept), self.problem.batch, dtype=torch.float64)
         for (rows, chunk), values in zip(self.chunks, self.values, strict=True):
             step = max(1, MAX_ROWS // chunk.batch)
             for first in range(0, len(kept), step):
@@ -267,9 +272,9 @@ class PairEvaluator:
                 )  # fmt: skip
                 logits = run.logits.unflatten(0, (len(group), chunk.batch))
                 for i, copy in enumerate(logits):
-                    sums[first + i] += self.problem.score(copy, rows).double().sum().cpu()
+                    rows_out[first + i, rows] = self.problem.score(copy, rows).double().cpu()
                 self.forwards += len(group)
-        return (sums / self.problem.batch).tolist()
+        return rows_out
 
     def faithfulness(self, circuits: Sequence[Iterable[Pair] | None]) -> list[float]:
         """Normalized faithfulness of each circuit: (m - m_empty) / (m_full - m_empty)."""
