@@ -1,6 +1,8 @@
 """The slow, obvious edge-patching reference the fast engine (`patching.edges`) is tested
 against: every receiver's input rebuilt from per-sender outputs, head by head, with the model's
-own projection modules."""
+own projection modules. `reference_run` takes the value each receiver reads from each sender
+as a function (causal scrubbing picks it per token); `edge_patching_reference` is its
+(receiver, sender) mask case."""
 
 from __future__ import annotations
 
@@ -16,6 +18,16 @@ def edge_patching_reference(
 ):
     """Slow and obvious: build every receiver's input from per-sender outputs, head by head,
     using the model's own projection modules."""
+
+    def edge_value(row: int, sender: int, own: torch.Tensor) -> torch.Tensor:
+        return ablation[:, :, sender] if ablated[row, sender] else own
+
+    return reference_run(model, graph, tokens, edge_value, positions)[0]
+
+
+def reference_run(model: InstrumentedModel, graph: Graph, tokens, edge_value, positions):
+    """(logits at positions, {sender: (batch, pos, d_model) output}): receiver `row` reads
+    edge_value(row, sender, that sender's output in this run) from each upstream sender."""
     outputs: dict[int, torch.Tensor] = {}
     biases = torch.zeros(model.d_model)
     embed = model.embed(tokens)
@@ -26,7 +38,7 @@ def edge_patching_reference(
     def receiver_input(row: int, constant: torch.Tensor) -> torch.Tensor:
         total = constant.expand_as(embed).clone()
         for s in range(graph.n_upstream(graph.receivers[row])):
-            total = total + (ablation[:, :, s] if ablated[row, s] else outputs[s])
+            total = total + edge_value(row, s, outputs[s])
         return total
 
     group = model.n_heads // model.n_kv_heads
@@ -72,4 +84,4 @@ def edge_patching_reference(
             mlp_out = get_module(block, model.adapter.post_mlp_norm)(mlp_out)
         outputs[graph.mlp_sender(layer)] = mlp_out
     final = receiver_input(graph.logits_receiver, biases)
-    return model.unembed(final[torch.arange(tokens.batch), positions])
+    return model.unembed(final[torch.arange(tokens.batch), positions]), outputs

@@ -72,9 +72,14 @@ class EdgeForward:
         override: Mapping[int, torch.Tensor] | None = None,
         node_ablated: torch.Tensor | None = None,
         copies: int = 1,
+        extra: Mapping[int, torch.Tensor] | None = None,
     ) -> EdgeRun:
         """One forward with the edges marked in `ablated` (receiver, sender) ablated to
         `ablation` (batch or 1, pos, sender, d_model) sender outputs. No gradients.
+
+        extra: receiver row -> (copies * batch, pos, d_model) added to that receiver's input,
+        token by token, after the ablation deltas (causal scrubbing feeds a second source of
+        sender values, at some tokens only, through it).
 
         node_ablated: (copies * batch, pos, sender) bool, node-position ablation: a sender's
         output at a marked token is replaced by its ablation value for every receiver (all its
@@ -87,6 +92,7 @@ class EdgeForward:
             tokens=tokens, positions=positions, ablated=edges,
             ablation=ablation, node_ablated=node_ablated, keep_outputs=keep_outputs,
             input_embeds=input_embeds, override=override or {}, copies=copies,
+            extra=extra or {},
         )  # fmt: skip
         with torch.no_grad():
             edge_pass = EdgePass(self, spec)

@@ -1,0 +1,1 @@
+"""Test a hypothesis (issue #14)."""

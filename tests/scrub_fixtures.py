@@ -1,0 +1,97 @@
+"""Planted hypotheses and a hand-made resampling pool for the causal-scrubbing tests, on the
+planted induction model of tests/planted_models.py (L0.H0 previous-token head -> L1.H0
+induction head via its key; L0.H1, L1.H1 and both MLPs dead).
+
+The pool's resampling variables: S (the repeated token, at S1 and S2), X (the token after S1,
+the answer) and one filler variable per other token index; all are drawn from one list (every
+token of a prompt is distinct). Rows with the same S1 index share a layout.
+
+`TRUE` is the mechanism as causal scrubbing must see it: the induction head at S2 reads its
+query from the S token (S2), its value from the token at S1+1 (X), and its key from the
+previous-token head at every key position (the head's output at the other positions must not
+match the query: resampled, it would contain S somewhere about half the time); the
+previous-token head's output at token t is the token at t - 1, so it depends on every token
+before the last. `BRIEF` is the shorter hypothesis of the issue (previous token only at S1+1,
+depending on S1; induction depending on S2 and the previous-token class): it leaves out the
+value token and the other key positions, and scrubbing shows it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from tests.planted_models import induction_problem
+from wildcircuits.explanation.hypothesis import (
+    LOGITS,
+    ClaimedClass,
+    ClaimedPath,
+    Dependence,
+    Hypothesis,
+    PathSlot,
+)
+from wildcircuits.results.explain import Pair
+from wildcircuits.verification.resampling import ResamplePool, make_pool
+
+EVERY = ("S1", "S1+1", "S2", "other")
+INDUCTION = (Pair("L1.H0", "S2"),)
+
+
+@functools.cache
+def planted_pool(n: int = 96, seed: int = 0) -> ResamplePool:
+    """`induction_problem(n)` with the variables S, X and F0..F9 (module doc)."""
+    problem = induction_problem(n, seed=seed)
+    ids = problem.clean.input_ids
+    width = ids.shape[1]
+    names = ["S", "X", *(f"F{j}" for j in range(width))]
+    slots = torch.full((n, width), -1, dtype=torch.long)
+    values = torch.full((n, len(names)), -1, dtype=torch.long)
+    for row in range(n):
+        s1, s2 = int(problem.named_positions["S1"][row]), int(problem.named_positions["S2"][row])
+        for j in range(width):
+            v = 0 if j in (s1, s2) else 1 if j == s1 + 1 else 2 + j
+            slots[row, j] = v
+            values[row, v] = int(ids[row, j])
+    return make_pool(problem, slots, values, names, lists=[0] * len(names))
+
+
+def _pairs(node: str, positions) -> tuple[Pair, ...]:
+    return tuple(Pair(node, p) for p in positions)
+
+
+def hypothesis(
+    previous: tuple[Pair, ...] | None = None,
+    previous_depends=("S1", "S1+1", "other"),
+    induction=INDUCTION,
+    induction_depends=("S2", "S1+1"),
+    path: bool = True,
+) -> Hypothesis:
+    """A planted hypothesis: previous token -> induction (k) -> logits, with these parts
+    (previous default: L0.H0 at every position)."""
+    previous = previous if previous is not None else _pairs("L0.H0", EVERY)
+    classes = (
+        ClaimedClass("previous token", "previous token", tuple(previous),
+                     Dependence(tuple(previous_depends))),
+        ClaimedClass("induction", "induction", tuple(induction),
+                     Dependence(tuple(induction_depends), ("previous token",) if path else ())),
+    )  # fmt: skip
+    paths = (ClaimedPath("induction", LOGITS, PathSlot.LOGITS, ("S2",)),)
+    if path:
+        paths = (ClaimedPath("previous token", "induction", PathSlot.K, ("S2",)), *paths)
+    return Hypothesis("planted induction", "planted-induction", classes, paths)
+
+
+TRUE = hypothesis()
+BRIEF = hypothesis(previous=(Pair("L0.H0", "S1+1"),), previous_depends=("S1",),
+                   induction_depends=("S2",))  # fmt: skip
+WRONG = {
+    # a member swapped for a dead head: the real previous-token head is resampled
+    "swapped": hypothesis(previous=_pairs("L0.H1", EVERY)),
+    # the previous-token -> induction path dropped: the key comes from x_rand
+    "dropped path": hypothesis(path=False),
+    # induction claimed to depend on S1 instead of S1+1 (the value token is resampled)
+    "wrong dependence": hypothesis(induction_depends=("S2", "S1")),
+    # the previous-token head claimed to depend on the token at S1+1 (its own) instead of S1
+    "previous depends on S1+1": hypothesis(previous_depends=("S1+1",)),
+}
