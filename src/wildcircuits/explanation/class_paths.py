@@ -217,8 +217,9 @@ def _effect(cache: PathCache, patched: Tensor, n_bootstrap: int):
     effect = (cache.m_clean - float(patched.mean())) / gap if gap != 0 else float("nan")
     if n_bootstrap <= 0 or gap == 0:
         return effect, None
-    generator = torch.Generator().manual_seed(0)
-    rows = torch.randint(0, len(clean), (n_bootstrap, len(clean)), generator=generator)
+    from wildcircuits.evaluation.bootstrap import resample_rows
+
+    rows = resample_rows(len(clean), n_bootstrap, seed=0)
     c, r, p = clean[rows].mean(1), corrupted[rows].mean(1), patched[rows].mean(1)
     samples = ((c - p) / (c - r)).double()
     low, high = torch.quantile(samples, torch.tensor([0.025, 0.975], dtype=torch.double))
