@@ -70,7 +70,7 @@ def test_resume_with_a_changed_config_recomputes_affected_steps_only(
     discover(_config(model, task), run, progress=False)
     calls = _counting(monkeypatch)
     discover(_config(model, task, random_seeds=(3, 4)), run, resume=True, progress=False)
-    assert calls == ["evaluate", "explain", "redteam", "summarise", "report"]
+    assert calls == ["evaluate", "explain", "verify", "redteam", "summarise", "report"]
     _agrees(run)
     calls.clear()
     discover(_config(model, task, random_seeds=(3, 4)), run, resume=True, progress=False)
@@ -99,7 +99,7 @@ def test_metrics_holding_an_empty_object_is_not_a_finished_step(tiny_setup, tmp_
     assert read_run(run).part("metrics.json").state is PartState.STALE
     calls = _counting(monkeypatch)
     discover(_config(model, task), run, resume=True, progress=False)
-    assert calls == ["evaluate", "explain", "redteam", "summarise", "report"]
+    assert calls == ["evaluate", "explain", "verify", "redteam", "summarise", "report"]
     _agrees(run)
 
 
@@ -160,10 +160,12 @@ KILL_POINTS = [
     ("evaluate", "metrics.json"),
     ("evaluate", "figures/faithfulness.png"),
     ("explain", "hypothesis.yaml"),
+    ("verify", "verification.json"),
     ("redteam", "redteam.json"),
 ]
 STEP_ORDER = [
-    "behaviour", "localise", "discover", "evaluate", "explain", "redteam", "summarise", "report",
+    "behaviour", "localise", "discover", "evaluate", "explain", "verify", "redteam", "summarise",
+    "report",
 ]  # fmt: skip
 
 

@@ -9,6 +9,7 @@ and other light commands do not import torch.
     scores = wc.score_edges(model, problem, method="eap-ig-inputs")
     print(wc.evaluate(model, problem, scores))
     explanation = wc.explain(model, problem, heldout_problem)  # classes, paths, backup
+    verification = wc.verify(model, "ioi", "runs/demo/hypothesis.yaml")  # claims, verdicts
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _EXPORTS: dict[str, str] = {
     "score_edges": "wildcircuits.api",
     "evaluate": "wildcircuits.api",
     "explain": "wildcircuits.api",
+    "verify": "wildcircuits.api",
+    "VerifySettings": "wildcircuits.verification.run",
     "EvaluationConfig": "wildcircuits.evaluation.report",
     "EvaluationReport": "wildcircuits.evaluation.report",
     "Circuit": "wildcircuits.graph.circuit",
@@ -75,6 +78,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from wildcircuits.api import evaluate as evaluate
     from wildcircuits.api import explain as explain
     from wildcircuits.api import score_edges as score_edges
+    from wildcircuits.api import verify as verify
     from wildcircuits.errors import WildcircuitsError as WildcircuitsError
     from wildcircuits.evaluation.report import EvaluationConfig as EvaluationConfig
     from wildcircuits.evaluation.report import EvaluationReport as EvaluationReport

@@ -67,3 +67,29 @@ def explain(
     from wildcircuits.explanation.run import explain as run_explain
 
     return run_explain(model, search, heldout, nodes=nodes, progress=progress)
+
+
+def verify(
+    model: InstrumentedModel,
+    task: Any,
+    hypothesis: Any,
+    settings: Any = None,
+    corruption: str | None = None,
+    progress: bool = True,
+) -> Any:
+    """Test a hypothesis (`wildcircuits.verification.run.verify`): the IOI paper's criteria,
+    Shi et al.'s tests, causal scrubbing and the harder red-team checks on the task's held-out
+    prompts, one verdict per claim, as a `Verification`. `task`: a task or its name;
+    `hypothesis`: a `Hypothesis` or a path to a hypothesis file; `settings`: `VerifySettings`."""
+    from wildcircuits.explanation.hypothesis import Hypothesis, load_hypothesis
+    from wildcircuits.names import Shape
+    from wildcircuits.tasks import load_task
+    from wildcircuits.verification.run import verify as run_verify
+
+    task = load_task(task) if isinstance(task, str) else task
+    source = None
+    if not isinstance(hypothesis, Hypothesis):
+        source = hypothesis
+        hypothesis = load_hypothesis(hypothesis, Shape(model.n_layers, model.n_heads))
+    return run_verify(model, task, hypothesis, settings, corruption=corruption, source=source,
+                      progress=progress)  # fmt: skip

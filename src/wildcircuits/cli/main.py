@@ -32,6 +32,7 @@ COMMANDS = [
     "discover",
     "discover_edges",
     "explain",
+    "verify",
 ]
 
 EXIT_USAGE_ERROR = 2

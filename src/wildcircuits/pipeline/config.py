@@ -14,6 +14,7 @@ STEPS = (
     "discover",
     "evaluate",
     "explain",
+    "verify",
     "redteam",
     "summarise",
     "report",

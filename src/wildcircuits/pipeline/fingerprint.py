@@ -30,6 +30,7 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "discover": (*_DATA, "method", "method_settings"),
     "evaluate": (*_DATA, "n_heldout", "ablation", "random_seeds", "method"),
     "explain": (*_DATA, "n_heldout"),
+    "verify": (*_DATA, "n_heldout"),
     "redteam": (*_DATA, "n_heldout", "ablation", "random_seeds", "method", "method_settings"),
     "summarise": _DATA,
 }
@@ -41,6 +42,7 @@ STEP_UPSTREAM: dict[str, tuple[str, ...]] = {
     "discover": ("behaviour",),
     "evaluate": ("discover",),
     "explain": ("evaluate",),
+    "verify": ("explain",),
     "redteam": ("behaviour", "localise", "evaluate"),
     "summarise": ("localise", "evaluate"),
 }

@@ -16,6 +16,7 @@ from wildcircuits.pipeline.steps_discover import discover_step, evaluate_step
 from wildcircuits.pipeline.steps_explain import explain_step
 from wildcircuits.pipeline.steps_localise import behaviour, localise
 from wildcircuits.pipeline.steps_redteam import redteam
+from wildcircuits.pipeline.steps_verify import verify_step
 from wildcircuits.pipeline.summarise import summarise
 from wildcircuits.results.manifest import StepState
 
@@ -36,6 +37,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Context], list[str]]] = {
     "discover": discover_step,
     "evaluate": evaluate_step,
     "explain": explain_step,
+    "verify": verify_step,
     "redteam": redteam,
     "summarise": summarise,
     "report": report,

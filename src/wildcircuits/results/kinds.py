@@ -10,6 +10,7 @@ from wildcircuits.results import (
     manifest,
     metrics,
     verdicts,
+    verify,
 )
 
-__all__ = ["behaviour", "circuits", "explain", "localise", "manifest", "metrics", "verdicts"]
+__all__ = ["behaviour", "circuits", "explain", "localise", "manifest", "metrics", "verdicts", "verify"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from wildcircuits.results.base import Result
+from wildcircuits.results.base import Result, register
 from wildcircuits.results.explain import Pair
 from wildcircuits.results.verdicts import Check
 
@@ -162,7 +162,7 @@ class ClaimVerdict:
     reason: str
 
 
-# Registered (@register, results/kinds.py, docs/run_folder.md) when the verify step lands.
+@register
 @dataclass(frozen=True)
 class Verification(Result):
     """verification.json (the verify step): every test of the hypothesis and the verdicts."""
