@@ -19,6 +19,7 @@ value token and the other key positions, and scrubbing shows it.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import torch
 
@@ -31,6 +32,7 @@ from wildcircuits.explanation.hypothesis import (
     Hypothesis,
     PathSlot,
 )
+from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.results.explain import Pair
 from wildcircuits.verification.resampling import ResamplePool, make_pool
 
@@ -95,3 +97,12 @@ WRONG = {
     # the previous-token head claimed to depend on the token at S1+1 (its own) instead of S1
     "previous depends on S1+1": hypothesis(previous_depends=("S1+1",)),
 }
+
+
+@functools.cache
+def template_problem(n: int = 64, seed: int = 0) -> PatchingProblem:
+    """`induction_problem(n)` with one template per layout: rows grouped by their S1 index
+    (numbered 0.. in order), so `mean:template` ablates each row with its layout's mean."""
+    problem = induction_problem(n, seed=seed)
+    _, groups = torch.unique(problem.named_positions["S1"], return_inverse=True)
+    return replace(problem, groups=groups)
