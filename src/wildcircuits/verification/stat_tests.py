@@ -128,10 +128,7 @@ def equivalence_test(
     return StatTest(
         name="equivalence",
         question=f"Does the circuit beat the model on half of the prompts, within {epsilon}?",
-        statistic=pi,
-        p_value=p_value,
-        level=level,
-        passed=p_value < level,
+        statistic=pi, p_value=p_value, level=level, passed=p_value < level,
         scheme=(
             "paired over prompts: pi = P(circuit score > model score) + P(tie) / 2 (tie: |diff| "
             f"<= {TIE} x max(1, |score|)); H0 |pi - 1/2| >= {epsilon}, two one-sided exact "
@@ -213,10 +210,7 @@ def independence_test(
     return StatTest(
         name="independence",
         question="With the circuit knocked out, is what is left independent of the model?",
-        statistic=observed,
-        p_value=p_value,
-        level=level,
-        passed=p_value >= level,
+        statistic=observed, p_value=p_value, level=level, passed=p_value >= level,
         scheme=(
             "HSIC between the model's per-prompt score and the score with the circuit ablated "
             "(its complement kept): biased estimator tr(KHLH)/n^2, Gaussian kernels, median-"
@@ -273,10 +267,7 @@ def minimality_test(
     return StatTest(
         name="minimality",
         question="Is every member of the circuit needed more than a random pair outside it?",
-        statistic=min(beats) / n_ref,
-        p_value=max(adjusted),
-        level=level,
-        passed=not failing,
+        statistic=min(beats) / n_ref, p_value=max(adjusted), level=level, passed=not failing,
         scheme=(
             "effect of member v: mean over prompts of (C - C\\v)^2; of a random pair u outside "
             "C: mean of (C+u - C)^2 (differences within the tie tolerance count 0); K_v = "
