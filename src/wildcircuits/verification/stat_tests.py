@@ -34,7 +34,7 @@ QUANTILE = 0.9  # minimality: a member must beat a random complement member this
 N_PERM = 1000  # permutations of the independence test
 N_REFERENCE = 100  # random complement pairs of the minimality test (see `run_stat_tests`)
 TIE = 1e-6  # relative tolerance under which a circuit's score ties the model's
-PERM_CHUNK = 64  # permutations evaluated at once
+PERM_ENTRIES = 2**22  # permuted Gram entries held at once (32 MiB of float64)
 
 
 class StatTestError(WildcircuitsError):
@@ -199,9 +199,9 @@ def independence_test(
     observed = float((k_centred * l_centred).sum()) / n**2
     generator = torch.Generator().manual_seed(seed)
     perms = torch.stack([torch.randperm(n, generator=generator) for _ in range(n_perm)])
-    null = []
-    for first in range(0, n_perm, PERM_CHUNK):
-        p = perms[first : first + PERM_CHUNK]  # (chunk, batch)
+    null, chunk = [], max(1, PERM_ENTRIES // n**2)
+    for first in range(0, n_perm, chunk):
+        p = perms[first : first + chunk]  # (chunk, batch)
         permuted = l_centred[p[:, :, None], p[:, None, :]]  # (chunk, batch, batch)
         null.append((k_centred * permuted).sum((1, 2)) / n**2)
     null = torch.cat(null)  # (n_perm,)
