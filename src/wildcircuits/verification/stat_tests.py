@@ -313,9 +313,9 @@ def stat_plan(
     evaluator: PairEvaluator, circuit: Sequence[Pair], n_reference: int, seed: int
 ) -> StatPlan:
     """Check the circuit against the evaluator's pairs and draw the references (seeded)."""
-    every = evaluator.space.all_pairs()
-    members = tuple(dict.fromkeys(circuit))
-    unknown = [p.name for p in members if p not in set(every)]
+    every, members = evaluator.space.all_pairs(), tuple(dict.fromkeys(circuit))
+    known, kept = set(every), set(members)
+    unknown = [p.name for p in members if p not in known]
     if unknown:
         raise StatTestError(
             f"pairs {', '.join(unknown)} are not pairs of this problem; use "
@@ -323,7 +323,7 @@ def stat_plan(
         )
     if not members:
         raise StatTestError("empty circuit: minimality needs at least one member; give its pairs")
-    complement = tuple(p for p in every if p not in set(members))
+    complement = tuple(p for p in every if p not in kept)
     if not complement or n_reference < 1:
         raise StatTestError(
             f"{len(complement)} pairs outside the circuit and n_reference={n_reference}: "
