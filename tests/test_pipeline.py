@@ -14,7 +14,8 @@ from wildcircuits.pipeline.run_folder import RunFolder
 
 FILES = ["config.json", "manifest.json", "behaviour.json", "localise.json", "scores.pt",
          "circuit.json", "circuit_sizes.json", "metrics.json", "explanation.json",
-         "hypothesis.yaml", "verification.json", "redteam.json", "roles.json", "report.html"]  # fmt: skip
+         "hypothesis.yaml", "verification.json", "redteam.json", "roles.json",
+         "report.html"]  # fmt: skip
 
 
 @pytest.fixture

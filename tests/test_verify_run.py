@@ -9,7 +9,7 @@ import functools
 import pytest
 
 from tests.planted_models import planted_induction_model
-from tests.scrub_fixtures import TRUE, WRONG, planted_pool
+from tests.scrub_fixtures import TRUE, WRONG, planted_pool, template_problem
 from wildcircuits.cli.main import main
 from wildcircuits.explanation.hypothesis import write_hypothesis
 from wildcircuits.results.verify import ClaimStatus, Estimate, Interval, Verification
@@ -61,7 +61,7 @@ class PlantedInputs:
     max_n = None
 
     def problem(self, n: int):
-        return planted_pool(n).problem
+        return template_problem(n)  # the pool's rows, one template per layout
 
     def pool(self, n: int):
         return planted_pool(n)
@@ -70,8 +70,8 @@ class PlantedInputs:
         return [redteam.simpler_story(evaluator, hypothesis)]
 
 
-SETTINGS = VerifySettings(n=N, max_n=N, ablation="mean", n_random=6, n_boot=200,
-                          n_reference=8)  # fmt: skip
+SETTINGS = VerifySettings(n=N, max_n=N, n_random=6, n_boot=200,
+                          n_reference=60)  # fmt: skip
 
 
 @functools.cache
@@ -95,7 +95,7 @@ def test_the_true_planted_hypothesis_holds():
     assert result.verdict.startswith(("The explanation holds", "The explanation is not yet"))
     assert result.provenance["n_prompts"] == N and result.thresholds == thresholds()
     assert set(result.seconds) >= {"criteria", "tests", "scrubbing", "checks", "total"}
-    again = Verification.from_dict(result.to_dict())
+    again = Verification.from_json(result.to_json())
     assert again == result
 
 
@@ -127,7 +127,7 @@ def test_the_same_seed_gives_the_same_verification():
 
 
 def test_wide_intervals_grow_the_prompts_within_the_budget():
-    settings = VerifySettings(n=8, max_n=32, max_width=0.0, ablation="mean", n_random=2,
+    settings = VerifySettings(n=8, max_n=32, max_width=0.0, n_random=2,
                               greedy_steps=1, minimality_steps=0, n_boot=50, n_reference=4,
                               scrub=False, budget_s=1e6)  # fmt: skip
     result = verify_inputs(planted_induction_model(), PlantedInputs(), WRONG["swapped"], settings,
@@ -162,4 +162,3 @@ def test_verify_cli_refuses_bad_input_before_loading_a_model(tmp_path, capsys):
     status = main(["verify", str(path), "--task", "ioi", "--n", "8", "--max-n", "4",
                    "--out", str(tmp_path / "o")])  # fmt: skip
     assert status == 2 and "--max-n" in capsys.readouterr().err
-

@@ -29,14 +29,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model (default {DEFAULT_MODEL})")
     parser.add_argument("--out", required=True, help="folder for verification.json")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--corruption", default=None,
-                        help="the corruption the circuit was found with (default: the task's)")
-    parser.add_argument("--n", type=int, default=16,
-                        help="held-out prompts of the first round (default 16)")
-    parser.add_argument("--max-n", type=int, default=64,
-                        help="the most prompts the rounds may grow to (default 64)")
-    parser.add_argument("--budget", type=float, default=240.0,
-                        help="seconds the prompt growth may spend (default 240)")
+    parser.add_argument(
+        "--corruption",
+        default=None,
+        help="the corruption the circuit was found with (default: the task's)",
+    )
+    parser.add_argument(
+        "--n", type=int, default=16, help="held-out prompts of the first round (default 16)"
+    )
+    parser.add_argument(
+        "--max-n", type=int, default=64, help="the most prompts the rounds may grow to (default 64)"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=240.0,
+        help="seconds the prompt growth may spend (default 240)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="prompts and resampling (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run, check=check)  # fmt: skip

@@ -13,4 +13,6 @@ from wildcircuits.results import (
     verify,
 )
 
-__all__ = ["behaviour", "circuits", "explain", "localise", "manifest", "metrics", "verdicts", "verify"]
+__all__ = [
+    "behaviour", "circuits", "explain", "localise", "manifest", "metrics", "verdicts", "verify",
+]  # fmt: skip

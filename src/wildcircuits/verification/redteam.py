@@ -87,7 +87,7 @@ def other_corruptions(
                         f"the task has no corruption other than {used!r}: nothing to test",
                         per_corruption={}, used=used)  # fmt: skip
     outside = sorted(k for k, v in tested.items() if not _in_band(v))
-    text = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} (no effect)" for k, v in per.items())
+    text = ", ".join(f"{k} (no effect)" if v is None else f"{k} {v:.2f}" for k, v in per.items())
     return Check.of(
         "other_corruption",
         question,
@@ -134,13 +134,14 @@ def template_transfer(
                         per_variation={}, skipped=skipped)  # fmt: skip
     outside = sorted(k for k, v in per.items() if not _in_band(v))
     text = ", ".join(f"{k} {v:.2f}" for k, v in per.items())
+    untested = "; ".join(f"{k} ({v})" for k, v in skipped.items())
     return Check.of(
         "template_transfer",
         question,
         not outside,
         f"F(C) / F(M) on held-out templates: {text}"
         + (f"; outside [{BAND[0]}, {BAND[1]}]: {', '.join(outside)}" if outside else "")
-        + (f"; not tested: {'; '.join(f'{k} ({v})' for k, v in skipped.items())}" if skipped else ""),
+        + (f"; not tested: {untested}" if skipped else ""),
         per_variation=per,
         skipped=skipped,
         outside=outside,
@@ -174,7 +175,8 @@ def simpler_story(evaluator: PairEvaluator, hypothesis: Hypothesis) -> Check:
     values = evaluator.metrics(list(stories.values()))
     shares = {k: v / f_model for k, v in zip(stories, values, strict=True)}
     enough = sorted(k for k, v in shares.items() if v >= SIMPLER_TARGET)
-    text = ", ".join(f"{k}: {v:.2f} of F(M) with {len(stories[k])} pairs" for k, v in shares.items())
+    text = ", ".join(f"{k}: {v:.2f} of F(M) with {len(stories[k])} pairs" for k, v in
+                     shares.items())  # fmt: skip
     return Check.of(
         "simpler_story",
         question,

@@ -49,7 +49,7 @@ class VerifySettings:
     n_random: int = 10
     greedy_steps: int = 2
     minimality_steps: int = 1
-    n_reference: int = 20
+    n_reference: int = 100  # stat_tests.N_REFERENCE: with fewer, minimality can never pass
     n_boot: int = N_BOOT
     batch_size: int = 16
     scrub: bool = True
@@ -177,8 +177,10 @@ def verify_inputs(
     )  # fmt: skip
     if settings.checks:
         say("red team: other corruptions, held-out templates, a simpler story")
-    checks = _timed(seconds, "checks",
-                    lambda: inputs.checks(engine, evaluator, hypothesis, criteria.f_model.value))  # fmt: skip
+    f_model = criteria.f_model.value
+    checks = _timed(
+        seconds, "checks", lambda: inputs.checks(engine, evaluator, hypothesis, f_model)
+    )
     claims = (
         verdicts.criteria_claims(criteria, _minimality_flag())
         + verdicts.test_claims(tests)
@@ -317,8 +319,10 @@ def _scrub(model, inputs, n, hypothesis, settings, engine, say, progress):
     try:
         pool = inputs.pool(n)
         say(f"causal scrubbing on {pool.problem.batch} prompts")
-        result = scrub(model, pool, hypothesis, seed=settings.seed, n_boot=settings.n_boot,
-                       batch_size=settings.batch_size, engine=engine, progress=progress)  # fmt: skip
+        result = scrub(
+            model, pool, hypothesis, seed=settings.seed, n_boot=settings.n_boot,
+            batch_size=settings.batch_size, engine=engine, progress=progress,
+        )  # fmt: skip
     except WildcircuitsError as error:
         claim = ClaimVerdict("causal scrubbing", ClaimStatus.INCONCLUSIVE, "causal scrubbing",
                              None, f"not run: {error}")  # fmt: skip

@@ -135,9 +135,9 @@ def criteria_claims(criteria: Criteria, minimality_flag: float) -> list[ClaimVer
             ClaimVerdict(
                 "the circuit is complete",
                 at_most(worst, COMPLETE_MAX),
-                f"completeness, worst K ({criteria.worst.label})",
+                f"completeness, worst {_k(criteria.worst.label)}",
                 worst,
-                f"|F(C\\K) - F(M\\K)| / |F(M)| = {fmt(worst)} for K = {criteria.worst.label} "
+                f"|F(C\\K) - F(M\\K)| / |F(M)| = {fmt(worst)} for {_k(criteria.worst.label)} "
                 f"(worst of {len(criteria.completeness)} sets); supported at most {COMPLETE_MAX}",
             )
         )
@@ -154,6 +154,10 @@ def criteria_claims(criteria: Criteria, minimality_flag: float) -> list[ClaimVer
             )
         )
     return out
+
+
+def _k(label: str) -> str:
+    return label if label.startswith("K") else f"K = {label}"
 
 
 def _names(pairs) -> str:
@@ -194,11 +198,21 @@ def test_claims(tests: Sequence[StatTest]) -> list[ClaimVerdict]:
     return out
 
 
+#: The order falsified claims are named in: the hypothesis as a whole first, members last.
+_FIRST = ("the whole hypothesis", "the circuit is faithful", "the circuit is complete", "class ",
+          "path ", "logits")  # fmt: skip
+
+
+def _rank(claim: str) -> int:
+    return next((i for i, p in enumerate(_FIRST) if claim.startswith(p)), len(_FIRST))
+
+
 def verdict_sentence(claims: Sequence[ClaimVerdict], warnings: Sequence[str] = ()) -> str:
     """`The explanation holds: ...` / `... partly holds` / `... does not hold`, with counts and
-    the first falsified claims named; red-team warnings appended."""
+    the first three falsified claims named (the whole hypothesis, faithfulness, completeness,
+    classes and paths before members and tests); red-team warnings appended."""
     counts = {s: sum(c.status is s for c in claims) for s in ClaimStatus}
-    falsified = [c.claim for c in claims if c.status is ClaimStatus.FALSIFIED]
+    falsified = sorted((c.claim for c in claims if c.status is ClaimStatus.FALSIFIED), key=_rank)
     n = len(claims)
     if n and counts[ClaimStatus.SUPPORTED] == n:
         head = f"The explanation holds: all {n} claims are supported"
@@ -210,7 +224,8 @@ def verdict_sentence(claims: Sequence[ClaimVerdict], warnings: Sequence[str] = (
     else:
         core = {"the circuit is faithful", "the whole hypothesis"}
         word = "does not hold" if core & set(falsified) else "partly holds"
-        named = ", ".join(falsified[:3]) + (f" and {len(falsified) - 3} more" if len(falsified) > 3 else "")
+        more = f" and {len(falsified) - 3} more" if len(falsified) > 3 else ""
+        named = ", ".join(falsified[:3]) + more
         head = (
             f"The explanation {word}: {counts[ClaimStatus.SUPPORTED]} of {n} claims supported, "
             f"{len(falsified)} falsified ({named}), {counts[ClaimStatus.INCONCLUSIVE]} "
