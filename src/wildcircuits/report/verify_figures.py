@@ -121,14 +121,16 @@ def _whiskers(point: KnockoutPoint, px: Callable, py: Callable, color: str) -> s
 
 
 def nice_ticks(lo: float, hi: float, most: int = 6) -> list[float]:
-    """Round tick values inside [lo, hi]: multiples of 1, 2 or 5 times a power of ten, at
-    most `most` of them (so labels read 0.5, 1, 1.5 rather than 0.74, 1.40)."""
-    raw = (hi - lo) / max(most - 1, 1)
-    power = 10.0 ** math.floor(math.log10(raw))
-    step = next(k * power for k in (1, 2, 2.5, 5, 10) if k * power >= raw)
-    first = math.ceil(lo / step - 1e-9)
-    ticks = [round((first + k) * step, 12) + 0.0 for k in range(most + 1)]  # no -0
-    return [t for t in ticks if t <= hi + 1e-9]
+    """Round tick values inside [lo, hi]: the finest step of 1, 2, 2.5 or 5 times a power of
+    ten that gives at most `most` ticks (labels read 0.5, 1, 1.5 rather than 0.74, 1.40)."""
+    power = 10.0 ** math.floor(math.log10((hi - lo) / most))
+    while True:  # ends: the step grows tenfold per round
+        for k in (1, 2, 2.5, 5):
+            step = k * power
+            first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+            if last - first + 1 <= most:
+                return [round(n * step, 12) + 0.0 for n in range(first, last + 1)]  # no "-0"
+        power *= 10
 
 
 def _scatter_axes(lo: float, hi: float, px: Callable, py: Callable, box: tuple) -> list[str]:
