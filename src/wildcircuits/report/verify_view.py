@@ -181,7 +181,7 @@ def verification_section(v: Verification) -> str:
         _tests(v.tests),
         "<h3>Red-team checks</h3>",
         checks,
-        f'<p class="note">Thresholds (the same for every run): {esc(thresholds)}.</p>',
+        f'<p class="caption">Thresholds (the same for every run): {esc(thresholds)}.</p>',
         f'<p class="caption">Cost: {esc(_costs(v))}.</p>',
     )
     return "".join(parts)
