@@ -27,7 +27,7 @@ from wildcircuits.report.verify_figures import (
     scrub_bars_svg,
 )
 from wildcircuits.report.verify_view import verification_section
-from wildcircuits.results.verify import Estimate, Interval, KnockoutPoint, Verification
+from wildcircuits.results.verify import Estimate, Interval, KnockoutPoint, ScrubClaim, Verification
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,7 @@ def test_section_order_and_contents(built):
     for text in (
         "ablation mean:template; metric logit_diff; split test; prompts 64; seed 0; "
         "model tiny-test-model",
+        "<th>value [95% interval]</th>",  # the level read from the intervals
         "0.84 [0.71, 0.92]",  # relative faithfulness
         "greedy K: 1.20 [1.10, 1.30]",  # the worst completeness
         "flagged members (2 of 6)",
@@ -164,6 +165,20 @@ def test_one_scrub_bar_per_claim_with_widths_in_proportion(built):
         assert x == pytest.approx(zero if value >= 0 else zero - width, abs=0.2)
     assert len(elements.with_class("path", "whisker")) == 3  # one claim has no interval
     assert "0.78 [0.66, 0.88] (n = 60)" in svg
+
+
+def test_a_claim_without_a_number_gets_its_reason_not_a_bar():
+    scrubbing = synthetic_verification().scrubbing
+    claims = (
+        ScrubClaim("class a", "class", None, None, 0, "no row has a valid resample"),
+        ScrubClaim("class b", "class", Estimate(float("nan")), None, 0),
+        scrubbing.claims[0],
+    )
+    svg = scrub_bars_svg(replace(scrubbing, claims=claims))
+    rows = Elements(svg).with_class("g", "scrub-bar")
+    assert [r["data-scrubbable"] for r in rows] == ["false", "false", "true"]
+    assert "not scrubbable: no row has a valid resample</text>" in svg
+    assert "not scrubbable</text>" in svg and len(Elements(svg).with_class("rect", "bar")) == 1
 
 
 def test_malicious_claim_is_escaped_text(built):

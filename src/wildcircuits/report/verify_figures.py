@@ -214,47 +214,53 @@ def _scatter_legend(kinds: Sequence[str], x: float) -> list[str]:
 
 
 # the scrubbing bars ---------------------------------------------------------------------------
-def _scrub_row(claim: ScrubClaim, y: float, px: Callable, x_label: float, x_value: float) -> str:
-    """One claim's row: its label, its bar and whisker, its number (or why it has none)."""
-    tip = f"{claim.claim} ({claim.kind}): loss recovered {estimate_text(claim.loss_recovered)}"
-    tip += f"; {claim.n_rows} prompts with a valid resample" + (
-        f"; {claim.note}" if claim.note else ""
+def _unscrubbable(claim: ScrubClaim, x: float, y: float) -> str:
+    """The row's text in place of a bar: `not scrubbable: <why>`."""
+    why = claim.note.removeprefix("not scrubbable").lstrip(": ")
+    text = f"not scrubbable: {why}" if why else "not scrubbable"
+    return (
+        f'<text x="{x:.1f}" y="{y + 4:.1f}" class="axis scrub-none" font-style="italic">'
+        f"{esc(_short(text, 80))}</text>"
     )
-    out = [
-        f'<g class="scrub-bar" data-claim="{esc(claim.claim)}" data-kind="{esc(claim.kind)}" '
-        f'data-scrubbable="{str(claim.loss_recovered is not None).lower()}">'
-        f"<title>{esc(tip)}</title>"
-        f'<text x="{x_label:.0f}" y="{y + 4:.1f}" text-anchor="end">{esc(_short(claim.claim))}'
-        "</text>"
-    ]
-    estimate = claim.loss_recovered
-    if estimate is None or not _finite(estimate.value):
-        note = (
-            claim.note
-            if claim.note.startswith("not scrubbable")
-            else f"not scrubbable: {claim.note}"
-        )
-        out.append(
-            f'<text x="{px(0) + 4:.1f}" y="{y + 4:.1f}" class="axis" font-style="italic">'
-            f"{esc(_short(note.rstrip(': '), 80))}</text></g>"
-        )
-        return "".join(out)
+
+
+def _bar(estimate: Estimate, kind: str, y: float, px: Callable) -> str:
+    """The bar from 0 to the value and, where there is one, the interval's whisker."""
     x0, x1 = sorted((px(0.0), px(estimate.value)))
-    color = SCRUB_COLOR.get(claim.kind, SCRUB_COLOR["path"])
-    out.append(
+    color = SCRUB_COLOR.get(kind, SCRUB_COLOR["path"])
+    out = (
         f'<rect class="bar" x="{x0:.1f}" y="{y - 6:.1f}" width="{max(x1 - x0, 1):.1f}" '
         f'height="12" fill="{color}"/>'
     )
     interval = estimate.interval
     if interval is not None and _finite(interval.low) and _finite(interval.high):
         a, b = px(interval.low), px(interval.high)
-        out.append(
+        out += (
             f'<path class="whisker" d="M{a:.1f},{y:.1f} H{b:.1f} M{a:.1f},{y - 4:.1f} '
             f'V{y + 4:.1f} M{b:.1f},{y - 4:.1f} V{y + 4:.1f}" stroke="#1d2430" fill="none"/>'
         )
+    return out
+
+
+def _scrub_row(claim: ScrubClaim, y: float, px: Callable, x_label: float, x_value: float) -> str:
+    """One claim's row: its label, its bar and whisker, its number (or why it has none)."""
+    estimate = claim.loss_recovered
+    scrubbable = estimate is not None and _finite(estimate.value)
+    tip = f"{claim.claim} ({claim.kind}): loss recovered {estimate_text(estimate)}; "
+    tip += f"{claim.n_rows} prompts with a valid resample" + (
+        f"; {claim.note}" if claim.note else ""
+    )
+    head = (
+        f'<g class="scrub-bar" data-claim="{esc(claim.claim)}" data-kind="{esc(claim.kind)}" '
+        f'data-scrubbable="{str(scrubbable).lower()}"><title>{esc(tip)}</title>'
+        f'<text x="{x_label:.0f}" y="{y + 4:.1f}" text-anchor="end">{esc(_short(claim.claim))}'
+        "</text>"
+    )
+    if not scrubbable:
+        return head + _unscrubbable(claim, px(0.0) + 4, y) + "</g>"
     text = f"{estimate_text(estimate)} (n = {claim.n_rows})"
-    out.append(f'<text x="{x_value:.0f}" y="{y + 4:.1f}">{esc(text)}</text></g>')
-    return "".join(out)
+    value = f'<text x="{x_value:.0f}" y="{y + 4:.1f}">{esc(text)}</text>'
+    return head + _bar(estimate, claim.kind, y, px) + value + "</g>"
 
 
 def scrub_bars_svg(scrubbing: Scrubbing) -> str:
@@ -296,4 +302,4 @@ def scrub_bars_svg(scrubbing: Scrubbing) -> str:
     return "".join(out)
 
 
-__all__ = ["completeness_svg", "estimate_text", "scrub_bars_svg"]
+__all__ = ["completeness_svg", "estimate_text", "nice_ticks", "scrub_bars_svg"]

@@ -13,12 +13,11 @@ number through `fmt` (an `Estimate` through `estimate_text`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from wildcircuits.report.sections import Raw, checks_table, missing, table
 from wildcircuits.report.svg import esc, fmt
 from wildcircuits.report.verify_figures import completeness_svg, estimate_text, scrub_bars_svg
-from wildcircuits.results.verify import Criteria, StatTest, Verification
+from wildcircuits.results.verify import Criteria, Estimate, StatTest, Verification
 
 #: word -> (background, text colour) of a status badge (the report's pass / warn / fail colours).
 BADGE = {
@@ -40,6 +39,12 @@ def status_badge(word: str) -> Raw:
     background, color = BADGE.get(word, ("#eee", "#555"))
     style = f"background:{background};color:{color}"
     return Raw(f'<span class="verdict verdict-{esc(word)}" style="{style}">{esc(word)}</span>')
+
+
+def value_header(estimates: Sequence[Estimate | None]) -> str:
+    """`value [95% interval]` when every interval shown has that level, else `value [interval]`."""
+    levels = {e.interval.level for e in estimates if e is not None and e.interval is not None}
+    return f"value [{levels.pop():.0%} interval]" if len(levels) == 1 else "value [interval]"
 
 
 # tables ---------------------------------------------------------------------------------------
@@ -66,7 +71,7 @@ def _criteria(c: Criteria) -> str:
     ]
     detail = table(["member v", "K", "|F(C \\ (K + v)) - F(C \\ K)|", "minimal"], members, {2})
     return (
-        table(["criterion", "value [95% interval]"], rows, {1})
+        table(["criterion", value_header([c.f_model, c.f_circuit, c.faithfulness])], rows, {1})
         + f"<details><summary>Minimality of all {len(c.minimality)} members</summary>{detail}"
         "</details>"
     )
@@ -98,12 +103,8 @@ def _claims(v: Verification) -> str:
     ]
     if not rows:
         return missing("The hypothesis states no claim.")
-    header = ["claim", "status", "decided by", "value [95% interval]", "reason"]
+    header = ["claim", "status", "decided by", value_header([c.value for c in v.claims]), "reason"]
     return f'<div id="verify-claims">{table(header, rows, {3})}</div>'
-
-
-def _plain(value: Any) -> str:
-    return fmt(value) if isinstance(value, int | float) else str(value)
 
 
 def provenance_line(v: Verification) -> str:
@@ -120,7 +121,7 @@ def provenance_line(v: Verification) -> str:
         ("quantization", p.get("quantization")),
         ("hypothesis", v.hypothesis.get("source")),
     ]
-    return "; ".join(f"{k} {_plain(x)}" for k, x in parts if x not in (None, ""))
+    return "; ".join(f"{k} {fmt(x)}" for k, x in parts if x not in (None, ""))
 
 
 def _costs(v: Verification) -> str:
