@@ -204,7 +204,7 @@ def test_opening_sentence_states_the_verdict(built):
     assert page.index("</h1>") < headline < page.index("<nav") < page.index("<section")
     text = page[headline : page.index("</p>", headline)]
     assert html.escape(verification.verdict) in text
-    assert text.endswith(f"Does the explanation hold? {html.escape(VERDICT)}")
+    assert text.endswith(f"<b>Does the explanation hold? {html.escape(VERDICT)}</b>")
 
 
 def test_section_absent_without_verification_json(tmp_path):

@@ -282,7 +282,7 @@ def _header(run: RunFiles) -> str:
     out = [f"<h1>wildcircuits: {esc(title)}</h1><p class='subtitle'>{esc(subtitle)}</p>"]
     verification = run.result("verification.json")
     if verification is not None:  # the opening sentence states the verdict
-        out.append(f'<p class="headline" id="headline">{esc(headline(verification))}</p>')
+        out.append(f'<p class="headline" id="headline"><b>{esc(headline(verification))}</b></p>')
     stopped = run.manifest.stopped
     if stopped is not None:
         text = f"The run stopped at step {stopped.step}: {stopped.reason}"
