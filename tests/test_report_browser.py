@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.report_fixtures import HOSTILE_EVIDENCE, HOSTILE_PROMPT, write_synthetic_run
+from tests.report_fixtures import (
+    HOSTILE_CLAIM,
+    HOSTILE_EVIDENCE,
+    HOSTILE_PROMPT,
+    write_synthetic_run,
+)
 from wildcircuits.report.html import build_report
 
 pytestmark = pytest.mark.browser
@@ -117,6 +122,32 @@ def test_class_diagram_has_one_box_per_class_and_one_arrow_per_path(page_run):
     assert problems == []
 
 
+def test_verification_section_renders(page_run):
+    page, facts, problems = page_run
+    verification = facts["verification"]
+    section = page.locator("#verify")
+    assert section.is_visible()
+    assert section.locator("h2").inner_text() == "Does the explanation hold?"
+    rows = section.locator("#verify-claims tbody tr")
+    assert rows.count() == len(verification.claims)
+    for k, claim in enumerate(verification.claims):
+        assert rows.nth(k).locator(".verdict").inner_text() == claim.status.value
+    assert HOSTILE_CLAIM in rows.nth(1).inner_text()  # the injected script arrives as text
+    points = section.locator("#completeness-scatter .ko-point")
+    assert points.count() == len(verification.criteria.completeness)
+    bars = section.locator("#scrub-bars .scrub-bar")
+    assert bars.count() == len(verification.scrubbing.claims)
+    for figure in ("#completeness-scatter", "#scrub-bars"):  # drawn with a size
+        box = section.locator(figure).bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 100
+    for k in range(points.count()):  # every marker is drawn inside the scatter
+        box = points.nth(k).bounding_box()
+        assert box is not None and box["width"] > 2
+    assert page.locator("#headline").inner_text().endswith(verification.verdict)
+    assert page.locator("script").count() == 2
+    assert problems == []
+
+
 def test_slider_changes_edges_shown(page_run):
     page, facts, problems = page_run
     count = page.locator("#edge-count")
@@ -148,6 +179,7 @@ def test_screenshot_saved(page_run):
     page.mouse.move(0, 0)
     page.locator("#circuit").scroll_into_view_if_needed()
     shot = page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+    page.locator("#verify").screenshot(path=str(ARTIFACTS / "report_verify.png"))
     assert len(shot) > 10_000
     pdf = page.pdf(path=str(ARTIFACTS / "report.pdf"))  # the print stylesheet renders
     assert pdf[:4] == b"%PDF"

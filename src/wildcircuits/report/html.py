@@ -37,6 +37,7 @@ from wildcircuits.report.sections import (
     task_section,
 )
 from wildcircuits.report.svg import esc, fmt
+from wildcircuits.report.verify_view import headline, verification_section
 from wildcircuits.results import atomic_write_bytes
 from wildcircuits.results.behaviour import ProbeResult
 from wildcircuits.results.circuits import CircuitFile
@@ -46,6 +47,7 @@ from wildcircuits.results.verdicts import NodeRole, Roles
 
 SECTIONS = (
     ("explain", "How the model does it"),
+    ("verify", "Does the explanation hold?"),
     ("task", "Task and example prompts"),
     ("behaviour", "Behaviour"),
     ("localise", "Localisation"),
@@ -249,10 +251,18 @@ def _named_figures(run: RunFiles) -> set[str]:
     return {p.figure for p in patterns if p.figure} | {"figures/behaviour.png"}
 
 
+#: Sections shown only where their file exists (not "not computed" in every other run).
+ONLY_WITH = {"explain": "explanation.json", "verify": "verification.json"}
+
+
 def _sections(run: RunFiles) -> tuple[tuple[str, str], ...]:
-    """The sections shown: "How the model does it" only where explanation.json exists."""
-    absent = run.part("explanation.json").state is PartState.MISSING
-    return tuple((key, title) for key, title in SECTIONS if key != "explain" or not absent)
+    """The sections shown: "How the model does it" only where explanation.json exists,
+    "Does the explanation hold?" only where verification.json does."""
+    return tuple(
+        (key, title)
+        for key, title in SECTIONS
+        if key not in ONLY_WITH or run.part(ONLY_WITH[key]).state is not PartState.MISSING
+    )
 
 
 def explain_section(run: RunFiles) -> str:
@@ -260,11 +270,19 @@ def explain_section(run: RunFiles) -> str:
     return explanation_section(part.data) if part.ok else missing(part.note())
 
 
+def verify_section(run: RunFiles) -> str:
+    part = run.part("verification.json")
+    return verification_section(part.data) if part.ok else missing(part.note())
+
+
 def _header(run: RunFiles) -> str:
     settings = _settings(run)
     title = f"{settings.get('task') or 'task'} on {settings.get('model') or 'model'}"
     subtitle = f"method {fmt(settings.get('method'))}, ablation {fmt(settings.get('ablation'))}"
     out = [f"<h1>wildcircuits: {esc(title)}</h1><p class='subtitle'>{esc(subtitle)}</p>"]
+    verification = run.result("verification.json")
+    if verification is not None:  # the opening sentence states the verdict
+        out.append(f'<p class="headline" id="headline"><b>{esc(headline(verification))}</b></p>')
     stopped = run.manifest.stopped
     if stopped is not None:
         text = f"The run stopped at step {stopped.step}: {stopped.reason}"
@@ -280,8 +298,10 @@ def render_report(run: RunFiles) -> str:
     """The whole page as a string."""
     view = _graph(run)
     shown = _sections(run)
+    keys = {key for key, _ in shown}
     bodies = {
-        "explain": explain_section(run) if shown[0][0] == "explain" else "",
+        "explain": explain_section(run) if "explain" in keys else "",
+        "verify": verify_section(run) if "verify" in keys else "",
         "task": task_section(run),
         "behaviour": behaviour_section(run),
         "localise": localise_section(run),
@@ -292,7 +312,7 @@ def render_report(run: RunFiles) -> str:
         "provenance": provenance_section(run),
         "figures": figures_section(run),
     }
-    major = {"explain", "localise", "circuit", "faithfulness"}
+    major = {"explain", "verify", "localise", "circuit", "faithfulness"}
     sections = "".join(
         f'<section id="{key}" class="{"major" if key in major else ""}"><h2>{esc(title)}</h2>'
         f"{bodies[key]}</section>"

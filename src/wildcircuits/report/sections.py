@@ -15,7 +15,7 @@ from wildcircuits.report.svg import Series, esc, fmt, heatmap_svg, line_chart_sv
 from wildcircuits.results.behaviour import Example, Examples, ProbeResult, Stats, VariationResult
 from wildcircuits.results.localise import AttentionPattern, GridData, HeadRoleTable, Localise
 from wildcircuits.results.metrics import Curve, Metrics, Smallest
-from wildcircuits.results.verdicts import RedTeam
+from wildcircuits.results.verdicts import Check, RedTeam
 
 GRID_TITLES = {
     "dla_layer": "Direct logit attribution by layer",
@@ -261,8 +261,13 @@ def redteam_section(run: RunFiles) -> str:
     data: RedTeam = part.data
     if not data.checks:
         return missing("No checks recorded.")
+    return checks_table(data.checks)
+
+
+def checks_table(checks: Sequence[Check]) -> str:
+    """Red-team checks (redteam.json, verification.json): question, verdict, evidence, numbers."""
     rows = []
-    for check in data.checks:
+    for check in checks:
         detail = "; ".join(f"{k} = {fmt(v)}" for k, v in check.numbers.items())
         row = [check.question or check.name, badge(check.verdict.value), check.evidence, detail]
         rows.append(row)
