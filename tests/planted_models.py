@@ -121,3 +121,48 @@ def induction_problem(n: int = 8, length: int = 10, seed: int = 0) -> PatchingPr
         named_positions={"S1": torch.tensor(s1), "S2": end},
         provenance={"task": "planted induction", "model": "planted-induction", "n": n},
     )
+
+
+# ground-truth edges (edge-graph names, `wildcircuits.graph.graph`) ------------------------------
+#: Every edge the hand-set weights of `planted_induction_model` compute through, and why.
+INDUCTION_MECHANISM = {
+    "input->a0.h0<q>": "the previous-token head's query reads the position embedding",
+    "input->a0.h0<k>": "its key reads the position embedding (shifted by one)",
+    "input->a0.h0<v>": "its value reads the token embedding (the token it copies forward)",
+    "input->a1.h0<q>": "the induction head's query reads the current token (S at S2)",
+    "a0.h0->a1.h0<k>": "its key reads the previous-token subspace a0.h0 writes",
+    "input->a1.h0<v>": "its value reads the token it attends to (X at S1+1)",
+    "a1.h0->logits": "the unembedding reads the answer subspace a1.h0 writes",
+}
+#: The mechanism edges along which `induction_problem`'s clean and corrupted runs differ.
+INDUCTION_CORRUPTED = frozenset({"input->a0.h0<v>", "a0.h0->a1.h0<k>", "a1.h0->logits"})
+SCOPES = ("corruption", "mechanism")
+
+
+def planted_edges(model="planted-induction", scope: str = "corruption") -> frozenset[str]:
+    """The true edges of a planted model (its id or the model itself), as edge names.
+
+    scope "mechanism": every edge the construction computes through (`INDUCTION_MECHANISM` says
+    why each one is true); every other edge reads or feeds a dead head or MLP (all weights zero),
+    or reads a subspace nothing downstream reads. Zero-ablating any mechanism edge breaks the
+    behaviour, so this is the ground truth for zero-ablation methods.
+
+    scope "corruption" (default): the mechanism edges whose input differs between
+    `induction_problem`'s clean and corrupted prompts (it replaces the first S only):
+    input -> a0.h0<v> (the token at S1), a0.h0 -> a1.h0<k> (the previous token at S1+1, so the
+    induction head finds no match) and a1.h0 -> logits (its answer). The other four carry the
+    same values in both runs: positions (a0.h0's q and k), S at S2 (a1.h0's q) and X at S1+1
+    (a1.h0's v). Patching them with the corrupted run changes nothing, so no counterfactual
+    method can see them; scoring counterfactual methods against them would measure the task's
+    corruption, not the method. This is the ground truth for counterfactual methods.
+
+    LayerNorm makes a few non-mechanism edges matter under zero ablation (removing the embeddings
+    from the final residual stream rescales the logits); they stay false: the weights do not
+    read them, only the norm of the stream does.
+    """
+    model_id = model if isinstance(model, str) else model.info.model_id
+    if model_id != "planted-induction":
+        raise ValueError(f"no planted edges for {model_id!r}; planted models: planted-induction")
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; expected one of {SCOPES}")
+    return INDUCTION_CORRUPTED if scope == "corruption" else frozenset(INDUCTION_MECHANISM)
