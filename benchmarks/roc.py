@@ -13,7 +13,11 @@ scores ranked as they fall), seconds (one call, after a warm-up call on 2 rows),
 of the unembedding module during the call: every forward pass that reaches the logits; ACDC also
 reports its batched forwards). Single-threaded torch by default (a shared 2-core machine).
 
+ACDC runs once per `--acdc-thresholds` tau (default: its default 0.01, and 1e-4 for small
+effects); its rows are labelled with tau.
+
     python benchmarks/roc.py [--n 8] [--threads 1] [--methods eap acdc ...] [--models ...]
+        [--acdc-thresholds 0.01 0.0001]
 """
 
 from __future__ import annotations
@@ -38,20 +42,23 @@ def count_forwards(model):
     return calls, handle.remove
 
 
-def config_for(spec, ablation: str | None):
-    settings = {} if ablation in (None, "counterfactual") else {"ablation": ablation}
-    if spec.name == "acdc":
-        settings["progress"] = False
-    return spec.config(settings)
+def variants(spec, ablation: str, thresholds: list[float]) -> list[tuple[str, object]]:
+    """(label, config) of each run of `spec` under `ablation`: ACDC once per threshold."""
+    settings = {} if ablation == "counterfactual" or not spec.ablations else {"ablation": ablation}
+    if spec.name != "acdc":
+        return [(spec.name, spec.config(settings))]
+    return [
+        (f"acdc tau={tau:g}", spec.config({**settings, "progress": False, "threshold": tau}))
+        for tau in thresholds
+    ]
 
 
 def supports(spec, ablation: str) -> bool:
     return any(kind.value == ablation for kind in spec.ablations)
 
 
-def run_method(spec, model, problem, ablation: str | None):
+def run_method(spec, model, problem, config):
     """(scores, seconds, forwards) of one call, after a warm-up call on 2 rows."""
-    config = config_for(spec, ablation)
     spec(model, problem.select(slice(0, 2)), config)
     calls, remove = count_forwards(model)
     try:
@@ -63,7 +70,7 @@ def run_method(spec, model, problem, ablation: str | None):
     return scores, seconds, calls[0]
 
 
-def rows_for(name: str, methods: list[str], n: int) -> list[tuple]:
+def rows_for(name: str, methods: list[str], n: int, thresholds: list[float]) -> list[tuple]:
     from tests.planted_models import planted_case, planted_edges
 
     from wildcircuits.discovery import get_method
@@ -80,14 +87,15 @@ def rows_for(name: str, methods: list[str], n: int) -> list[tuple]:
                     continue
             elif not supports(spec, ablation):
                 continue
-            scores, seconds, forwards = run_method(spec, model, problem, ablation)
-            auc = score_against_planted(scores, truth)
-            raw = score_against_planted(scores, truth, noise=0.0)
-            if "batched_forwards" in scores.settings:
-                forwards = f"{forwards} ({scores.settings['batched_forwards']} batched)"
-            used = ablation if spec.ablations else "none"
-            rows.append((name, used, f"{scope} ({len(truth)})", method, auc, raw, seconds,
-                         forwards))  # fmt: skip
+            for label, config in variants(spec, ablation, thresholds):
+                scores, seconds, forwards = run_method(spec, model, problem, config)
+                auc = score_against_planted(scores, truth)
+                raw = score_against_planted(scores, truth, noise=0.0)
+                if "batched_forwards" in scores.settings:
+                    forwards = f"{forwards} ({scores.settings['batched_forwards']} batched)"
+                used = ablation if spec.ablations else "none"
+                rows.append((name, used, f"{scope} ({len(truth)})", label, auc, raw, seconds,
+                             forwards))  # fmt: skip
     return rows
 
 
@@ -97,6 +105,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", nargs="*", default=None, help="default: every method")
     parser.add_argument("--models", nargs="*", default=None, help="default: every planted one")
+    parser.add_argument("--acdc-thresholds", nargs="*", type=float, default=[0.01, 1e-4])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from tests.planted_models import PLANTED_MODELS
@@ -112,7 +121,7 @@ def main() -> None:
     print("|" + "---|" * len(header))
     for name in models:
         for model, ablation, truth, method, auc, raw, seconds, forwards in rows_for(
-            name, methods, args.n
+            name, methods, args.n, args.acdc_thresholds
         ):
             print(f"| {model} | {ablation} | {truth} | {method} | {auc:.3f} | {raw:.3f} | "
                   f"{seconds:.2f} | {forwards} |", flush=True)  # fmt: skip
