@@ -114,6 +114,8 @@ def test_a_circuit_is_scored_by_inclusion_and_truth_takes_names_or_masks():
     assert score_against_planted(circuit, mask) == score_against_planted(circuit, true)
     with pytest.raises(RocError, match="truth mask shape"):
         truth_mask(graph, mask[:-1])
+    with pytest.raises(RocError, match="the single 'a1.h0->logits'; wrap it in a set"):
+        score_against_planted(circuit, "a1.h0->logits")
 
 
 # the planted models ----------------------------------------------------------------------------
@@ -193,23 +195,31 @@ NODE_LEVEL = (
     "with the input's 14 other out-edges and a0.h0 -> a1.h0<k> with a0.h0's 8 others: a node "
     "score cannot rank edges of one sender"
 )
-# (model, method, ablation, settings, truth scope); each run takes well under a second here
+
+
+def _case(name, method, ablation, scope, settings=None, xfail=None):
+    """One (model, method, ablation, settings, truth scope) case, with a readable id."""
+    tau = f"-tau{settings['threshold']:g}" if settings else ""
+    marks = [pytest.mark.xfail(reason=xfail, strict=True)] if xfail else []
+    case_id = f"{name.removeprefix('planted-')}-{method}-{ablation}{tau}"
+    return pytest.param(name, method, ablation, settings or {}, scope, marks=marks, id=case_id)
+
+
+# each run takes well under a second here
 CASES = [
-    pytest.param(INDUCTION, "eap", "counterfactual", {}, "corruption", marks=pytest.mark.xfail(
-        reason=EAP_SATURATED, strict=True)),
-    pytest.param(INDUCTION, "eap-ig-inputs", "counterfactual", {}, "corruption"),
-    pytest.param(INDUCTION, "eap-ig-activations", "counterfactual", {}, "corruption"),
-    pytest.param(INDUCTION, "node-attribution", "counterfactual", {}, "corruption",
-                 marks=pytest.mark.xfail(reason=NODE_LEVEL, strict=True)),
-    pytest.param(INDUCTION, "acdc", "counterfactual", {}, "corruption"),
-    pytest.param(INDUCTION, "acdc", "zero", {}, "mechanism"),
-    pytest.param(SPARSE, "eap", "counterfactual", {}, "corruption"),
-    pytest.param(SPARSE, "eap-ig-inputs", "counterfactual", {}, "corruption"),
-    pytest.param(SPARSE, "eap-ig-activations", "counterfactual", {}, "corruption"),
+    _case(INDUCTION, "eap", "counterfactual", "corruption", xfail=EAP_SATURATED),
+    _case(INDUCTION, "eap-ig-inputs", "counterfactual", "corruption"),
+    _case(INDUCTION, "eap-ig-activations", "counterfactual", "corruption"),
+    _case(INDUCTION, "node-attribution", "counterfactual", "corruption", xfail=NODE_LEVEL),
+    _case(INDUCTION, "acdc", "counterfactual", "corruption"),
+    _case(INDUCTION, "acdc", "zero", "mechanism"),
+    _case(SPARSE, "eap", "counterfactual", "corruption"),
+    _case(SPARSE, "eap-ig-inputs", "counterfactual", "corruption"),
+    _case(SPARSE, "eap-ig-activations", "counterfactual", "corruption"),
     # planted-sparse's effects are small (one changed token, logit diff ~1): tau scaled down
-    pytest.param(SPARSE, "acdc", "counterfactual", {"threshold": 1e-6}, "corruption"),
-    pytest.param(SPARSE, "acdc", "zero", {"threshold": 1e-4}, "mechanism"),
-]  # fmt: skip
+    _case(SPARSE, "acdc", "counterfactual", "corruption", {"threshold": 1e-6}),
+    _case(SPARSE, "acdc", "zero", "mechanism", {"threshold": 1e-4}),
+]
 
 
 def _run(method: str, ablation: str, name: str = INDUCTION, settings=None) -> EdgeScores:

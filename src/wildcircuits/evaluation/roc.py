@@ -150,6 +150,11 @@ def ranked_values(
 def truth_mask(graph: Graph, true_edges: Iterable[Edge | str] | Tensor) -> Bool[Tensor, "dst src"]:
     """A (receiver, sender) bool mask of the true edges: from edge names / `Edge`s (an edge not
     in the graph raises `GraphError`) or a mask of that shape (cells outside `valid` dropped)."""
+    if isinstance(true_edges, str | Edge):
+        raise RocError(
+            f"true edges must be a collection of edges, got the single {true_edges!r}; "
+            "wrap it in a set: {edge}"
+        )
     if isinstance(true_edges, Tensor):
         shape = (graph.n_receivers, graph.n_senders)
         if tuple(true_edges.shape) != shape:
