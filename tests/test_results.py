@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: A run folder written by the release before the result types (tiny GGUF model, copy task).
 RUN_V0 = ROOT / "tests" / "data" / "run_v0"
 #: Result files added after that release (RUN_V0 has none of them).
-NEWER_THAN_V0 = ("explanation.json",)
+NEWER_THAN_V0 = ("explanation.json", "verification.json")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_every_file_round_trips_through_its_type(folder, synthetic, tmp_path):
 def test_a_folder_from_the_release_before_the_types_loads_and_reports(tmp_path):
     run = shutil.copytree(RUN_V0, tmp_path / "run")
     files = read_run(run)
-    newer = {"explanation.json"}  # written by a later release; an old folder has none
+    newer = set(NEWER_THAN_V0)  # written by a later release; an old folder has none
     assert all(part.ok for name, part in files.parts.items() if name not in newer), files.parts
     page = build_report(run).read_text()
     assert "could not be read" not in page.lower() and "not computed (" not in page.lower()

@@ -54,26 +54,58 @@ def verify_file(
     corruption: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Verify a hypothesis file for a task and model; write OUT/verification.json (the folder is
-    made if missing) and rebuild OUT/report.html when OUT is a run folder. Returns the JSON's
-    path. The file is checked (shape, positions) before any long work."""
+    """Verify a hypothesis file for a task and model; write OUT/verification.json and return
+    its path. The file is checked (shape, positions) before any long work.
+
+    OUT may be a run folder only for that folder's own hypothesis.yaml and the run's task and
+    model: the verify step is then run as `discover` runs it (under the folder's lock, recorded
+    in its manifest with a fingerprint) and report.html is rebuilt. An edited copy of a
+    hypothesis goes to another folder (made if missing): it is not the run's explanation."""
     from wildcircuits.explanation.hypothesis import load_hypothesis
     from wildcircuits.models import load_model
     from wildcircuits.names import Shape
     from wildcircuits.tasks import load_task
     from wildcircuits.verification.run import verify
 
+    root = Path(out)
+    if (root / "manifest.json").exists() and (root / "config.json").exists():
+        return _verify_run_folder(root, Path(hypothesis_path), task_name, model_name, device,
+                                  progress)  # fmt: skip
     task = load_task(task_name)
     model = load_model(model_name, device=device)
     hypothesis = load_hypothesis(hypothesis_path, Shape(model.n_layers, model.n_heads))
     result = verify(model, task, hypothesis, settings, corruption=corruption,
                     source=hypothesis_path, progress=progress)  # fmt: skip
-    root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    target = root / "verification.json"
-    result.save(target)
-    if (root / "manifest.json").exists() and (root / "config.json").exists():
-        from wildcircuits.report.html import build_report
+    return result.save(root / "verification.json")
 
-        build_report(root)
-    return target
+
+def _verify_run_folder(root: Path, hypothesis: Path, task: str, model: str, device: str,
+                       progress: bool) -> Path:  # fmt: skip
+    """The verify step of run folder `root` (its own hypothesis, task and model only)."""
+    from wildcircuits.errors import InputError
+    from wildcircuits.pipeline.lock import RunLock
+    from wildcircuits.pipeline.run_folder import RunFolder
+    from wildcircuits.pipeline.runner import report, run_step
+    from wildcircuits.pipeline.steps_explain import check_explainable
+
+    config = check_explainable(root)
+    own = root / "hypothesis.yaml"
+    if not own.exists() or hypothesis.resolve() != own.resolve():
+        raise InputError(
+            f"--out {root} is a run folder: its verification.json verifies its own "
+            f"hypothesis.yaml, not {hypothesis}; give another --out folder for an edited copy"
+        )
+    if (task, model) != (config.task, config.model):
+        raise InputError(
+            f"--task {task} --model {model} disagree with the run folder's {config.task} / "
+            f"{config.model}; give the run's task and model"
+        )
+    folder = RunFolder(root)
+    with RunLock(folder.root):
+        folder.start(config.with_(device=device), resume=True)
+        ctx = Context(config.with_(device=device), folder, progress)
+        run_step(ctx, "verify")
+        if folder.path("report.html").exists():
+            report(ctx)
+    return folder.path("verification.json")

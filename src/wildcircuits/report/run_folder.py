@@ -5,8 +5,7 @@
 `wildcircuits.results.RESULT_KINDS` names for the file), "not computed" (missing) or "could not be
 read" (with the reason, naming the key that does not fit) or "computed from other settings" (its
 step's fingerprint does not agree with config.json: `wildcircuits.pipeline.fingerprint`; such a
-file is not shown and `RunFiles.notice()` says so). A `LATER` file (verification.json, written
-by a later command) gets a part only where it exists. Nothing here imports torch except the
+file is not shown and `RunFiles.notice()` says so). Nothing here imports torch except the
 optional `scores.pt` fallback.
 """
 
@@ -23,7 +22,6 @@ from wildcircuits.pipeline.config import DiscoverConfig
 from wildcircuits.pipeline.fingerprint import stale_steps
 from wildcircuits.results import RESULT_KINDS, Result, load_json
 from wildcircuits.results.manifest import Manifest
-from wildcircuits.results.verify import Verification
 
 REQUIRED = ("config.json", "manifest.json")
 OPTIONAL = (
@@ -36,16 +34,12 @@ OPTIONAL = (
     "metrics.json",
     "redteam.json",
     "explanation.json",
+    "verification.json",
 )
-#: Optional files that most run folders lack (a later command writes them): each gets a `Part`
-#: only where it exists, and `RunFiles.part` of an absent one says "not computed".
-LATER = ("verification.json",)
-#: Result types the report reads before their step registers them (results/kinds.py).
-UNREGISTERED: dict[str, type[Result]] = {Verification.FILE: Verification}
 
 
 def _kind(name: str) -> type[Result]:
-    return RESULT_KINDS.get(name) or UNREGISTERED[name]
+    return RESULT_KINDS[name]
 
 
 class RunFolderError(WildcircuitsError):
@@ -107,8 +101,6 @@ class RunFiles:
         )
 
     def part(self, name: str) -> Part:
-        if name not in self.parts and name in LATER:
-            return Part(name, PartState.MISSING)
         return self.parts[name]
 
     def result(self, name: str) -> Any:
@@ -168,8 +160,7 @@ def read_run(run_dir: Path | str) -> RunFiles:
     config = _read_required(root, "config.json", DiscoverConfig.from_dict)
     manifest = _read_required(root, "manifest.json", Manifest.from_json)
     stale = _stale(root, config, manifest)
-    present = OPTIONAL + tuple(name for name in LATER if (root / name).exists())
-    parts = {name: _hide(_read_optional(root, name), stale) for name in present}
+    parts = {name: _hide(_read_optional(root, name), stale) for name in OPTIONAL}
     return RunFiles(root, config, manifest, parts, stale)
 
 
@@ -178,7 +169,7 @@ def _stale(root: Path, config: DiscoverConfig, manifest: Manifest) -> dict[str, 
     fingerprints, a file whose step is not recorded disagrees too."""
     stale = stale_steps(config.to_dict(), manifest, root, legacy_ok=True)
     if any(r.fingerprint for r in manifest.steps.values()):
-        for name in OPTIONAL + LATER:
+        for name in OPTIONAL:
             step = _kind(name).STEP
             if (root / name).exists() and step not in manifest.steps:
                 stale.setdefault(step, f"{name} is not recorded in manifest.json")
