@@ -8,7 +8,8 @@ M is every pair, C the hypothesis's circuit (`Hypothesis.pairs`).
   subsets (each member in with probability 1/2), and the K a greedy search finds to maximise
   it; a complete circuit keeps it small for every K;
 - minimality: for each member v, |F(C \\ (K + v)) - F(C \\ K)| with K chosen to maximise it
-  among {}, v's class-mates, and a greedy search over the other members; a member for which
+  among {}, v's class-mates, and a greedy search over the other members (at most
+  `MINIMALITY_CANDIDATES` of them: those whose removal alone matters most); a member for which
   even the best K gives less than `MINIMALITY_FLAG` x |F(M)| is flagged (possibly unnecessary).
 Every number carries a paired bootstrap interval over prompts (the same resampled prompts for
 every estimate of one call). Each kept set is evaluated once per call (a memo keyed by the set)
@@ -34,6 +35,9 @@ from wildcircuits.results.verify import Criteria, Estimate, KnockoutPoint, Membe
 #: A member is flagged as possibly unnecessary when its minimality is below this fraction of
 #: |F(M)| (the IOI paper reads its minimality bars against the model's metric the same way).
 MINIMALITY_FLAG = 0.03
+#: Minimality's greedy additions come from this many members (those whose removal alone changes
+#: F(C) most): a circuit of n members costs n x this many sets a step instead of n x (n - 1).
+MINIMALITY_CANDIDATES = 8
 #: Random subsets drawn per requested one before giving up on finding new distinct ones.
 DRAWS_PER_SUBSET = 50
 
@@ -133,17 +137,25 @@ class _Run:
         label = "greedy: " + ", ".join(p.name for p in best[1])
         return self.point("greedy", label, best[1])
 
-    def minimality(self, hypothesis: Hypothesis, steps: int) -> tuple[MemberMinimality, ...]:
+    def minimality(
+        self, hypothesis: Hypothesis, steps: int, candidates: int | None = None
+    ) -> tuple[MemberMinimality, ...]:
         """Per member v, the K among {}, v's class-mates and each K of a greedy path of `steps`
-        additions (each maximising the drop) that maximises |F(C \\ (K + v)) - F(C \\ K)|."""
+        additions (each maximising the drop) that maximises |F(C \\ (K + v)) - F(C \\ K)|.
+        `candidates`: the greedy additions are drawn from the members whose removal alone
+        changes F(C) most (this many; None: every member)."""
         options = {v: [(), *_mates(hypothesis, v)] for v in self.circuit}
         self.memo.evaluate(
             [s for v, ks in options.items() for k in ks for s in self.drop_sets(k, v)]
         )
+        pool = self.circuit
+        if candidates is not None and candidates < len(pool):
+            alone = {u: self.gap(self.drop_sets((), u)) for u in pool}
+            pool = tuple(sorted(pool, key=lambda u: -alone[u])[:candidates])
         path = {v: () for v in self.circuit}
         for _ in range(steps):
             tries = {
-                v: [(*k, u) for u in self.circuit if u != v and u not in k] for v, k in path.items()
+                v: [(*k, u) for u in pool if u != v and u not in k] for v, k in path.items()
             }
             sets = [s for v, ks in tries.items() for k in ks for s in self.drop_sets(k, v)]
             if not sets:
@@ -211,6 +223,7 @@ def criteria(
     n_random: int = 10,
     greedy_steps: int = 3,
     minimality_steps: int = 1,
+    minimality_candidates: int | None = MINIMALITY_CANDIDATES,
     seed: int = 0,
     n_boot: int = N_BOOT,
     progress: bool = True,
@@ -220,7 +233,8 @@ def criteria(
     Completeness points, in order: K = {}, one per class (its members), up to `n_random`
     distinct random subsets of C (seeded with `seed`), the greedy K (`greedy_steps`
     additions); `worst` is the largest. Minimality: one entry per member, in C's order
-    (`minimality_steps` greedy additions). Intervals: `n_boot` paired resamples, seed `seed`.
+    (`minimality_steps` greedy additions, each drawn from the `minimality_candidates` members
+    whose removal alone matters most; None: from every member). Intervals: `n_boot` paired resamples, seed `seed`.
     forwards: circuit evaluations run (the evaluator's count; each distinct kept set once per
     chunk of rows). naive_forwards: chunks x (n_boot + 1) x the kept sets asked for, repeats
     included: one forward per knockout set per resample (and the point estimate), no memo.
@@ -242,7 +256,7 @@ def criteria(
         completeness = run.points(fixed)
         greedy = run.greedy_point(greedy_steps)
         completeness += [greedy] if greedy is not None else []
-        minimality = run.minimality(hypothesis, minimality_steps)
+        minimality = run.minimality(hypothesis, minimality_steps, minimality_candidates)
     model_and_circuit = run.memo.stack(run.everything, run.kept)  # (2, batch): M, C
     circuit_and_model = model_and_circuit.flip(0)  # (2, batch): C, M
     return Criteria(

@@ -49,6 +49,7 @@ class VerifySettings:
     n_random: int = 10
     greedy_steps: int = 2
     minimality_steps: int = 1
+    minimality_candidates: int | None = 8
     n_reference: int = 100  # stat_tests.N_REFERENCE: with fewer, minimality can never pass
     n_boot: int = N_BOOT
     batch_size: int = 16
@@ -267,7 +268,8 @@ def _grow(inputs, hypothesis, settings, engine, say, progress):
         say(f"criteria on {problem.batch} prompts ({settings.ablation})")
         criteria = run_criteria(
             evaluator, hypothesis, n_random=settings.n_random, greedy_steps=settings.greedy_steps,
-            minimality_steps=settings.minimality_steps, seed=settings.seed,
+            minimality_steps=settings.minimality_steps,
+            minimality_candidates=settings.minimality_candidates, seed=settings.seed,
             n_boot=settings.n_boot, progress=progress,
         )  # fmt: skip
         took = time.perf_counter() - begin
