@@ -15,7 +15,7 @@ forwards count by the layers they run). Next to them, the naive count:
   model, x_rand and the claims themselves.
 
     python benchmarks/verify.py HYPOTHESIS.yaml [--model smollm2-135m-instruct] [--task ioi]
-        [--n 16] [--max-n 16]
+        [--n 16] [--max-n 16] [--progress]
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--task", default="ioi")
     parser.add_argument("--n", type=int, default=16, help="held-out prompts (first round)")
     parser.add_argument("--max-n", type=int, default=16, help="most prompts after growth")
+    parser.add_argument("--progress", action="store_true", help="progress bars on stderr")
     args = parser.parse_args()
     from wildcircuits.verification.run import VerifySettings
 
@@ -81,7 +82,7 @@ def main() -> None:
     wrap_parts(counter, tallies)
     settings = VerifySettings(n=args.n, max_n=args.max_n)
     start = time.perf_counter()
-    result = wc.verify(model, args.task, args.hypothesis, settings, progress=False)
+    result = wc.verify(model, args.task, args.hypothesis, settings, progress=args.progress)
     total = time.perf_counter() - start
     report(args, model, result, tallies, total)
 

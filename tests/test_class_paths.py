@@ -17,7 +17,7 @@ from wildcircuits.explanation.class_paths import (
 from wildcircuits.explanation.positions import position_index
 from wildcircuits.names import LOGITS, parse_display_receiver
 from wildcircuits.patching.hooks import Intervention, Mode
-from wildcircuits.patching.path import path_patch, receiver_site
+from wildcircuits.patching.path import path_cache, path_patch, path_patch_sets, receiver_site
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
 from wildcircuits.results.explain import HeadClass, Pair
@@ -52,13 +52,62 @@ CLASSES = (
 )
 
 
-def sender_sites(c: HeadClass) -> list[Site]:
-    out = []
+def sender_sites(c: HeadClass) -> dict[Site, set[str]]:
+    """Each member component's site -> the positions it is a member at."""
+    out: dict[Site, set[str]] = {}
     for p in c.members:
         layer = int(p.node[1 : p.node.index(".")])
         head = None if p.node.endswith("mlp") else int(p.node.split(".H")[1])
-        out.append(Site(Component.Z if head is not None else Component.MLP_OUT, layer, head))
-    return list(dict.fromkeys(out))
+        site = Site(Component.Z if head is not None else Component.MLP_OUT, layer, head)
+        out.setdefault(site, set()).add(p.position)
+    return out
+
+
+def masked_senders(problem, c: HeadClass) -> list[tuple[Site, torch.Tensor]]:
+    """(site, (batch, pos) mask of its member positions' tokens) per member component."""
+    names, index = position_index(problem)
+    out = []
+    for site, positions in sender_sites(c).items():
+        at = torch.zeros(problem.batch, problem.clean.seq_len, dtype=torch.bool)
+        for name in positions:
+            at |= index == names.index(name)
+        out.append((site, at))
+    return out
+
+
+def slow_step2_at(model, problem, senders: dict[Site, set[str]]) -> list[Intervention]:
+    """Steps 1-2, token by token: a sender's value is the corrupted run's at the tokens of its
+    member positions; elsewhere a sender head keeps its clean z (every other head is frozen
+    clean, as `slow_step2`) and a sender MLP its value in this run (MLPs are recomputed)."""
+    names, index = position_index(problem)
+    step2 = slow_step2(model, problem, list(senders))
+    corrupt = model.run(problem.corrupted, capture=list(senders))
+    clean = model.run(problem.clean, capture=list(senders))
+
+    def member_tokens(site):
+        return [
+            (row, column)
+            for row in range(problem.batch)
+            for column in range(problem.clean.seq_len)
+            if index[row, column] >= 0 and names[index[row, column]] in senders[site]
+        ]
+
+    def patched(site, base):
+        value = base.clone()
+        for row, column in member_tokens(site):
+            value[row, column] = corrupt[site][row, column]
+        return value
+
+    out = []
+    for patch in step2:
+        site = patch.site
+        if site not in senders:
+            out.append(patch)
+        elif site.component is Component.MLP_OUT:
+            out.append(Intervention(site, Mode.REPLACE, lambda now, site=site: patched(site, now)))
+        else:
+            out.append(Intervention(site, Mode.REPLACE, patched(site, clean[site])))
+    return out
 
 
 def slow_class_path(model, problem, senders, receivers, positions) -> float:
@@ -66,7 +115,7 @@ def slow_class_path(model, problem, senders, receivers, positions) -> float:
     takes the recorded value at (row, position) pairs listed one by one: a q / MLP input at
     the member's token, a k / v at every token up to it."""
     names, index = position_index(problem)
-    step2 = slow_step2(model, problem, senders)
+    step2 = slow_step2_at(model, problem, senders)
     if receivers[0].node == LOGITS:
         return normalized(model, problem, metric(model, problem, step2))
     sites = [receiver_site(r) for r in receivers]
@@ -121,11 +170,13 @@ def test_batched_equals_one_path_patch_per_sender_class():
     by_name = {c.name: c for c in CLASSES}
     for job in path_jobs(model, problem, CLASSES):
         for sender in job.senders:
-            one = path_patch(model, problem, sender_sites(by_name[sender]), job.receivers,
-                             job.masks)  # fmt: skip
+            senders = masked_senders(problem, by_name[sender])
+            (rows,) = path_patch_sets(model, problem, path_cache(model, problem), [senders],
+                                      list(job.receivers), list(job.masks))  # fmt: skip
+            one = normalized(model, problem, float(rows.mean()))
             path = next(paths)
             assert (path.sender, path.receiver, path.slot) == (sender, job.receiver, job.slot)
-            assert path.effect == pytest.approx(one.score, abs=1e-6)
+            assert path.effect == pytest.approx(one, abs=1e-5)
 
 
 def test_receiver_at_every_position_equals_plain_path_patch():
@@ -148,7 +199,7 @@ def test_sender_without_a_path_is_skipped_and_would_be_zero():
     assert ("early", "q") not in jobs  # nothing comes before layer 0
     assert jobs[("middle", "k")] == ("early",)
     assert jobs[("logits", "logits")] == tuple(c.name for c in CLASSES)
-    late = path_patch(model, problem, sender_sites(CLASSES[3]), ["L2.H1:q"])
+    late = path_patch(model, problem, list(sender_sites(CLASSES[3])), ["L2.H1:q"])
     assert late.score == 0.0
 
 
@@ -200,3 +251,16 @@ def test_bad_receiver_mask_raises():
     bad = torch.ones(problem.batch, 3, dtype=torch.bool)
     with pytest.raises(SiteError, match="position mask must be a bool tensor"):
         path_patch(model, problem, [Site(Component.Z, 0, 1)], ["L2.H1:q"], [bad])
+
+
+def test_a_sender_is_patched_only_at_its_members_positions():
+    """Members at END cannot reach a receiver at S2 (an earlier token): the arrow is exactly 0,
+    while the same components patched at every position do reach it."""
+    model, problem = tiny_model("llama"), named_problem()
+    at_end = HeadClass("at END", None, (Pair("L1.H0", "END"), Pair("L1.mlp", "END")), "")
+    at_s2 = HeadClass("at S2", None, (Pair("L2.H0", "S2"),), "")
+    paths = class_paths(model, problem, [at_end, at_s2], progress=False, n_bootstrap=0)
+    into = {p.slot: p.effect for p in paths if p.receiver == "at S2"}
+    assert set(into) == {"q", "k", "v"} and all(e == 0.0 for e in into.values()), into
+    everywhere = path_patch(model, problem, list(sender_sites(at_end)), ["L2.H0:q"])
+    assert abs(everywhere.score) > 1e-4  # the unmasked senders' later tokens are what moved it

@@ -2,7 +2,8 @@
 
 For functional classes of heads (`HeadClass`, members `Pair(node, position)`), an arrow
 sender -> receiver is path patching (`wildcircuits.patching.path`, the IOI paper's convention)
-from every member of the sender class (a head's z, an MLP's output, at all positions) into the
+from every member of the sender class (a head's z, an MLP's output, at the member's own tokens
+only: the position it is a member at, per row) into the
 receiver class's members' inputs through one slot (q, k or v for heads, `in` for MLPs), at the
 member's position (per row, the token that position names there): a q or an MLP input at that
 token only; a k or v at every token up to it (the keys and values the member's query there
@@ -80,7 +81,8 @@ def class_paths(
     within a job the sender classes in the order given. `max_rows` caps the rows of one
     forward (sender classes x batch)."""
     jobs = path_jobs(model, problem, classes)
-    senders = {c.name: _sender_sites(c) for c in classes}
+    names, index = position_index(problem)
+    senders = {c.name: _senders(c, names, index) for c in classes}
     cache = path_cache(model, problem)
     out: list[ClassPath] = []
     for job in _progress(jobs, progress):
@@ -188,18 +190,22 @@ def _reaches(model, senders: Sequence[Node], receivers: Sequence[Receiver]) -> b
     return any(path_exists(s.layer, r, model.parallel_residual) for s in senders for r in receivers)
 
 
-def _sender_sites(c: HeadClass) -> list[Site]:
-    """The class's heads' z and MLPs' outputs, each once (a head at two positions sends once)."""
-    sites = []
+def _senders(c: HeadClass, names: Sequence[str], index: Tensor) -> list[tuple[Site, Tensor]]:
+    """The class's heads' z and MLPs' outputs, each patched only at its members' tokens (per
+    row, the tokens its positions name there); a component at two positions sends once, at
+    both."""
+    at: dict[Site, Tensor] = {}
     for pair in c.members:
         node = parse_display_node(pair.node)
         head = node.kind is NodeKind.HEAD
-        sites.append(
+        site = (
             Site(Component.Z, node.layer, node.head)
             if head
             else Site(Component.MLP_OUT, node.layer)
         )
-    return list(dict.fromkeys(sites))
+        tokens = index == names.index(pair.position)  # (batch, pos)
+        at[site] = at[site] | tokens if site in at else tokens
+    return list(at.items())
 
 
 def _metric_position(problem: PatchingProblem, names: Sequence[str], index: Tensor) -> str:

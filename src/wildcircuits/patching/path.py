@@ -119,26 +119,47 @@ def _check(model: InstrumentedModel, senders: Sequence[Site], receivers: Sequenc
         shape.check(r.display, r.node, r.slot)
 
 
-def _freeze_and_patch(cache: PathCache, sets: Sequence[Sequence[Site]], start: int, stop: int):
-    """Step-2 interventions for sender sets run side by side (set k owns rows k*batch...)."""
+#: A sender of path patching: a site (patched at every token) or (site, (batch, pos) bool mask
+#: of the tokens it is patched at: e.g. a class member's own position).
+Sender = Site | tuple[Site, Tensor]
+
+
+def sender_site(sender: Sender) -> Site:
+    return sender[0] if isinstance(sender, tuple) else sender
+
+
+def _sender_mask(sender: Sender, batch: int, width: int, device) -> Tensor:
+    """(batch, pos) bool: the tokens a sender is patched at (every token for a bare site)."""
+    if isinstance(sender, tuple):
+        return sender[1].to(device)
+    return torch.ones(batch, width, dtype=torch.bool, device=device)
+
+
+def _freeze_and_patch(cache: PathCache, sets: Sequence[Sequence[Sender]], start: int, stop: int):
+    """Step-2 interventions for sender sets run side by side (set k owns rows k*batch...); a
+    masked sender is patched at its tokens only."""
     n_sets = len(sets)
-    batch = cache.clean_resid[0].shape[0]
+    batch, width = cache.clean_resid[0].shape[:2]
     interventions = []
     for layer in range(start, stop):
         z = cache.clean_z[layer].repeat(n_sets, 1, 1, 1)  # (set*batch, pos, head, d_head)
-        mlp_rows = torch.zeros(n_sets * batch, dtype=torch.bool, device=z.device)
+        mlp_at = torch.zeros(n_sets * batch, width, dtype=torch.bool, device=z.device)
         for k, senders in enumerate(sets):
             rows = slice(k * batch, (k + 1) * batch)
-            for s in senders:
-                if s.layer == layer and s.component is Component.Z:
-                    z[rows, :, s.head] = cache.corrupted_z[layer][:, :, s.head]
-                elif s.layer == layer:
-                    mlp_rows[rows] = True
+            for sender in senders:
+                s = sender_site(sender)
+                if s.layer != layer:
+                    continue
+                at = _sender_mask(sender, batch, width, z.device)  # (batch, pos)
+                if s.component is Component.Z:
+                    corrupted = cache.corrupted_z[layer][:, :, s.head]  # (batch, pos, d_head)
+                    z[rows, :, s.head] = torch.where(at[..., None], corrupted, z[rows, :, s.head])
+                else:
+                    mlp_at[rows] |= at
         interventions.append(Intervention(Site(Component.Z, layer), Mode.REPLACE, z))
-        if bool(mlp_rows.any()):
+        if bool(mlp_at.any()):
             corrupted = cache.corrupted_mlp[layer].repeat(n_sets, 1, 1)
-            mask = mlp_rows[:, None, None]
-            patch = _masked_replace(mask, corrupted)
+            patch = _masked_replace(mlp_at[:, :, None], corrupted)
             interventions.append(Intervention(Site(Component.MLP_OUT, layer), Mode.REPLACE, patch))
     return interventions
 
@@ -154,7 +175,7 @@ def _patched_metrics(
     model: InstrumentedModel,
     problem: PatchingProblem,
     cache: PathCache,
-    sets: Sequence[Sequence[Site]],
+    sets: Sequence[Sequence[Sender]],
     receivers: Sequence[Receiver],
     masks: Sequence[Tensor | None] | None = None,
 ) -> Tensor:
@@ -164,7 +185,7 @@ def _patched_metrics(
     rows = torch.arange(batch, device=problem.positions.device).repeat(n_sets)
     tokens = problem.clean.select(rows)
     positions = problem.positions[rows]
-    start = min(s.layer for senders in sets for s in senders)
+    start = min(sender_site(s).layer for senders in sets for s in senders)
     to_logits = receivers[0].node == LOGITS
     masks = list(masks) if masks is not None else [None] * len(receivers)
     # Receivers before the first sender keep their clean input: nothing to patch there.
@@ -272,16 +293,18 @@ def path_patch_sets(
     model: InstrumentedModel,
     problem: PatchingProblem,
     cache: PathCache,
-    sets: Sequence[Sequence[Site]],
+    sets: Sequence[Sequence[Sender]],
     receivers: Sequence[Receiver],
     receiver_positions: Sequence[Tensor | None] | None = None,
     max_rows: int = 128,
 ) -> Tensor:
     """Step 3's metric (sets, batch) for each sender set into the same receivers, batched:
-    `max_rows // batch` sets per forward (at least one), all on one `path_cache`."""
+    `max_rows // batch` sets per forward (at least one), all on one `path_cache`. A sender is
+    a site or (site, (batch, pos) bool mask of the tokens it is patched at)."""
     if not sets or any(not senders for senders in sets):
         raise SiteError("give one or more sender sets, each with at least one sender")
-    _check(model, [s for senders in sets for s in senders], receivers)
+    _check(model, [sender_site(s) for senders in sets for s in senders], receivers)
+    _check_sender_masks(problem, [s for senders in sets for s in senders])
     masks = _check_masks(problem, receivers, receiver_positions)
     per_chunk = max(1, max_rows // problem.batch)
     out = []
@@ -290,6 +313,18 @@ def path_patch_sets(
             chunk = [list(senders) for senders in sets[i : i + per_chunk]]
             out.append(_patched_metrics(model, problem, cache, chunk, receivers, masks))
     return torch.cat(out)
+
+
+def _check_sender_masks(problem, senders) -> None:
+    shape = (problem.batch, problem.clean.seq_len)
+    for sender in senders:
+        if isinstance(sender, tuple):
+            mask = sender[1]
+            if mask.dtype != torch.bool or tuple(mask.shape) != shape:
+                raise SiteError(
+                    f"sender {sender[0]}: position mask must be a bool tensor of shape {shape} "
+                    f"(batch, pos), got {mask.dtype} {tuple(mask.shape)}"
+                )
 
 
 def _check_masks(problem, receivers, masks) -> list[Tensor | None] | None:

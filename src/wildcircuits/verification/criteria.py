@@ -154,9 +154,7 @@ class _Run:
             pool = tuple(sorted(pool, key=lambda u: -alone[u])[:candidates])
         path = {v: () for v in self.circuit}
         for _ in range(steps):
-            tries = {
-                v: [(*k, u) for u in pool if u != v and u not in k] for v, k in path.items()
-            }
+            tries = {v: [(*k, u) for u in pool if u != v and u not in k] for v, k in path.items()}
             sets = [s for v, ks in tries.items() for k in ks for s in self.drop_sets(k, v)]
             if not sets:
                 break
@@ -234,7 +232,8 @@ def criteria(
     distinct random subsets of C (seeded with `seed`), the greedy K (`greedy_steps`
     additions); `worst` is the largest. Minimality: one entry per member, in C's order
     (`minimality_steps` greedy additions, each drawn from the `minimality_candidates` members
-    whose removal alone matters most; None: from every member). Intervals: `n_boot` paired resamples, seed `seed`.
+    whose removal alone matters most; None: from every member). Intervals: `n_boot` paired
+    resamples, seed `seed`.
     forwards: circuit evaluations run (the evaluator's count; each distinct kept set once per
     chunk of rows). naive_forwards: chunks x (n_boot + 1) x the kept sets asked for, repeats
     included: one forward per knockout set per resample (and the point estimate), no memo.
