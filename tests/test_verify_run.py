@@ -93,7 +93,7 @@ def test_the_true_planted_hypothesis_holds():
     assert _status(result, "member L1.H0@S2 is necessary") is ClaimStatus.SUPPORTED
     assert not [c for c in result.claims if c.status is ClaimStatus.FALSIFIED]
     assert result.verdict.startswith(("The explanation holds", "The explanation is not yet"))
-    assert result.provenance["n_prompts"] == N and result.thresholds == thresholds()
+    assert result.provenance["n_prompts"] == N and result.thresholds == thresholds(SETTINGS)
     assert set(result.seconds) >= {"criteria", "tests", "scrubbing", "checks", "total"}
     again = Verification.from_json(result.to_json())
     assert again == result

@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="JSON object of method settings, e.g. '{\"steps\": 5}'",
     )
     parser.add_argument(
+        "--verify-settings",
+        default="{}",
+        help="JSON object of the verify step's effort settings (docs/verify.md), e.g. "
+        "'{\"greedy_steps\": 2}'",
+    )
+    parser.add_argument(
         "--n-examples",
         type=int,
         default=defaults.n_examples,
@@ -94,10 +100,18 @@ def config_from_args(args: argparse.Namespace) -> DiscoverConfig:
             "not an object; give e.g. '{\"steps\": 5}'"
         )
     get_method(args.method).config(settings)  # type-checks every value against the method
+    try:
+        verify_settings = json.loads(args.verify_settings)
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"--verify-settings {args.verify_settings!r} is not JSON ({error}); give a JSON "
+            "object, e.g. '{\"greedy_steps\": 2}'"
+        ) from None
     return DiscoverConfig(
         task=args.task, model=args.model, method=args.method, n_examples=args.n_examples,
         n_heldout=args.n_examples, seed=args.seed, device=args.device, ablation=args.ablation,
         steps=_steps(args.steps), corruption=args.corruption, method_settings=settings,
+        verify_settings=verify_settings,
     )  # fmt: skip
 
 

@@ -43,6 +43,7 @@ class DiscoverConfig:
     steps: tuple[str, ...] = STEPS
     corruption: str | None = None
     method_settings: dict[str, Any] = field(default_factory=dict)
+    verify_settings: dict[str, Any] = field(default_factory=dict)
     random_seeds: tuple[int, ...] = (1, 2, 3)
     min_accuracy: float = MIN_ACCURACY
 
@@ -54,6 +55,7 @@ class DiscoverConfig:
         object.__setattr__(self, "ablation", spec.format())
         if self.n_examples < 2:
             raise WildcircuitsError("--n-examples must be at least 2")
+        check_verify_settings(self.verify_settings)
         object.__setattr__(self, "steps", tuple(s for s in STEPS if s in self.steps))
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,3 +81,33 @@ class DiscoverConfig:
 
     def with_(self, **changes: Any) -> DiscoverConfig:
         return replace(self, **changes)
+
+
+#: The verify step's effort in a `discover` run (`verification.run.VerifySettings` fields), sized
+#: so that `make demo` stays within its budget; `verify_settings` overrides any of them. The
+#: thresholds that decide a claim are not settings (`verification.run.thresholds`).
+PIPELINE_VERIFY = {
+    "n_random": 5,
+    "greedy_steps": 1,
+    "minimality_steps": 0,
+    "budget_s": 120.0,
+}
+
+
+def check_verify_settings(settings: dict[str, Any]) -> None:
+    """Unknown keys of `verify_settings` are an error naming the valid ones (no torch)."""
+    valid = (
+        "max_n", "max_width", "budget_s", "n_random", "greedy_steps", "minimality_steps",
+        "minimality_candidates", "n_reference", "n_boot", "batch_size", "scrub", "checks",
+    )  # fmt: skip
+    if not isinstance(settings, dict):
+        raise WildcircuitsError(
+            f"verify_settings must be a JSON object, got {type(settings).__name__}; give e.g. "
+            "'{\"greedy_steps\": 2}'"
+        )
+    unknown = sorted(k for k in settings if k not in valid)
+    if unknown:
+        raise WildcircuitsError(
+            f"verify_settings: unknown setting(s) {', '.join(unknown)}; valid settings are "
+            f"{', '.join(valid)}"
+        )

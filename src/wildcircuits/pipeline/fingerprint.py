@@ -30,7 +30,7 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "discover": (*_DATA, "method", "method_settings"),
     "evaluate": (*_DATA, "n_heldout", "ablation", "random_seeds", "method"),
     "explain": (*_DATA, "n_heldout"),
-    "verify": (*_DATA, "n_heldout"),
+    "verify": (*_DATA, "n_heldout", "verify_settings"),
     "redteam": (*_DATA, "n_heldout", "ablation", "random_seeds", "method", "method_settings"),
     "summarise": _DATA,
 }

@@ -24,13 +24,12 @@ def verify_step(ctx: Context) -> list[str]:
 
     from wildcircuits.explanation.hypothesis import load_hypothesis
     from wildcircuits.names import Shape
-    from wildcircuits.verification.run import VerifySettings, verify
+    from wildcircuits.verification.run import verify
 
     model, config = ctx.model, ctx.config
     path = ctx.folder.path("hypothesis.yaml")
     hypothesis = load_hypothesis(path, Shape(model.n_layers, model.n_heads))
-    settings = VerifySettings(n=config.n_heldout, max_n=max(64, config.n_heldout),
-                              seed=config.seed)  # fmt: skip
+    settings = pipeline_settings(config)
     ctx.say(
         f"verify: the {len(hypothesis.classes)} classes and {len(hypothesis.paths)} paths of "
         f"hypothesis.yaml on {settings.n} held-out prompts (growing to at most {settings.max_n})"
@@ -42,6 +41,22 @@ def verify_step(ctx: Context) -> list[str]:
     result.save(ctx.folder.path("verification.json"))
     ctx.say(f"verify: {result.verdict}")
     return list(OUTPUTS)
+
+
+def pipeline_settings(config):
+    """The verify step's `VerifySettings`: the run's held-out size and seed, the pipeline's
+    effort (`PIPELINE_VERIFY`) and the run's own `verify_settings` over both."""
+    from wildcircuits.pipeline.config import PIPELINE_VERIFY
+    from wildcircuits.verification.run import VerifySettings
+
+    chosen = {"n": config.n_heldout, "max_n": max(64, config.n_heldout), "seed": config.seed,
+              **PIPELINE_VERIFY, **config.verify_settings}  # fmt: skip
+    try:
+        return VerifySettings(**chosen)
+    except TypeError as error:
+        from wildcircuits.errors import InputError
+
+        raise InputError(f"verify_settings: {error}; see docs/verify.md") from None
 
 
 def verify_file(

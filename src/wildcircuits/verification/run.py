@@ -56,7 +56,6 @@ class VerifySettings:
     scrub: bool = True
     checks: bool = True
     split: str = "test"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.n < 2 or self.max_n < self.n:
@@ -205,20 +204,21 @@ def verify_inputs(
         checks=tuple(checks),
         claims=tuple(claims),
         verdict=verdicts.verdict_sentence(claims, warnings),
-        thresholds=thresholds(),
+        thresholds=thresholds(settings),
         seconds={k: round(v, 2) for k, v in seconds.items()},
     )
 
 
-def thresholds() -> dict[str, float]:
-    """Every threshold a verdict uses (stated once; stored in verification.json)."""
+def thresholds(settings: VerifySettings | None = None) -> dict[str, float]:
+    """Every threshold a verdict uses (stated once; stored in verification.json), and the
+    interval width past which the prompts grow (`settings.max_width`)."""
     from wildcircuits.verification import stat_tests
 
     return {
         **verdicts.THRESHOLDS,
         **redteam.THRESHOLDS,
         "minimality_flag": _minimality_flag(),
-        "max_interval_width": VerifySettings.max_width,
+        "max_interval_width": (settings or VerifySettings()).max_width,
         "test_level": stat_tests.LEVEL,
         "equivalence_epsilon": stat_tests.EPSILON,
         "minimality_quantile": stat_tests.QUANTILE,
