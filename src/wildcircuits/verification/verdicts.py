@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from wildcircuits.report.verify_figures import estimate_text as fmt
 from wildcircuits.results.verify import (
     ClaimStatus,
     ClaimVerdict,
@@ -102,17 +103,6 @@ def _scaled(estimate: Estimate, factor: float) -> Estimate:
 def share(estimate: Estimate, scale: float) -> Estimate:
     """The estimate as a share of |scale| (e.g. a completeness over |F(M)|)."""
     return _scaled(estimate, 1.0 / abs(scale)) if scale else Estimate(float("nan"))
-
-
-def fmt(estimate: Estimate | None, digits: int = 2) -> str:
-    """`0.83 [0.71, 0.92]` (the value alone without an interval; `n/a` for None)."""
-    if estimate is None:
-        return "n/a"
-    text = f"{estimate.value:.{digits}f}"
-    iv = estimate.interval
-    if iv is not None and math.isfinite(iv.low) and math.isfinite(iv.high):
-        text += f" [{iv.low:.{digits}f}, {iv.high:.{digits}f}]"
-    return text
 
 
 # the claims -----------------------------------------------------------------------------------
