@@ -162,3 +162,16 @@ def test_verify_cli_refuses_bad_input_before_loading_a_model(tmp_path, capsys):
     status = main(["verify", str(path), "--task", "ioi", "--n", "8", "--max-n", "4",
                    "--out", str(tmp_path / "o")])  # fmt: skip
     assert status == 2 and "--max-n" in capsys.readouterr().err
+
+
+def test_discover_verify_settings_are_checked_before_any_work(tmp_path, capsys):
+    from wildcircuits.errors import WildcircuitsError
+    from wildcircuits.pipeline.config import DiscoverConfig
+    from wildcircuits.pipeline.steps_verify import pipeline_settings
+
+    with pytest.raises(WildcircuitsError, match=r"unknown setting\(s\) greedy.*valid settings"):
+        DiscoverConfig(verify_settings={"greedy": 2})
+    chosen = pipeline_settings(DiscoverConfig(n_heldout=24, verify_settings={"greedy_steps": 3}))
+    assert (chosen.n, chosen.greedy_steps, chosen.minimality_steps) == (24, 3, 0)
+    status = main(["discover", "ioi", "--out", str(tmp_path / "r"), "--verify-settings", "{oops"])
+    assert status == 2 and "--verify-settings" in capsys.readouterr().err
