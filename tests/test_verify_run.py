@@ -175,3 +175,13 @@ def test_discover_verify_settings_are_checked_before_any_work(tmp_path, capsys):
     assert (chosen.n, chosen.greedy_steps, chosen.minimality_steps) == (24, 3, 0)
     status = main(["discover", "ioi", "--out", str(tmp_path / "r"), "--verify-settings", "{oops"])
     assert status == 2 and "--verify-settings" in capsys.readouterr().err
+
+
+def test_an_empty_hypothesis_is_a_clear_error():
+    from dataclasses import replace
+
+    from wildcircuits.errors import InputError
+
+    empty = replace(TRUE, classes=(), paths=(), unexplained=())
+    with pytest.raises(InputError, match="nothing to verify"):
+        verify_inputs(planted_induction_model(), PlantedInputs(), empty, SETTINGS, progress=False)

@@ -29,6 +29,9 @@ def verify_step(ctx: Context) -> list[str]:
     model, config = ctx.model, ctx.config
     path = ctx.folder.path("hypothesis.yaml")
     hypothesis = load_hypothesis(path, Shape(model.n_layers, model.n_heads))
+    if not hypothesis.pairs():
+        ctx.say("verify: the drafted hypothesis claims no components; nothing to verify")
+        return []
     settings = pipeline_settings(config)
     ctx.say(
         f"verify: the {len(hypothesis.classes)} classes and {len(hypothesis.paths)} paths of "

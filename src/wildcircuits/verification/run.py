@@ -161,8 +161,14 @@ def verify_inputs(
     progress: bool = True,
 ) -> Verification:
     """`verify` on any source of prompts (`TaskInputs` documents the members it reads)."""
+    from wildcircuits.errors import InputError
     from wildcircuits.patching.edges import EdgeForward
 
+    if not hypothesis.pairs():
+        raise InputError(
+            "the hypothesis claims no components (no class members, nothing unexplained): "
+            "there is nothing to verify; add members to the hypothesis file"
+        )
     engine = EdgeForward(model)
     say = _say(progress)
     seconds: dict[str, float] = {}
