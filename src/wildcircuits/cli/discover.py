@@ -81,32 +81,33 @@ def _steps(text: str) -> tuple[str, ...]:
     return steps
 
 
+def _json_object(option: str, text: str, example: str) -> dict:
+    """An option's JSON object; anything else is an InputError showing an example."""
+    from wildcircuits.errors import InputError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"{option} {text!r} is not JSON ({error}); give a JSON object, e.g. '{example}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise InputError(
+            f"{option} {text!r} is a JSON {type(value).__name__}, not an object; give e.g. "
+            f"'{example}'"
+        )
+    return value
+
+
 def config_from_args(args: argparse.Namespace) -> DiscoverConfig:
     """The run's config from the options; every setting is checked here, before any work:
     --method-settings is parsed into the method's config type, --ablation as a spec."""
     from wildcircuits.discovery.registry import get_method
-    from wildcircuits.errors import InputError
 
-    try:
-        settings = json.loads(args.method_settings)
-    except json.JSONDecodeError as error:
-        raise InputError(
-            f"--method-settings {args.method_settings!r} is not JSON ({error}); "
-            "give a JSON object, e.g. '{\"steps\": 5}'"
-        ) from None
-    if not isinstance(settings, dict):
-        raise InputError(
-            f"--method-settings {args.method_settings!r} is a JSON {type(settings).__name__}, "
-            "not an object; give e.g. '{\"steps\": 5}'"
-        )
+    settings = _json_object("--method-settings", args.method_settings, '{"steps": 5}')
     get_method(args.method).config(settings)  # type-checks every value against the method
-    try:
-        verify_settings = json.loads(args.verify_settings)
-    except json.JSONDecodeError as error:
-        raise InputError(
-            f"--verify-settings {args.verify_settings!r} is not JSON ({error}); give a JSON "
-            "object, e.g. '{\"greedy_steps\": 2}'"
-        ) from None
+    verify_settings = _json_object("--verify-settings", args.verify_settings,
+                                   '{"greedy_steps": 2}')  # fmt: skip
     return DiscoverConfig(
         task=args.task, model=args.model, method=args.method, n_examples=args.n_examples,
         n_heldout=args.n_examples, seed=args.seed, device=args.device, ablation=args.ablation,
