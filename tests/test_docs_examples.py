@@ -40,6 +40,7 @@ DOCS: dict[str, tuple[pytest.MarkDecorator, ...]] = {
     "docs/evaluation.md": (),
     "docs/circuits.md": (),
     "docs/hypothesis.md": (),
+    "docs/verify.md": (),
     "README.md": (),
     "docs/run_folder.md": (pytest.mark.xfail(strict=False, reason=REWRITTEN),),
 }
