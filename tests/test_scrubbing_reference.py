@@ -1,0 +1,301 @@
+"""Causal scrubbing (`verification.scrubbing`) against a slow, obvious reference.
+
+`SlowScrub` computes every claim's scrubbed logits by plain recursion over the treeified
+hypothesis with `tests.edge_reference.reference_run`, where each receiver reads from each
+sender a value picked token by token, exactly as `scrubbing.CONVENTION` words the rules: no
+(source - base) corrections, no memo, no chunks, no resumed states.
+
+Both sides draw their resamples from `Resampler(pool, seed)`. Every draw of one label has its
+own generator seeded from (seed, label), so the reference gets the fast code's samples by
+asking for the same (label, reference, positions); the labels are the fast code's naming
+(`whole/C`, `whole/C<D/D`, `class C`, the path label, `x_rand`) and a test checks that both
+sides asked for exactly the same draws, so a renamed label fails loudly instead of comparing
+different resamples.
+
+Tolerance: the model is float32 and the two sides add the same sender outputs in another
+order (prefix sums and corrections against a per-sender loop), so the logits agree to float32
+rounding (~1e-6 relative on logits of size ~10); per-row metrics are compared at 1e-4 absolute.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from tests.edge_reference import reference_run
+from tests.planted_models import planted_induction_model
+from tests.scrub_fixtures import BRIEF, EVERY, TRUE, WRONG, planted_pool
+from wildcircuits.explanation.hypothesis import (
+    LOGITS,
+    ClaimedClass,
+    ClaimedPath,
+    Dependence,
+    Hypothesis,
+    PathSlot,
+)
+from wildcircuits.graph.graph import Graph
+from wildcircuits.models.tokens import tokens_from_ids
+from wildcircuits.names import parse_display_node
+from wildcircuits.patching.edges import EdgeForward
+from wildcircuits.results.explain import Pair
+from wildcircuits.verification.resampling import Resampler
+from wildcircuits.verification.scrubbing import loss_recovered, measure, path_label, plans, scrub
+
+N, SEED, BATCH = 32, 0, 12  # 32 prompts in chunks of 12, 12, 8: chunking is exercised too
+
+
+class Recorder(Resampler):
+    """A `Resampler` that records each draw as (label, positions, reference ids)."""
+
+    def __init__(self, pool, seed):
+        super().__init__(pool, seed)
+        self.draws: set[tuple] = set()
+
+    def free(self, label):
+        self.draws.add((label, None, None))
+        return super().free(label)
+
+    def agreeing(self, reference, positions, label):
+        self.draws.add((label, tuple(positions), reference.ids.numpy().tobytes()))
+        return super().agreeing(reference, positions, label)
+
+
+class SlowScrub:
+    """The scrubbed logits (batch, vocab) of each claim of `h`, by the rules of the convention."""
+
+    def __init__(self, model, pool, h: Hypothesis, seed: int):
+        self.model, self.pool, self.h = model, pool, h
+        self.graph = Graph.for_model(model)
+        self.draw = Recorder(pool, seed)
+        self.slots, self.names = pool.position_slots, pool.position_names  # (batch, pos)
+        self.r_ids = self.draw.free("x_rand").ids
+        self.X = self.run(pool.ids, lambda row, s, own: own)[1]  # clean outputs of x
+        self.R = self.run(self.r_ids, lambda row, s, own: own)[1]  # clean outputs of x_rand
+
+    def run(self, ids, edge_value):
+        tokens = tokens_from_ids(ids, self.pool.problem.clean.attention_mask)
+        return reference_run(self.model, self.graph, tokens, edge_value, self.pool.problem.positions)
+
+    def members(self, claimed) -> dict[int, torch.Tensor]:
+        """sender column -> (batch, pos) bool: the tokens where that node is a member."""
+        out: dict[int, torch.Tensor] = {}
+        for pair in claimed.members:
+            col = self.graph.sender_index[parse_display_node(pair.node, self.graph.shape)]
+            hit = self.slots == self.names.index(pair.position)
+            out[col] = out.get(col, torch.zeros_like(hit)) | hit
+        return out
+
+    def hits(self, path: ClaimedPath, sender, receiver, node: int | None) -> dict[int, torch.Tensor]:
+        """sender column -> (batch, pos) bool: the tokens where the receiver slot of `node`
+        reads the sender class through `path` (q / in: only at the path's positions where
+        `node` is a receiver member)."""
+        out = self.members(sender)
+        if path.slot in (PathSlot.Q, PathSlot.IN):
+            wanted = torch.tensor([self.names.index(p) for p in path.positions])
+            gate = torch.isin(self.slots, wanted) & self.members(receiver)[node]
+            out = {col: hit & gate for col, hit in out.items()}
+        return out
+
+    def member_slots(self, claimed) -> dict[int, tuple[int, str]]:
+        """receiver row -> (its node's sender column, slot) for every slot of the member nodes."""
+        nodes = {parse_display_node(p.node, self.graph.shape) for p in claimed.members}
+        index = self.graph.sender_index
+        return {row: (index[r.node], r.slot.value)
+                for row, r in enumerate(self.graph.receivers) if r.node in nodes}  # fmt: skip
+
+    def class_run(self, claimed, ids, inputs) -> dict[int, torch.Tensor]:
+        """Every sender's output in the class run of `claimed` on `ids`: its members' slots read
+        the embeddings of ids, each claimed input (path, sender class, outputs) at its tokens,
+        and x_rand for everything else; every other receiver reads this run."""
+        mine = self.member_slots(claimed)
+
+        def edge_value(row, s, own):
+            if row not in mine or s == 0:
+                return own
+            node, slot = mine[row]
+            value = self.R[s]
+            for path, sender, outs in inputs:
+                hit = self.hits(path, sender, claimed, node).get(s)
+                if path.slot.value == slot and hit is not None:
+                    value = torch.where(hit[..., None], outs[s], value)
+            return value
+
+        return self.run(ids, edge_value)[1]
+
+    def computed(self, claimed, reference, label: str) -> dict[int, torch.Tensor]:
+        """Treeified: `claimed` run on its resample of `reference`, each claimed sender class
+        computed (recursively) on its own resample of that resample."""
+        sample = self.draw.agreeing(reference, claimed.depends_on.positions, f"{label}/{claimed.name}")
+        at = torch.isin(self.slots, torch.tensor([self.names.index(p) for p in claimed.depends_on.positions]))
+        assert bool((sample.ids == reference.ids)[at & sample.ok[:, None]].all())  # x' agrees on P
+        inputs = []
+        for path in self.h.paths_into(claimed.name):
+            sender = self.h.class_named(path.sender)
+            outs = self.computed(sender, sample, f"{label}/{claimed.name}<{sender.name}")
+            inputs.append((path, sender, outs))
+        return self.class_run(claimed, sample.ids, inputs)
+
+    def logits_reading(self, ids, reads):
+        """Logits of the clean run of ids, the logits reading `reads` [(hits, outputs)]."""
+
+        def edge_value(row, s, own):
+            if row != self.graph.logits_receiver:
+                return own
+            for hits, outs in reads:
+                if s in hits:
+                    own = torch.where(hits[s][..., None], outs[s], own)
+            return own
+
+        return self.run(ids, edge_value)[0]
+
+    def whole(self) -> torch.Tensor:
+        reads = []
+        for path in self.h.paths_into(LOGITS):
+            sender = self.h.class_named(path.sender)
+            outs = self.computed(sender, self.pool.reference(), "whole")
+            reads.append((self.members(sender), outs))
+        return self.logits_reading(self.r_ids, reads)
+
+    def class_alone(self, claimed) -> torch.Tensor:
+        sample = self.draw.agreeing(self.pool.reference(), claimed.depends_on.positions, f"class {claimed.name}")
+        inputs = [(p, self.h.class_named(p.sender), self.X) for p in self.h.paths_into(claimed.name)]
+        outs = self.class_run(claimed, sample.ids, inputs)
+        hits = self.members(claimed)  # every receiver reads the class run at the member tokens
+        return self.run(self.pool.ids, lambda row, s, own: torch.where(hits[s][..., None], outs[s], own) if s in hits else own)[0]
+
+    def path_alone(self, path: ClaimedPath) -> torch.Tensor:
+        sender = self.h.class_named(path.sender)
+        sample = self.draw.agreeing(self.pool.reference(), sender.depends_on.positions, path_label(path))
+        outs = self.run(sample.ids, lambda row, s, own: own)[1]  # clean run of the resample
+        if path.receiver == LOGITS:
+            return self.logits_reading(self.pool.ids, [(self.members(sender), outs)])
+        receiver = self.h.class_named(path.receiver)
+        mine = self.member_slots(receiver)
+        held = {col: ~hit & (self.slots >= 0) for col, hit in self.members(receiver).items()}
+
+        def edge_value(row, s, own):
+            if s in held:  # the receiver's nodes at their other tokens: clean on x
+                own = torch.where(held[s][..., None], self.X[s], own)
+            if row in mine and mine[row][1] == path.slot.value:
+                hit = self.hits(path, sender, receiver, mine[row][0]).get(s)
+                if hit is not None:
+                    own = torch.where(hit[..., None], outs[s], own)
+            return own
+
+        return self.run(self.pool.ids, edge_value)[0]
+
+    def logits_alone(self) -> torch.Tensor:
+        keep = {}
+        for path in self.h.paths_into(LOGITS):
+            for col, hit in self.members(self.h.class_named(path.sender)).items():
+                keep[col] = keep.get(col, torch.zeros_like(hit)) | hit
+        # the logits read x_rand wherever no class with a path into them is a member
+        every = {s: ~keep.get(s, torch.zeros_like(self.slots, dtype=torch.bool)) for s in range(self.graph.n_senders)}
+        return self.logits_reading(self.pool.ids, [(every, self.R)])
+
+    def all_claims(self) -> list[torch.Tensor]:
+        """In `plans` order: the whole hypothesis, each class, each path, the logits."""
+        out = [self.whole()]
+        out += [self.class_alone(c) for c in self.h.classes]
+        out += [self.path_alone(p) for p in self.h.paths]
+        return [*out, self.logits_alone()]
+
+
+# the tests -----------------------------------------------------------------------------------
+def _full() -> Hypothesis:
+    """Scrub nothing: both live heads as classes at every position, each depending on every
+    position (so every resample is x itself) and on every class before it, through every
+    slot. The dead heads and MLPs (all weights zero) write nothing, so taking them from x_rand
+    changes nothing; the embeddings into the logits are x_rand's, which the logits cannot tell
+    apart (the unembedding reads only the answer subspace and every token embedding has the
+    same norm, so the final LayerNorm scales alike)."""
+    previous = ClaimedClass("previous token", None, tuple(Pair("L0.H0", p) for p in EVERY),
+                            Dependence(EVERY))  # fmt: skip
+    induction = ClaimedClass("induction", None, tuple(Pair("L1.H0", p) for p in EVERY),
+                             Dependence(EVERY, ("previous token",)))  # fmt: skip
+    into = tuple(ClaimedPath("previous token", "induction", PathSlot(s), EVERY) for s in "qkv")
+    out = tuple(ClaimedPath(c, LOGITS, PathSlot.LOGITS, ("S2",)) for c in ("previous token", "induction"))
+    return Hypothesis("planted induction", "planted-induction", (previous, induction), into + out)
+
+
+HYPOTHESES = {"true": TRUE, "brief": BRIEF, **WRONG, "full": _full()}
+
+
+@functools.cache
+def _fast(name: str):
+    """plans, per-row metrics of `measure` and the draws, exactly as `scrub` makes them."""
+    pool = planted_pool(N)
+    draw = Recorder(pool, SEED)
+    free = draw.free("x_rand")
+    todo = plans(HYPOTHESES[name], draw, free)
+    m_model, m_random, scrubbed, _ = measure(
+        EdgeForward(planted_induction_model()), pool, todo, free, BATCH
+    )
+    return todo, m_model, m_random, scrubbed, free, draw.draws
+
+
+@functools.cache
+def _slow(name: str):
+    pool = planted_pool(N)
+    slow = SlowScrub(planted_induction_model(), pool, HYPOTHESES[name], SEED)
+    rows = torch.stack([pool.problem.score(logits).double() for logits in slow.all_claims()])
+    return rows, slow.draw.draws
+
+
+@pytest.mark.parametrize("name", list(HYPOTHESES))
+def test_every_claims_scrubbed_metric_matches_the_slow_reference_row_by_row(name):
+    todo, m_model, m_random, scrubbed, _, fast_draws = _fast(name)
+    slow, slow_draws = _slow(name)
+    assert fast_draws == slow_draws  # the same resamples on both sides
+    assert len(todo) == len(slow)
+    for plan, fast_row, slow_row in zip(todo, scrubbed, slow, strict=True):
+        assert plan.logits is not None and int(plan.ok.sum()) >= N // 2, plan
+        # rows without a valid resample are computed too (on the draw's fallback ids) where
+        # their chunk has a valid row; they must agree as well
+        done = torch.isfinite(fast_row)
+        assert bool(done[plan.ok].all()), plan.claim
+        torch.testing.assert_close(fast_row[done], slow_row[done], atol=1e-4, rtol=0,
+                                   msg=plan.claim)  # fmt: skip
+    if name not in ("true", "full"):  # a wrong claim moves the metric: not two clean runs
+        assert float((slow - m_model).abs().max()) > 1.0
+
+
+@pytest.mark.parametrize("name", ["true", "brief", "swapped"])
+def test_scrub_reports_the_reference_loss_recovered(name):
+    todo, m_model, m_random, _, _, _ = _fast(name)
+    slow, _ = _slow(name)
+    result = scrub(planted_induction_model(), planted_pool(N), HYPOTHESES[name], seed=SEED,
+                   n_boot=0, batch_size=BATCH, progress=False)  # fmt: skip
+    for plan, claim, row in zip(todo, result.claims, slow, strict=True):
+        assert claim.claim == plan.claim
+        ok = plan.ok
+        expected = loss_recovered(torch.stack([m_model[ok], m_random[ok], row[ok]]))
+        assert claim.n_rows == int(ok.sum())
+        assert claim.loss_recovered.value == pytest.approx(expected, abs=1e-4)
+
+
+def test_scrubbing_nothing_recovers_exactly_one_for_every_claim():
+    result = scrub(planted_induction_model(), planted_pool(N), HYPOTHESES["full"], seed=SEED,
+                   n_boot=0, batch_size=BATCH, progress=False)  # fmt: skip
+    assert result.m_model > result.m_random + 5  # a real gap, so the ratio means something
+    result_rows = _fast("full")[4].ok.sum()  # every row with an x_rand: x' = x is always valid
+    for claim in result.claims:
+        assert claim.n_rows == int(result_rows), claim
+        assert abs(claim.loss_recovered.value - 1) < 1e-6, claim
+
+
+def test_model_and_random_rows_are_plain_forwards_scored_on_the_references_targets():
+    _, m_model, m_random, _, free, _ = _fast("true")
+    problem = planted_induction_model(), planted_pool(N).problem
+    model, problem = problem
+    rows = torch.arange(N)
+
+    def metric(ids):
+        logits = model.hf_model(input_ids=ids).logits[rows, problem.positions]
+        return problem.score(logits).double()
+
+    torch.testing.assert_close(m_model, metric(problem.clean.input_ids), atol=1e-4, rtol=0)
+    assert not torch.equal(free.ids, problem.clean.input_ids)
+    torch.testing.assert_close(m_random, metric(free.ids), atol=1e-4, rtol=0)
