@@ -23,10 +23,12 @@ import functools
 
 import pytest
 import torch
+import transformers as hf
 
 from tests.edge_reference import reference_run
 from tests.planted_models import planted_induction_model
 from tests.scrub_fixtures import BRIEF, EVERY, TRUE, WRONG, planted_pool
+from tests.tiny_models import tiny_model
 from wildcircuits.explanation.hypothesis import (
     LOGITS,
     ClaimedClass,
@@ -36,6 +38,7 @@ from wildcircuits.explanation.hypothesis import (
     PathSlot,
 )
 from wildcircuits.graph.graph import Graph
+from wildcircuits.models import wrap_hf_model
 from wildcircuits.models.tokens import tokens_from_ids
 from wildcircuits.names import parse_display_node
 from wildcircuits.patching.edges import EdgeForward
@@ -65,7 +68,7 @@ class Recorder(Resampler):
 class SlowScrub:
     """The scrubbed logits (batch, vocab) of each claim of `h`, by the rules of the convention."""
 
-    def __init__(self, model, pool, h: Hypothesis, seed: int):
+    def __init__(self, model, h: Hypothesis, pool, seed: int):
         self.model, self.pool, self.h = model, pool, h
         self.graph = Graph.for_model(model)
         self.draw = Recorder(pool, seed)
@@ -76,7 +79,9 @@ class SlowScrub:
 
     def run(self, ids, edge_value):
         tokens = tokens_from_ids(ids, self.pool.problem.clean.attention_mask)
-        return reference_run(self.model, self.graph, tokens, edge_value, self.pool.problem.positions)
+        return reference_run(
+            self.model, self.graph, tokens, edge_value, self.pool.problem.positions
+        )
 
     def members(self, claimed) -> dict[int, torch.Tensor]:
         """sender column -> (batch, pos) bool: the tokens where that node is a member."""
@@ -87,7 +92,9 @@ class SlowScrub:
             out[col] = out.get(col, torch.zeros_like(hit)) | hit
         return out
 
-    def hits(self, path: ClaimedPath, sender, receiver, node: int | None) -> dict[int, torch.Tensor]:
+    def hits(
+        self, path: ClaimedPath, sender, receiver, node: int | None
+    ) -> dict[int, torch.Tensor]:
         """sender column -> (batch, pos) bool: the tokens where the receiver slot of `node`
         reads the sender class through `path` (q / in: only at the path's positions where
         `node` is a receiver member)."""
@@ -127,8 +134,12 @@ class SlowScrub:
     def computed(self, claimed, reference, label: str) -> dict[int, torch.Tensor]:
         """Treeified: `claimed` run on its resample of `reference`, each claimed sender class
         computed (recursively) on its own resample of that resample."""
-        sample = self.draw.agreeing(reference, claimed.depends_on.positions, f"{label}/{claimed.name}")
-        at = torch.isin(self.slots, torch.tensor([self.names.index(p) for p in claimed.depends_on.positions]))
+        sample = self.draw.agreeing(
+            reference, claimed.depends_on.positions, f"{label}/{claimed.name}"
+        )
+        at = torch.isin(
+            self.slots, torch.tensor([self.names.index(p) for p in claimed.depends_on.positions])
+        )
         assert bool((sample.ids == reference.ids)[at & sample.ok[:, None]].all())  # x' agrees on P
         inputs = []
         for path in self.h.paths_into(claimed.name):
@@ -159,21 +170,30 @@ class SlowScrub:
         return self.logits_reading(self.r_ids, reads)
 
     def class_alone(self, claimed) -> torch.Tensor:
-        sample = self.draw.agreeing(self.pool.reference(), claimed.depends_on.positions, f"class {claimed.name}")
-        inputs = [(p, self.h.class_named(p.sender), self.X) for p in self.h.paths_into(claimed.name)]
+        sample = self.draw.agreeing(
+            self.pool.reference(), claimed.depends_on.positions, f"class {claimed.name}"
+        )
+        inputs = [
+            (p, self.h.class_named(p.sender), self.X) for p in self.h.paths_into(claimed.name)
+        ]
         outs = self.class_run(claimed, sample.ids, inputs)
         hits = self.members(claimed)  # every receiver reads the class run at the member tokens
-        return self.run(self.pool.ids, lambda row, s, own: torch.where(hits[s][..., None], outs[s], own) if s in hits else own)[0]
+        return self.run(
+            self.pool.ids,
+            lambda row, s, own: torch.where(hits[s][..., None], outs[s], own) if s in hits else own,
+        )[0]
 
     def path_alone(self, path: ClaimedPath) -> torch.Tensor:
         sender = self.h.class_named(path.sender)
-        sample = self.draw.agreeing(self.pool.reference(), sender.depends_on.positions, path_label(path))
+        sample = self.draw.agreeing(
+            self.pool.reference(), sender.depends_on.positions, path_label(path)
+        )
         outs = self.run(sample.ids, lambda row, s, own: own)[1]  # clean run of the resample
         if path.receiver == LOGITS:
             return self.logits_reading(self.pool.ids, [(self.members(sender), outs)])
         receiver = self.h.class_named(path.receiver)
         mine = self.member_slots(receiver)
-        held = {col: ~hit & (self.slots >= 0) for col, hit in self.members(receiver).items()}
+        held = self.held(receiver)
 
         def edge_value(row, s, own):
             if s in held:  # the receiver's nodes at their other tokens: clean on x
@@ -186,13 +206,20 @@ class SlowScrub:
 
         return self.run(self.pool.ids, edge_value)[0]
 
+    def held(self, receiver) -> dict[int, torch.Tensor]:
+        """sender column -> (batch, pos): the real tokens where a member node is no member."""
+        return {col: ~hit & (self.slots >= 0) for col, hit in self.members(receiver).items()}
+
     def logits_alone(self) -> torch.Tensor:
         keep = {}
         for path in self.h.paths_into(LOGITS):
             for col, hit in self.members(self.h.class_named(path.sender)).items():
                 keep[col] = keep.get(col, torch.zeros_like(hit)) | hit
         # the logits read x_rand wherever no class with a path into them is a member
-        every = {s: ~keep.get(s, torch.zeros_like(self.slots, dtype=torch.bool)) for s in range(self.graph.n_senders)}
+        every = {
+            s: ~keep.get(s, torch.zeros_like(self.slots, dtype=torch.bool))
+            for s in range(self.graph.n_senders)
+        }
         return self.logits_reading(self.pool.ids, [(every, self.R)])
 
     def all_claims(self) -> list[torch.Tensor]:
@@ -216,35 +243,97 @@ def _full() -> Hypothesis:
     induction = ClaimedClass("induction", None, tuple(Pair("L1.H0", p) for p in EVERY),
                              Dependence(EVERY, ("previous token",)))  # fmt: skip
     into = tuple(ClaimedPath("previous token", "induction", PathSlot(s), EVERY) for s in "qkv")
-    out = tuple(ClaimedPath(c, LOGITS, PathSlot.LOGITS, ("S2",)) for c in ("previous token", "induction"))
+    out = tuple(
+        ClaimedPath(c, LOGITS, PathSlot.LOGITS, ("S2",)) for c in ("previous token", "induction")
+    )
     return Hypothesis("planted induction", "planted-induction", (previous, induction), into + out)
 
 
+def _pairs(node: str, positions) -> tuple[Pair, ...]:
+    return tuple(Pair(node, p) for p in positions)
+
+
+def _mixed() -> Hypothesis:
+    """For random weights, where every edge matters: members at some positions only, an MLP
+    class, q and in paths gated to S2 of receivers that are members at S1+1 too (there the
+    gate matters), k and v paths, a class read by two classes, three levels, two classes into the
+    logits (11 class runs treeified)."""
+    a = ClaimedClass("a", None, (*_pairs("L0.H1", ("S1", "S1+1", "S2")), Pair("L0.mlp", "other")),
+                     Dependence(("S1",)))  # fmt: skip
+    b = ClaimedClass("b", None, (*_pairs("L1.H2", ("S2", "S1+1")), Pair("L1.H0", "S1+1")),
+                     Dependence(("S2",), ("a",)))  # fmt: skip
+    c = ClaimedClass("c", None, (*_pairs("L1.mlp", ("S2", "S1+1")), Pair("L2.H3", "S2")),
+                     Dependence(("S2", "S1+1"), ("b", "a")))  # fmt: skip
+    paths = (
+        ClaimedPath("a", "b", PathSlot.K, ("S2",)),
+        ClaimedPath("a", "b", PathSlot.Q, ("S2",)),
+        ClaimedPath("b", "c", PathSlot.IN, ("S2",)),
+        ClaimedPath("b", "c", PathSlot.V, ("S2",)),
+        ClaimedPath("a", "c", PathSlot.Q, ("S2",)),
+        ClaimedPath("c", LOGITS, PathSlot.LOGITS, ("S2",)),
+        ClaimedPath("b", LOGITS, PathSlot.LOGITS, ("S2",)),
+    )
+    return Hypothesis("planted induction", "tiny", (a, b, c), paths)
+
+
+@functools.cache
+def _loud_gpt2():
+    """A random GPT-2 (3 layers, 4 heads) with weights of std 0.3 instead of 0.02, so that
+    what a token at S1+1 reads reaches the logits at S2 well above float noise."""
+    config = hf.GPT2Config(
+        n_layer=3,
+        n_head=4,
+        n_embd=32,
+        vocab_size=20,
+        n_positions=16,
+        initializer_range=0.3,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = hf.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return wrap_hf_model(model, model_id="loud-gpt2")
+
+
 HYPOTHESES = {"true": TRUE, "brief": BRIEF, **WRONG, "full": _full()}
+# random-weight models scored on the planted prompts (token ids < 20, 10 tokens)
+RANDOM = {
+    "loud gpt2": (_loud_gpt2, _mixed()),
+    "tiny gemma3": (lambda: tiny_model("gemma3_text"), _mixed()),
+}
+
+
+def _case(name: str):
+    if name in RANDOM:
+        make, h = RANDOM[name]
+        return make(), h
+    return planted_induction_model(), HYPOTHESES[name]
 
 
 @functools.cache
 def _fast(name: str):
     """plans, per-row metrics of `measure` and the draws, exactly as `scrub` makes them."""
+    model, h = _case(name)
     pool = planted_pool(N)
     draw = Recorder(pool, SEED)
     free = draw.free("x_rand")
-    todo = plans(HYPOTHESES[name], draw, free)
-    m_model, m_random, scrubbed, _ = measure(
-        EdgeForward(planted_induction_model()), pool, todo, free, BATCH
-    )
+    todo = plans(h, draw, free)
+    m_model, m_random, scrubbed, _ = measure(EdgeForward(model), pool, todo, free, BATCH)
     return todo, m_model, m_random, scrubbed, free, draw.draws
 
 
 @functools.cache
 def _slow(name: str):
     pool = planted_pool(N)
-    slow = SlowScrub(planted_induction_model(), pool, HYPOTHESES[name], SEED)
+    slow = SlowScrub(*_case(name), pool=pool, seed=SEED)
     rows = torch.stack([pool.problem.score(logits).double() for logits in slow.all_claims()])
     return rows, slow.draw.draws
 
 
-@pytest.mark.parametrize("name", list(HYPOTHESES))
+@pytest.mark.parametrize("name", [*HYPOTHESES, *RANDOM])
 def test_every_claims_scrubbed_metric_matches_the_slow_reference_row_by_row(name):
     todo, m_model, m_random, scrubbed, _, fast_draws = _fast(name)
     slow, slow_draws = _slow(name)
@@ -259,7 +348,7 @@ def test_every_claims_scrubbed_metric_matches_the_slow_reference_row_by_row(name
         torch.testing.assert_close(fast_row[done], slow_row[done], atol=1e-4, rtol=0,
                                    msg=plan.claim)  # fmt: skip
     if name not in ("true", "full"):  # a wrong claim moves the metric: not two clean runs
-        assert float((slow - m_model).abs().max()) > 1.0
+        assert float((slow - m_model).abs().max()) > 0.1
 
 
 @pytest.mark.parametrize("name", ["true", "brief", "swapped"])
@@ -299,3 +388,34 @@ def test_model_and_random_rows_are_plain_forwards_scored_on_the_references_targe
     torch.testing.assert_close(m_model, metric(problem.clean.input_ids), atol=1e-4, rtol=0)
     assert not torch.equal(free.ids, problem.clean.input_ids)
     torch.testing.assert_close(m_random, metric(free.ids), atol=1e-4, rtol=0)
+
+
+class Ungated(SlowScrub):
+    """A wrong reading of the convention: q / in paths enter at every sender member token."""
+
+    def hits(self, path, sender, receiver, node):
+        return self.members(sender)
+
+
+class NotHeld(SlowScrub):
+    """A wrong reading: a path alone lets the receiver's nodes change at their other tokens."""
+
+    def held(self, receiver):
+        return {}
+
+
+@pytest.mark.parametrize(("wrong", "claims"), [
+    (Ungated, ["the whole hypothesis", "class b", "class c", "path a -> b (q) at S2",
+               "path b -> c (in) at S2"]),
+    (NotHeld, ["path a -> b (k) at S2"]),  # only a k path changes other tokens that matter
+])  # fmt: skip
+def test_the_comparison_sees_a_misread_rule(wrong, claims):
+    """The mixed hypothesis on the loud model is sharp enough: a reference that misreads one
+    rule of the convention misses the fast code by at least 10x the tolerance."""
+    todo, _, _, scrubbed, _, _ = _fast("loud gpt2")
+    model, h = _case("loud gpt2")
+    pool = planted_pool(N)
+    rows = wrong(model, h, pool, SEED).all_claims()
+    for plan, fast_row, logits in zip(todo, scrubbed, rows, strict=True):
+        if plan.claim in claims:
+            assert float((fast_row - pool.problem.score(logits)).abs().nan_to_num().max()) > 1e-3
