@@ -32,6 +32,7 @@ from wildcircuits.explanation.hypothesis import (
     Hypothesis,
     PathSlot,
 )
+from wildcircuits.models.tokens import tokens_from_ids
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.results.explain import Pair
 from wildcircuits.verification.resampling import ResamplePool, make_pool
@@ -106,3 +107,32 @@ def template_problem(n: int = 64, seed: int = 0) -> PatchingProblem:
     problem = induction_problem(n, seed=seed)
     _, groups = torch.unique(problem.named_positions["S1"], return_inverse=True)
     return replace(problem, groups=groups)
+
+
+@functools.cache
+def padded_pool(n: int = 48, seed: int = 0, pad: int = 2) -> ResamplePool:
+    """`planted_pool`'s prompts and variables with `pad` padding tokens (id 0, mask 0): odd
+    rows padded on the left (their named positions and metric position shifted), even rows on
+    the right, so the pool has padded layouts of both sides (real tasks pad; padding tokens
+    belong to no variable and no position)."""
+    base = planted_pool(n, seed)
+    problem = base.problem
+    ids, width = problem.clean.input_ids, problem.clean.input_ids.shape[1]
+    left = torch.arange(n) % 2 == 1  # (row,)
+    index = torch.arange(width)[None, :] + torch.where(left, pad, 0)[:, None]  # (row, pos)
+
+    def padded(source: torch.Tensor, fill: int) -> torch.Tensor:
+        out = torch.full((n, width + pad), fill, dtype=source.dtype)
+        return out.scatter(1, index, source)
+
+    mask = padded(torch.ones_like(ids), 0)
+    shift = torch.where(left, pad, 0)
+    problem = replace(
+        problem,
+        clean=tokens_from_ids(padded(ids, 0), mask),
+        corrupted=tokens_from_ids(padded(problem.corrupted.input_ids, 0), mask),
+        positions=problem.positions + shift,
+        named_positions={k: v + shift for k, v in problem.named_positions.items()},
+    )
+    return make_pool(problem, padded(base.slots, -1), base.values, base.variables,
+                     lists=base.lists)  # fmt: skip
