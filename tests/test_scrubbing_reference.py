@@ -79,7 +79,9 @@ class SlowScrub:
         self.graph = Graph.for_model(model)
         self.draw = Recorder(pool, seed)
         self.slots, self.names = pool.position_slots, pool.position_names  # (batch, pos)
-        self.r_ids = self.draw.free("x_rand").ids
+        free = self.draw.free("x_rand")
+        self.r_ids, self.free_ok = free.ids, free.ok
+        self.valid = free.ok.clone()  # (batch,) rows whose resamples so far are all valid
         self.X = self.run(pool.ids, lambda row, s, own: own)[1]  # clean outputs of x
         self.R = self.run(self.r_ids, lambda row, s, own: own)[1]  # clean outputs of x_rand
 
@@ -137,16 +139,18 @@ class SlowScrub:
 
         return self.run(ids, edge_value)[1]
 
+    def agree(self, reference, positions, label: str):
+        """The draw of x' for every row (a row without a valid one is no longer valid)."""
+        sample = self.draw.agreeing(reference, positions, label)
+        at = torch.isin(self.slots, torch.tensor([self.names.index(p) for p in positions]))
+        assert bool((sample.ids == reference.ids)[at & sample.ok[:, None]].all())  # x' agrees on P
+        self.valid &= sample.ok
+        return sample
+
     def computed(self, claimed, reference, label: str) -> dict[int, torch.Tensor]:
         """Treeified: `claimed` run on its resample of `reference`, each claimed sender class
         computed (recursively) on its own resample of that resample."""
-        sample = self.draw.agreeing(
-            reference, claimed.depends_on.positions, f"{label}/{claimed.name}"
-        )
-        at = torch.isin(
-            self.slots, torch.tensor([self.names.index(p) for p in claimed.depends_on.positions])
-        )
-        assert bool((sample.ids == reference.ids)[at & sample.ok[:, None]].all())  # x' agrees on P
+        sample = self.agree(reference, claimed.depends_on.positions, f"{label}/{claimed.name}")
         inputs = []
         for path in self.h.paths_into(claimed.name):
             sender = self.h.class_named(path.sender)
@@ -176,7 +180,7 @@ class SlowScrub:
         return self.logits_reading(self.r_ids, reads)
 
     def class_alone(self, claimed) -> torch.Tensor:
-        sample = self.draw.agreeing(
+        sample = self.agree(
             self.pool.reference(), claimed.depends_on.positions, f"class {claimed.name}"
         )
         inputs = [
@@ -191,9 +195,7 @@ class SlowScrub:
 
     def path_alone(self, path: ClaimedPath) -> torch.Tensor:
         sender = self.h.class_named(path.sender)
-        sample = self.draw.agreeing(
-            self.pool.reference(), sender.depends_on.positions, path_label(path)
-        )
+        sample = self.agree(self.pool.reference(), sender.depends_on.positions, path_label(path))
         outs = self.run(sample.ids, lambda row, s, own: own)[1]  # clean run of the resample
         if path.receiver == LOGITS:
             return self.logits_reading(self.pool.ids, [(self.members(sender), outs)])
@@ -228,12 +230,16 @@ class SlowScrub:
         }
         return self.logits_reading(self.pool.ids, [(every, self.R)])
 
-    def all_claims(self) -> list[torch.Tensor]:
-        """In `plans` order: the whole hypothesis, each class, each path, the logits."""
-        out = [self.whole()]
-        out += [self.class_alone(c) for c in self.h.classes]
-        out += [self.path_alone(p) for p in self.h.paths]
-        return [*out, self.logits_alone()]
+    def all_claims(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(logits, valid rows) in `plans` order: the whole hypothesis, each class, each path,
+        the logits."""
+        claims = [self.whole, *(functools.partial(self.class_alone, c) for c in self.h.classes)]
+        claims += [functools.partial(self.path_alone, p) for p in self.h.paths]
+        out = []
+        for claim in [*claims, self.logits_alone]:
+            self.valid = self.free_ok.clone()
+            out.append((claim(), self.valid))
+        return out
 
 
 # the tests -----------------------------------------------------------------------------------
@@ -338,8 +344,9 @@ def _fast(name: str, pool: str = "planted"):
 def _slow(name: str, pool: str = "planted"):
     pool = POOLS[pool]()
     slow = SlowScrub(*_case(name), pool=pool, seed=SEED)
-    rows = torch.stack([pool.problem.score(logits).double() for logits in slow.all_claims()])
-    return rows, slow.draw.draws
+    claims = slow.all_claims()
+    rows = torch.stack([pool.problem.score(logits).double() for logits, _ in claims])
+    return rows, torch.stack([valid for _, valid in claims]), slow.draw.draws
 
 
 @pytest.mark.parametrize(
@@ -349,11 +356,12 @@ def _slow(name: str, pool: str = "planted"):
 )
 def test_every_claims_scrubbed_metric_matches_the_slow_reference_row_by_row(name, pool):
     todo, m_model, m_random, scrubbed, _, fast_draws = _fast(name, pool)
-    slow, slow_draws = _slow(name, pool)
+    slow, valid, slow_draws = _slow(name, pool)
     assert fast_draws == slow_draws  # the same resamples on both sides
     assert len(todo) == len(slow)
-    for plan, fast_row, slow_row in zip(todo, scrubbed, slow, strict=True):
+    for plan, fast_row, slow_row, ok in zip(todo, scrubbed, slow, valid, strict=True):
         assert plan.logits is not None and int(plan.ok.sum()) >= len(plan.ok) // 2, plan
+        assert torch.equal(plan.ok, ok), plan.claim
         # rows without a valid resample are computed too (on the draw's fallback ids) where
         # their chunk has a valid row; they must agree as well
         done = torch.isfinite(fast_row)
@@ -367,12 +375,11 @@ def test_every_claims_scrubbed_metric_matches_the_slow_reference_row_by_row(name
 @pytest.mark.parametrize("name", ["true", "brief", "swapped"])
 def test_scrub_reports_the_reference_loss_recovered(name):
     todo, m_model, m_random, _, _, _ = _fast(name)
-    slow, _ = _slow(name)
+    slow, valid, _ = _slow(name)
     result = scrub(planted_induction_model(), planted_pool(N), HYPOTHESES[name], seed=SEED,
                    n_boot=0, batch_size=BATCH, progress=False)  # fmt: skip
-    for plan, claim, row in zip(todo, result.claims, slow, strict=True):
+    for plan, claim, row, ok in zip(todo, result.claims, slow, valid, strict=True):
         assert claim.claim == plan.claim
-        ok = plan.ok
         expected = loss_recovered(torch.stack([m_model[ok], m_random[ok], row[ok]]))
         assert claim.n_rows == int(ok.sum())
         assert claim.loss_recovered.value == pytest.approx(expected, abs=1e-4)
@@ -428,6 +435,6 @@ def test_the_comparison_sees_a_misread_rule(wrong, claims):
     model, h = _case("loud gpt2")
     pool = planted_pool(N)
     rows = wrong(model, h, pool, SEED).all_claims()
-    for plan, fast_row, logits in zip(todo, scrubbed, rows, strict=True):
+    for plan, fast_row, (logits, _) in zip(todo, scrubbed, rows, strict=True):
         if plan.claim in claims:
             assert float((fast_row - pool.problem.score(logits)).abs().nan_to_num().max()) > 1e-3
