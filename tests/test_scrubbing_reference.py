@@ -29,26 +29,30 @@ import functools
 
 import pytest
 import torch
-import transformers as hf
 
 from tests.edge_reference import reference_run
 from tests.planted_models import planted_induction_model
-from tests.scrub_fixtures import BRIEF, EVERY, TRUE, WRONG, padded_pool, planted_pool
+from tests.scrub_fixtures import (
+    BRIEF,
+    MIXED,
+    NOTHING_SCRUBBED,
+    TRUE,
+    WRONG,
+    loud_gpt2,
+    padded_pool,
+    planted_pool,
+)
 from tests.tiny_models import tiny_model
 from wildcircuits.explanation.hypothesis import (
     LOGITS,
-    ClaimedClass,
     ClaimedPath,
-    Dependence,
     Hypothesis,
     PathSlot,
 )
 from wildcircuits.graph.graph import Graph
-from wildcircuits.models import wrap_hf_model
 from wildcircuits.models.tokens import tokens_from_ids
 from wildcircuits.names import parse_display_node
 from wildcircuits.patching.edges import EdgeForward
-from wildcircuits.results.explain import Pair
 from wildcircuits.verification.resampling import Resampler
 from wildcircuits.verification.scrubbing import loss_recovered, measure, path_label, plans, scrub
 
@@ -158,11 +162,12 @@ class SlowScrub:
             inputs.append((path, sender, outs))
         return self.class_run(claimed, sample.ids, inputs)
 
-    def logits_reading(self, ids, reads):
-        """Logits of the clean run of ids, the logits reading `reads` [(hits, outputs)]."""
+    def reading(self, ids, reads, everywhere: bool = False):
+        """Logits of the clean run of ids in which the logits (everywhere: every receiver) read
+        `reads` [(hits, outputs)]: outputs[s] at the tokens hits[s]."""
 
         def edge_value(row, s, own):
-            if row != self.graph.logits_receiver:
+            if row != self.graph.logits_receiver and not everywhere:
                 return own
             for hits, outs in reads:
                 if s in hits:
@@ -177,7 +182,7 @@ class SlowScrub:
             sender = self.h.class_named(path.sender)
             outs = self.computed(sender, self.pool.reference(), "whole")
             reads.append((self.members(sender), outs))
-        return self.logits_reading(self.r_ids, reads)
+        return self.reading(self.r_ids, reads)
 
     def class_alone(self, claimed) -> torch.Tensor:
         sample = self.agree(
@@ -187,18 +192,15 @@ class SlowScrub:
             (p, self.h.class_named(p.sender), self.X) for p in self.h.paths_into(claimed.name)
         ]
         outs = self.class_run(claimed, sample.ids, inputs)
-        hits = self.members(claimed)  # every receiver reads the class run at the member tokens
-        return self.run(
-            self.pool.ids,
-            lambda row, s, own: torch.where(hits[s][..., None], outs[s], own) if s in hits else own,
-        )[0]
+        # every receiver reads the class run at the member tokens
+        return self.reading(self.pool.ids, [(self.members(claimed), outs)], everywhere=True)
 
     def path_alone(self, path: ClaimedPath) -> torch.Tensor:
         sender = self.h.class_named(path.sender)
         sample = self.agree(self.pool.reference(), sender.depends_on.positions, path_label(path))
         outs = self.run(sample.ids, lambda row, s, own: own)[1]  # clean run of the resample
         if path.receiver == LOGITS:
-            return self.logits_reading(self.pool.ids, [(self.members(sender), outs)])
+            return self.reading(self.pool.ids, [(self.members(sender), outs)])
         receiver = self.h.class_named(path.receiver)
         mine = self.member_slots(receiver)
         held = self.held(receiver)
@@ -228,7 +230,7 @@ class SlowScrub:
             s: ~keep.get(s, torch.zeros_like(self.slots, dtype=torch.bool))
             for s in range(self.graph.n_senders)
         }
-        return self.logits_reading(self.pool.ids, [(every, self.R)])
+        return self.reading(self.pool.ids, [(every, self.R)])
 
     def all_claims(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(logits, valid rows) in `plans` order: the whole hypothesis, each class, each path,
@@ -243,78 +245,11 @@ class SlowScrub:
 
 
 # the tests -----------------------------------------------------------------------------------
-def _full() -> Hypothesis:
-    """Scrub nothing: both live heads as classes at every position, each depending on every
-    position (so every resample is x itself) and on every class before it, through every
-    slot. The dead heads and MLPs (all weights zero) write nothing, so taking them from x_rand
-    changes nothing; the embeddings into the logits are x_rand's, which the logits cannot tell
-    apart (the unembedding reads only the answer subspace and every token embedding has the
-    same norm, so the final LayerNorm scales alike)."""
-    previous = ClaimedClass("previous token", None, tuple(Pair("L0.H0", p) for p in EVERY),
-                            Dependence(EVERY))  # fmt: skip
-    induction = ClaimedClass("induction", None, tuple(Pair("L1.H0", p) for p in EVERY),
-                             Dependence(EVERY, ("previous token",)))  # fmt: skip
-    into = tuple(ClaimedPath("previous token", "induction", PathSlot(s), EVERY) for s in "qkv")
-    out = tuple(
-        ClaimedPath(c, LOGITS, PathSlot.LOGITS, ("S2",)) for c in ("previous token", "induction")
-    )
-    return Hypothesis("planted induction", "planted-induction", (previous, induction), into + out)
-
-
-def _pairs(node: str, positions) -> tuple[Pair, ...]:
-    return tuple(Pair(node, p) for p in positions)
-
-
-def _mixed() -> Hypothesis:
-    """For random weights, where every edge matters: members at some positions only, an MLP
-    class, q and in paths gated to S2 of receivers that are members at S1+1 too (there the
-    gate matters), k and v paths, a class read by two classes, three levels, two classes into the
-    logits (11 class runs treeified)."""
-    a = ClaimedClass("a", None, (*_pairs("L0.H1", ("S1", "S1+1", "S2")), Pair("L0.mlp", "other")),
-                     Dependence(("S1",)))  # fmt: skip
-    b = ClaimedClass("b", None, (*_pairs("L1.H2", ("S2", "S1+1")), Pair("L1.H0", "S1+1")),
-                     Dependence(("S2",), ("a",)))  # fmt: skip
-    c = ClaimedClass("c", None, (*_pairs("L1.mlp", ("S2", "S1+1")), Pair("L2.H3", "S2")),
-                     Dependence(("S2", "S1+1"), ("b", "a")))  # fmt: skip
-    paths = (
-        ClaimedPath("a", "b", PathSlot.K, ("S2",)),
-        ClaimedPath("a", "b", PathSlot.Q, ("S2",)),
-        ClaimedPath("b", "c", PathSlot.IN, ("S2",)),
-        ClaimedPath("b", "c", PathSlot.V, ("S2",)),
-        ClaimedPath("a", "c", PathSlot.Q, ("S2",)),
-        ClaimedPath("c", LOGITS, PathSlot.LOGITS, ("S2",)),
-        ClaimedPath("b", LOGITS, PathSlot.LOGITS, ("S2",)),
-    )
-    return Hypothesis("planted induction", "tiny", (a, b, c), paths)
-
-
-@functools.cache
-def _loud_gpt2():
-    """A random GPT-2 (3 layers, 4 heads) with weights of std 0.3 instead of 0.02, so that
-    what a token at S1+1 reads reaches the logits at S2 well above float noise."""
-    config = hf.GPT2Config(
-        n_layer=3,
-        n_head=4,
-        n_embd=32,
-        vocab_size=20,
-        n_positions=16,
-        initializer_range=0.3,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    torch.manual_seed(0)
-    model = hf.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return wrap_hf_model(model, model_id="loud-gpt2")
-
-
-HYPOTHESES = {"true": TRUE, "brief": BRIEF, **WRONG, "full": _full()}
+HYPOTHESES = {"true": TRUE, "brief": BRIEF, **WRONG, "full": NOTHING_SCRUBBED}
 # random-weight models scored on the planted prompts (token ids < 20, 10 tokens)
 RANDOM = {
-    "loud gpt2": (_loud_gpt2, _mixed()),
-    "tiny gemma3": (lambda: tiny_model("gemma3_text"), _mixed()),
+    "loud gpt2": (loud_gpt2, MIXED),
+    "tiny gemma3": (lambda: tiny_model("gemma3_text"), MIXED),
 }
 
 
