@@ -245,7 +245,7 @@ class SlowScrub:
 
 
 # the tests -----------------------------------------------------------------------------------
-HYPOTHESES = {"true": TRUE, "brief": BRIEF, **WRONG, "full": NOTHING_SCRUBBED}
+HYPOTHESES = {"true": TRUE, "brief": BRIEF, **WRONG, "nothing scrubbed": NOTHING_SCRUBBED}
 # random-weight models scored on the planted prompts (token ids < 20, 10 tokens)
 RANDOM = {
     "loud gpt2": (loud_gpt2, MIXED),
@@ -303,7 +303,7 @@ def test_every_claims_scrubbed_metric_matches_the_slow_reference_row_by_row(name
         assert bool(done[plan.ok].all()), plan.claim
         torch.testing.assert_close(fast_row[done], slow_row[done], atol=1e-4, rtol=0,
                                    msg=plan.claim)  # fmt: skip
-    if name not in ("true", "full"):  # a wrong claim moves the metric: not two clean runs
+    if name not in ("true", "nothing scrubbed"):  # a wrong claim moves the metric
         assert float((slow - m_model).abs().max()) > 0.1
 
 
@@ -321,12 +321,12 @@ def test_scrub_reports_the_reference_loss_recovered(name):
 
 
 def test_scrubbing_nothing_recovers_exactly_one_for_every_claim():
-    result = scrub(planted_induction_model(), planted_pool(N), HYPOTHESES["full"], seed=SEED,
+    result = scrub(planted_induction_model(), planted_pool(N), NOTHING_SCRUBBED, seed=SEED,
                    n_boot=0, batch_size=BATCH, progress=False)  # fmt: skip
     assert result.m_model > result.m_random + 5  # a real gap, so the ratio means something
-    result_rows = _fast("full")[4].ok.sum()  # every row with an x_rand: x' = x is always valid
-    for claim in result.claims:
-        assert claim.n_rows == int(result_rows), claim
+    free = _fast("nothing scrubbed")[4]
+    for claim in result.claims:  # every row with an x_rand: x' = x is always valid
+        assert claim.n_rows == int(free.ok.sum()), claim
         assert abs(claim.loss_recovered.value - 1) < 1e-6, claim
 
 
