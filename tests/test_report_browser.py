@@ -12,12 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.report_fixtures import (
-    HOSTILE_CLAIM,
-    HOSTILE_EVIDENCE,
-    HOSTILE_PROMPT,
-    write_synthetic_run,
-)
+from tests.report_fixtures import HOSTILE_EVIDENCE, HOSTILE_PROMPT, write_synthetic_run
+from tests.verify_fixtures import HOSTILE_CLAIM
 from wildcircuits.report.html import build_report
 
 pytestmark = pytest.mark.browser

@@ -10,14 +10,9 @@ from dataclasses import replace
 
 import pytest
 
-from tests.report_fixtures import (
-    HOSTILE_CLAIM,
-    HOSTILE_EVIDENCE,
-    VERDICT,
-    synthetic_verification,
-    write_synthetic_run,
-)
+from tests.report_fixtures import HOSTILE_EVIDENCE, write_synthetic_run
 from tests.test_report import Elements
+from tests.verify_fixtures import HOSTILE_CLAIM, VERDICT, synthetic_verification
 from wildcircuits.report.html import build_report
 from wildcircuits.report.run_folder import read_run
 from wildcircuits.report.verify_figures import (
