@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 from wildcircuits.report.verify_figures import estimate_text as fmt
 from wildcircuits.results.verify import (
@@ -58,27 +59,10 @@ def _bounds(estimate: Estimate) -> tuple[float, float]:
     return iv.low, iv.high
 
 
-def at_least(estimate: Estimate, threshold: float) -> ClaimStatus:
-    """Supported when the interval is >= threshold, falsified when it is below, else
-    inconclusive (a value without an interval is its own interval)."""
-    low, high = _bounds(estimate)
-    if not math.isfinite(estimate.value):
-        return ClaimStatus.INCONCLUSIVE
-    if low >= threshold:
-        return ClaimStatus.SUPPORTED
-    if high < threshold:
-        return ClaimStatus.FALSIFIED
-    return ClaimStatus.INCONCLUSIVE
-
-
-def at_most(estimate: Estimate, threshold: float) -> ClaimStatus:
-    negated = _scaled(estimate, -1.0)
-    return at_least(negated, -threshold)
-
-
-def within(estimate: Estimate, low: float, high: float) -> ClaimStatus:
-    """Supported when the interval lies inside [low, high], falsified when it lies wholly
-    outside it, else inconclusive."""
+def within(estimate: Estimate, low: float = -math.inf, high: float = math.inf) -> ClaimStatus:
+    """The one decision rule: supported when the interval lies inside [low, high], falsified
+    when it lies wholly outside it, else inconclusive (a value without an interval is its own
+    interval; a value that is not finite is inconclusive)."""
     a, b = _bounds(estimate)
     if not math.isfinite(estimate.value):
         return ClaimStatus.INCONCLUSIVE
@@ -89,20 +73,23 @@ def within(estimate: Estimate, low: float, high: float) -> ClaimStatus:
     return ClaimStatus.INCONCLUSIVE
 
 
-def _scaled(estimate: Estimate, factor: float) -> Estimate:
-    """The estimate times `factor` (a negative factor swaps the interval's ends)."""
-    from dataclasses import replace
+def at_least(estimate: Estimate, threshold: float) -> ClaimStatus:
+    return within(estimate, low=threshold)
 
-    iv = estimate.interval
-    if iv is None:
-        return Estimate(estimate.value * factor)
-    low, high = sorted((iv.low * factor, iv.high * factor))
-    return Estimate(estimate.value * factor, replace(iv, low=low, high=high))
+
+def at_most(estimate: Estimate, threshold: float) -> ClaimStatus:
+    return within(estimate, high=threshold)
 
 
 def share(estimate: Estimate, scale: float) -> Estimate:
     """The estimate as a share of |scale| (e.g. a completeness over |F(M)|)."""
-    return _scaled(estimate, 1.0 / abs(scale)) if scale else Estimate(float("nan"))
+    if not scale:
+        return Estimate(float("nan"))
+    iv, factor = estimate.interval, 1.0 / abs(scale)
+    if iv is None:
+        return Estimate(estimate.value * factor)
+    scaled = replace(iv, low=iv.low * factor, high=iv.high * factor)
+    return Estimate(estimate.value * factor, scaled)
 
 
 # the claims -----------------------------------------------------------------------------------
