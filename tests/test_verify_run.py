@@ -185,3 +185,24 @@ def test_an_empty_hypothesis_is_a_clear_error():
     empty = replace(TRUE, classes=(), paths=(), unexplained=())
     with pytest.raises(InputError, match="nothing to verify"):
         verify_inputs(planted_induction_model(), PlantedInputs(), empty, SETTINGS, progress=False)
+
+
+def test_the_statistical_tests_reuse_the_sets_the_criteria_measured():
+    from wildcircuits.explanation.positions import PairEvaluator
+    from wildcircuits.patching.edges import EdgeForward
+    from wildcircuits.verification.criteria import criteria
+    from wildcircuits.verification.stat_tests import run_stat_tests
+
+    model = planted_induction_model()
+    evaluator = PairEvaluator(EdgeForward(model), template_problem(32), "mean:template")
+    rows: dict = {}
+    criteria(evaluator, TRUE, n_random=2, greedy_steps=1, n_boot=0, progress=False, rows=rows)
+    everything = frozenset(evaluator.space.all_pairs())
+    assert everything in rows and frozenset(TRUE.pairs()) in rows
+    shared = run_stat_tests(evaluator, TRUE.pairs(), n_reference=30, known=rows)
+    fresh = run_stat_tests(evaluator, TRUE.pairs(), n_reference=30)
+    for a, b in zip(shared, fresh, strict=True):
+        assert (a.statistic, a.p_value, a.passed) == (b.statistic, b.p_value, b.passed)
+    # M and C plus each C \ {v} came from the criteria: 2 + 5 fewer circuits on every chunk
+    saved = fresh[0].numbers["forwards"] - shared[0].numbers["forwards"]
+    assert saved == len(evaluator.chunks) * (2 + len(TRUE.pairs()))

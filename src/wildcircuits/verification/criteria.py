@@ -60,9 +60,9 @@ class _Memo:
     """Per-row metrics (batch,) of kept sets, each set evaluated once; `requests` counts the
     sets asked for, repeats included (what an implementation without the memo would run)."""
 
-    def __init__(self, evaluator: PairEvaluator, bar: tqdm):
+    def __init__(self, evaluator: PairEvaluator, bar: tqdm, rows: dict[KeptSet, Tensor] | None):
         self.evaluator, self.bar = evaluator, bar
-        self.rows: dict[KeptSet, Tensor] = {}
+        self.rows: dict[KeptSet, Tensor] = {} if rows is None else rows
         self.requests = 0
 
     def evaluate(self, sets: Sequence[KeptSet]) -> None:
@@ -225,6 +225,7 @@ def criteria(
     seed: int = 0,
     n_boot: int = N_BOOT,
     progress: bool = True,
+    rows: dict[KeptSet, Tensor] | None = None,
 ) -> Criteria:
     """Faithfulness, completeness and minimality (module doc) of `hypothesis` on `evaluator`.
 
@@ -237,12 +238,14 @@ def criteria(
     forwards: circuit evaluations run (the evaluator's count; each distinct kept set once per
     chunk of rows). naive_forwards: chunks x (n_boot + 1) x the kept sets asked for, repeats
     included: one forward per knockout set per resample (and the point estimate), no memo.
-    A member outside the evaluator's pairs raises GraphError naming it and the positions."""
+    A member outside the evaluator's pairs raises GraphError naming it and the positions.
+    rows: a kept set -> (batch,) metrics store shared with the caller (filled here; sets already
+    in it are not evaluated again), e.g. for the statistical tests on the same evaluator."""
     circuit = _circuit(evaluator, hypothesis)
     start = evaluator.forwards
     steps = 2 + greedy_steps + minimality_steps
     with tqdm(total=steps, desc="criteria", disable=not progress, file=sys.stderr) as bar:
-        run = _Run(_Memo(evaluator, bar), circuit, n_boot, seed)
+        run = _Run(_Memo(evaluator, bar, rows), circuit, n_boot, seed)
         fixed = [("empty", "K = {}", ())]
         fixed += [
             ("class", f"class {c.name}", tuple(dict.fromkeys(c.members)))

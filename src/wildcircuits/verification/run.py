@@ -173,10 +173,10 @@ def verify_inputs(
     say = _say(progress)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    evaluator, criteria, rounds = _grow(inputs, hypothesis, settings, engine, say, progress)
+    evaluator, criteria, rows, rounds = _grow(inputs, hypothesis, settings, engine, say, progress)
     seconds["criteria"] = time.perf_counter() - start
     n = evaluator.problem.batch
-    tests = _timed(seconds, "tests", lambda: _tests(evaluator, hypothesis, settings, say))
+    tests = _timed(seconds, "tests", lambda: _tests(evaluator, hypothesis, settings, rows, say))
     scrubbing, scrub_claims = _timed(
         seconds, "scrubbing", lambda: _scrub(model, inputs, n, hypothesis, settings, engine, say,
                                              progress)
@@ -259,7 +259,7 @@ def _grow(inputs, hypothesis, settings, engine, say, progress):
     from wildcircuits.explanation.positions import PairEvaluator
     from wildcircuits.verification.criteria import criteria as run_criteria
 
-    n, rounds, spent, last = settings.n, [], 0.0, None
+    n, rounds, spent, last = settings.n, [], 0.0, None  # last: (evaluator, criteria, rows)
     while True:
         begin = time.perf_counter()
         try:
@@ -271,12 +271,13 @@ def _grow(inputs, hypothesis, settings, engine, say, progress):
             return (*last, rounds)
         check_positions(hypothesis, problem)
         evaluator = PairEvaluator(engine, problem, settings.ablation, settings.batch_size)
+        rows: dict = {}  # kept set -> (batch,) metrics, shared with the statistical tests
         say(f"criteria on {problem.batch} prompts ({settings.ablation})")
         criteria = run_criteria(
             evaluator, hypothesis, n_random=settings.n_random, greedy_steps=settings.greedy_steps,
             minimality_steps=settings.minimality_steps,
             minimality_candidates=settings.minimality_candidates, seed=settings.seed,
-            n_boot=settings.n_boot, progress=progress,
+            n_boot=settings.n_boot, progress=progress, rows=rows,
         )  # fmt: skip
         took = time.perf_counter() - begin
         spent += took
@@ -287,8 +288,8 @@ def _grow(inputs, hypothesis, settings, engine, say, progress):
         fits = spent + 2 * took <= settings.budget_s
         too_big = grow > settings.max_n or (inputs.max_n is not None and grow > inputs.max_n)
         if width <= settings.max_width or too_big or not fits:
-            return evaluator, criteria, rounds
-        last = (evaluator, criteria)
+            return evaluator, criteria, rows, rounds
+        last = (evaluator, criteria, rows)
         say(f"F(C) / F(M) interval width {width:.2f} > {settings.max_width}: {grow} prompts")
         n = grow
 
@@ -308,13 +309,14 @@ def check_positions(hypothesis: Hypothesis, problem) -> None:
 
 
 # 3-5 ---------------------------------------------------------------------------------------------
-def _tests(evaluator, hypothesis, settings, say):
+def _tests(evaluator, hypothesis, settings, rows, say):
+    """Shi et al.'s tests on the criteria's evaluator, reusing the sets it measured (`rows`)."""
     from wildcircuits.verification.stat_tests import run_stat_tests
 
     say(f"statistical tests (Shi et al. 2024), {settings.n_reference} random complement pairs")
     return tuple(
         run_stat_tests(evaluator, hypothesis.pairs(), n_reference=settings.n_reference,
-                       seed=settings.seed)
+                       seed=settings.seed, known=rows)
     )  # fmt: skip
 
 

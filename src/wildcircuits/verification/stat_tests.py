@@ -17,7 +17,7 @@ a small sample favours the circuit.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -359,18 +359,26 @@ def run_stat_tests(
     seed: int = 0,
     n_perm: int = N_PERM,
     level: float = LEVEL,
+    known: Mapping[frozenset[Pair], Tensor] | None = None,
 ) -> tuple[StatTest, StatTest, StatTest]:
     """(equivalence, independence, minimality) of `circuit` (kept pairs) on the evaluator's
     problem and ablation, all rows from one `row_metrics` call (`StatPlan`); each test's
     numbers["forwards"] counts that call's circuit evaluations (one per circuit per chunk).
+    known: kept set -> (batch,) rows already measured on this evaluator (e.g. by
+    `criteria.criteria`; the model is the set of every pair): those circuits are not run again.
 
     n_reference defaults to 100 (circuitry's default), not 20: with quantile q the smallest
     p-value n references can give is q^n, and Holm over m members needs q^n <= level / m
     (0.9^20 = 0.12 can never pass; 0.9^100 = 2.7e-5 allows m up to ~1800). Drawn pairs repeat
     when the complement is small, and each distinct one is evaluated once."""
     plan = stat_plan(evaluator, circuit, n_reference, seed)
+    everything = frozenset(evaluator.space.all_pairs())
+    keys = [everything if c is None else frozenset(c) for c in plan.circuits()]
+    known = known or {}
+    missing = [c for c, k in zip(plan.circuits(), keys, strict=True) if k not in known]
     before = evaluator.forwards
-    rows = evaluator.row_metrics(plan.circuits())  # (circuits, batch)
+    measured = iter(evaluator.row_metrics(missing)) if missing else iter(())
+    rows = torch.stack([known[k] if k in known else next(measured) for k in keys])
     forwards = evaluator.forwards - before
     return stat_tests_from_rows(
         plan, rows, n_perm=n_perm, level=level, seed=seed, forwards=forwards
