@@ -35,6 +35,7 @@ from wildcircuits.explanation.evidence import Member
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.patching.hooks import Intervention, Mode
 from wildcircuits.patching.path import PathCache, normalized_effect, path_cache
+from wildcircuits.patching.path_steps import step2_interventions
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
 
@@ -122,43 +123,21 @@ def _chunk_metrics(model, problem, cache: PathCache, chunk: Sequence[Member], re
         yield receiver, slot, live, _step3(model, problem, cache, receiver, slot, value, len(live))
 
 
-def _sender_patches(
-    model: InstrumentedModel, cache: PathCache, senders: Sequence[Member], start: int, stop: int
-) -> list[Intervention]:
+def _sender_patches(cache: PathCache, senders: Sequence[Member], start: int, stop: int):
     """Step 2: layers start..stop-1 frozen to clean z; sender k (rows k*batch...) corrupted
-    at its own positions only."""
-    n_sets = len(senders)
-    out = []
-    for layer in range(start, stop):
-        z = cache.clean_z[layer].repeat(n_sets, 1, 1, 1)  # (set*batch, pos, head, d_head)
-        mlp_masks = []
-        for k, s in enumerate(senders):
-            if s.node.layer != layer:
-                continue
-            batch = s.mask.shape[0]
-            rows = slice(k * batch, (k + 1) * batch)
-            mask = s.mask.to(z.device)[..., None]  # (batch, pos, 1)
-            if s.is_head:
-                h = s.node.head
-                z[rows, :, h] = torch.where(mask, cache.corrupted_z[layer][:, :, h], z[rows, :, h])
-            else:
-                mlp_masks.append((rows, mask))
-        out.append(Intervention(Site(Component.Z, layer), Mode.REPLACE, z))
-        if mlp_masks:
-            out.append(_mlp_patch(cache, layer, n_sets, mlp_masks))
-    return out
+    at its own positions only (`patching.path_steps.step2_interventions`, one masked sender
+    per set)."""
+    sets = [[(_site(s), s.mask)] for s in senders]
+    return step2_interventions(cache, sets, start, stop)
 
 
-def _mlp_patch(cache: PathCache, layer: int, n_sets: int, masks) -> Intervention:
-    corrupted = cache.corrupted_mlp[layer].repeat(n_sets, 1, 1)  # (set*batch, pos, d_model)
-    where = torch.zeros(corrupted.shape[:2] + (1,), dtype=torch.bool, device=corrupted.device)
-    for rows, mask in masks:
-        where[rows] = mask
-
-    def patch(current: Tensor) -> Tensor:
-        return torch.where(where, corrupted, current)
-
-    return Intervention(Site(Component.MLP_OUT, layer), Mode.REPLACE, patch)
+def _site(member: Member) -> Site:
+    node = member.node
+    return (
+        Site(Component.Z, node.layer, node.head)
+        if member.is_head
+        else Site(Component.MLP_OUT, node.layer)
+    )
 
 
 def _rows(problem: PatchingProblem, n_sets: int):
@@ -176,7 +155,7 @@ def _step2(model, problem, cache: PathCache, senders: Sequence[Member], sites, s
     run = model.run(
         tokens,
         capture=sites,
-        interventions=_sender_patches(model, cache, senders, start, stop),
+        interventions=_sender_patches(cache, senders, start, stop),
         positions=positions,
         return_logits=not sites,
         start_layer=start,

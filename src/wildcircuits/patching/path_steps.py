@@ -104,7 +104,9 @@ def _sender_mask(sender: Sender, batch: int, width: int, device) -> Tensor:
     return torch.ones(batch, width, dtype=torch.bool, device=device)
 
 
-def _freeze_and_patch(cache: PathCache, sets: Sequence[Sequence[Sender]], start: int, stop: int):
+def step2_interventions(
+    cache: PathCache, sets: Sequence[Sequence[Sender]], start: int, stop: int
+) -> list[Intervention]:
     """Step-2 interventions for sender sets run side by side (set k owns rows k*batch...); a
     masked sender is patched at its tokens only."""
     n_sets = len(sets)
@@ -169,7 +171,7 @@ def _patched_metrics(
     step2 = model.run(
         tokens,
         capture=list({Site(s.component, s.layer) for s in sites}),
-        interventions=_freeze_and_patch(cache, sets, start, stop),
+        interventions=step2_interventions(cache, sets, start, stop),
         positions=positions,
         return_logits=to_logits,
         start_layer=start,
