@@ -6,39 +6,23 @@ completeness scatter and the scrubbing bars (`verify_figures`), then the criteri
 statistical tests, the red-team checks and the thresholds as tables. `headline(verification)`
 is the report's opening sentence when the run folder has verification.json.
 
-No script and no URL; badges carry inline colours; every string passes through `esc`, every
-number through `fmt` (an `Estimate` through `estimate_text`).
+No script and no URL; badges are the report's `verdict-*` classes; every string passes through
+`esc`, every number through `fmt` (an `Estimate` through `estimate_text`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from wildcircuits.report.sections import Raw, checks_table, missing, table
+from wildcircuits.report.sections import badge, checks_table, missing, table
 from wildcircuits.report.svg import esc, fmt
 from wildcircuits.report.verify_figures import completeness_svg, estimate_text, scrub_bars_svg
 from wildcircuits.results.verify import Criteria, Estimate, StatTest, Verification
-
-#: word -> (background, text colour) of a status badge (the report's pass / warn / fail colours).
-BADGE = {
-    "supported": ("#e3f2e5", "#1e6b2a"),
-    "pass": ("#e3f2e5", "#1e6b2a"),
-    "inconclusive": ("#fff4d6", "#7a5a00"),
-    "falsified": ("#fdecea", "#a12a1f"),
-    "fail": ("#fdecea", "#a12a1f"),
-}
 
 
 def p_value_text(p: float) -> str:
     """A p-value for people: three decimals, `< 0.001` below that."""
     return "< 0.001" if 0 <= p < 0.001 else fmt(p, 3)
-
-
-def status_badge(word: str) -> Raw:
-    """A coloured badge (supported / inconclusive / falsified, pass / fail)."""
-    background, color = BADGE.get(word, ("#eee", "#555"))
-    style = f"background:{background};color:{color}"
-    return Raw(f'<span class="verdict verdict-{esc(word)}" style="{style}">{esc(word)}</span>')
 
 
 def value_header(estimates: Sequence[Estimate | None]) -> str:
@@ -65,7 +49,7 @@ def _criteria(c: Criteria) -> str:
             m.pair.name,
             ", ".join(p.name for p in m.knocked_out) or "{}",
             estimate_text(m.value),
-            status_badge("fail" if m.flagged else "pass"),
+            badge("fail" if m.flagged else "pass"),
         ]
         for m in c.minimality
     ]
@@ -88,7 +72,7 @@ def _tests(tests: Sequence[StatTest]) -> str:
             t.statistic,
             p_value_text(t.p_value),
             t.level,
-            status_badge("pass" if t.passed else "fail"),
+            badge("pass" if t.passed else "fail"),
             t.scheme,
         ]
         for t in tests
@@ -98,8 +82,7 @@ def _tests(tests: Sequence[StatTest]) -> str:
 
 def _claims(v: Verification) -> str:
     rows = [
-        [c.claim, status_badge(c.status.value), c.test, estimate_text(c.value), c.reason]
-        for c in v.claims
+        [c.claim, badge(c.status.value), c.test, estimate_text(c.value), c.reason] for c in v.claims
     ]
     if not rows:
         return missing("The hypothesis states no claim.")
