@@ -111,3 +111,20 @@ def run_step(ctx: Context, step: str) -> bool:
     folder.finish(step, config, seconds, outputs)
     ctx.say(f"{step}: done in {seconds:.1f} s")
     return False
+
+
+def rerun_step(
+    run_dir: Path | str, config: DiscoverConfig, step: str, progress: bool = True
+) -> bool:
+    """Recompute one step of a finished run folder (under its lock, recorded in its manifest
+    with a fingerprint, like `discover`), then rebuild report.html if the run has one; True
+    when the report was rebuilt."""
+    folder = RunFolder(run_dir)
+    with RunLock(folder.root):
+        folder.start(config, resume=True)
+        ctx = Context(config, folder, progress)
+        run_step(ctx, step)
+        if not folder.path("report.html").exists():
+            return False
+        report(ctx)
+    return True

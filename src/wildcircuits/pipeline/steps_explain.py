@@ -105,21 +105,10 @@ def explain_run_folder(
     """Recompute the explain step of a finished run folder (under its lock, recorded in its
     manifest with a fingerprint, like `discover`), then rebuild report.html if the run has one.
     `device`: where to load the model (default: the run's). Returns the files written."""
-    from wildcircuits.pipeline.context import Context
-    from wildcircuits.pipeline.lock import RunLock
-    from wildcircuits.pipeline.run_folder import RunFolder
-    from wildcircuits.pipeline.runner import report, run_step
+    from wildcircuits.pipeline.runner import rerun_step
 
     config = check_explainable(run_dir)
     if device is not None:
         config = config.with_(device=device)
-    folder = RunFolder(run_dir)
-    with RunLock(folder.root):
-        folder.start(config, resume=True)
-        ctx = Context(config, folder, progress)
-        run_step(ctx, "explain")
-        written = list(OUTPUTS)
-        if folder.path("report.html").exists():
-            report(ctx)
-            written.append("report.html")
-    return written
+    reported = rerun_step(run_dir, config, "explain", progress)
+    return [*OUTPUTS, "report.html"] if reported else list(OUTPUTS)

@@ -102,9 +102,7 @@ def _verify_run_folder(root: Path, hypothesis: Path, task: str, model: str, devi
                        progress: bool) -> Path:  # fmt: skip
     """The verify step of run folder `root` (its own hypothesis, task and model only)."""
     from wildcircuits.errors import InputError
-    from wildcircuits.pipeline.lock import RunLock
-    from wildcircuits.pipeline.run_folder import RunFolder
-    from wildcircuits.pipeline.runner import report, run_step
+    from wildcircuits.pipeline.runner import rerun_step
     from wildcircuits.pipeline.steps_explain import check_explainable
 
     config = check_explainable(root)
@@ -119,11 +117,5 @@ def _verify_run_folder(root: Path, hypothesis: Path, task: str, model: str, devi
             f"--task {task} --model {model} disagree with the run folder's {config.task} / "
             f"{config.model}; give the run's task and model"
         )
-    folder = RunFolder(root)
-    with RunLock(folder.root):
-        folder.start(config.with_(device=device), resume=True)
-        ctx = Context(config.with_(device=device), folder, progress)
-        run_step(ctx, "verify")
-        if folder.path("report.html").exists():
-            report(ctx)
-    return folder.path("verification.json")
+    rerun_step(root, config.with_(device=device), "verify", progress)
+    return root / "verification.json"
