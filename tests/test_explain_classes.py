@@ -13,15 +13,18 @@ from tests.planted_models import induction_problem, planted_induction_model
 from tests.tiny_models import VOCAB, tiny_model, tiny_tokens
 from wildcircuits.errors import InputError, TaskError, UnknownNameError
 from wildcircuits.explanation.backup import find_backup
+from wildcircuits.explanation.class_paths import class_paths
 from wildcircuits.explanation.classes import (
     INDUCTION,
     PREVIOUS_TOKEN,
     THRESHOLDS,
     classify,
     label_pairs,
+    measure_evidence,
 )
 from wildcircuits.explanation.evidence import direct_effects, head_evidence, members
 from wildcircuits.explanation.pair_paths import path_evidence
+from wildcircuits.explanation.sentences import with_arrows
 from wildcircuits.localise.dla import direct_logit_attribution
 from wildcircuits.patching.hooks import Intervention, Mode
 from wildcircuits.patching.path import path_patch
@@ -52,13 +55,33 @@ def test_planted_model_comes_out_with_exactly_its_classes():
     previous, induction = classes  # ordered by layer
     assert previous.evidence["attention_to_S1"] == pytest.approx(1.0, abs=1e-3)
     assert induction.evidence["attention_to_S1+1"] == pytest.approx(1.0, abs=1e-3)
-    # The class edge: the previous-token head feeds the induction head's key, not q / v.
-    assert previous.evidence["path_to_induction_k"] == pytest.approx(1.0, abs=0.02)
-    assert abs(previous.evidence["path_to_induction_v"]) < 1e-4
-    assert previous.evidence["path_to_induction_q"] == 0.0  # other position: zero by construction
     assert induction.evidence["path_to_logits"] == pytest.approx(1.0, abs=0.02)
     assert "mean attention to S1+1 1.00" in induction.sentence
+    # The class edge, from the measured arrows: the previous-token head feeds the induction
+    # head's key, not q / v.
+    paths = class_paths(model, problem, classes, progress=False, n_bootstrap=0)
+    previous, induction = with_arrows(classes, paths, THRESHOLDS)
+    assert previous.evidence["path_to_induction_k"] == pytest.approx(1.0, abs=0.02)
+    assert abs(previous.evidence["path_to_induction_v"]) < 1e-4
+    assert abs(previous.evidence["path_to_induction_q"]) < 1e-6  # S1+1 never reaches S2's q
+    assert induction.evidence["path_to_logits"] == pytest.approx(1.0, abs=0.02)
     assert "path effect into induction (k) +1.00" in previous.sentence
+
+
+def test_classify_measures_member_paths_only_for_pairs_the_first_rules_leave_open():
+    """Rules 1-5 label the previous-token and induction heads without path evidence; the dead
+    head is the only head sender, and its numbers equal those of measuring every sender."""
+    model, problem = planted_induction_model(), induction_problem()
+    pairs = [Pair("L0.H0", "S1+1"), Pair("L1.H0", "S2"), Pair("L1.H1", "S2"), Pair("L0.H0", "S2")]
+    restricted = measure_evidence(model, problem, pairs, progress=False)
+    full = head_evidence(model, problem, pairs, progress=False)
+    open_ = {"L1.H1@S2", "L0.H0@S2"}
+    for name, values in full.items():
+        member_paths = {k for k in values if k.startswith("path_to_") and k != "path_to_logits"}
+        got = {k for k in restricted[name] if k.startswith("path_to_") and k != "path_to_logits"}
+        assert got == (member_paths if name in open_ else set()), name
+        for key, value in restricted[name].items():
+            assert value == pytest.approx(values[key], abs=1e-6), (name, key)
 
 
 def test_planted_backup_knocks_out_the_induction_head_and_finds_no_backup():

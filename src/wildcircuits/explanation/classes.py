@@ -17,6 +17,8 @@ Descriptive classes (any task; M = the metric position's name, e.g. END):
 9. "moves <N> to <R> <slot>": its largest path effect into member heads at position R through
    slot (summed over those receivers) is >= p; N is the named position it attends to most if
    that attention is >= a, else "other positions".
+Path effects into member heads (rules 6 and 9) are measured only for the head pairs rules 1-5
+leave unlabelled (`measure_evidence`).
 A head matching none is unexplained (never forced into a class). MLP pairs form one class per
 position, "MLPs at <position>" (paper_class None).
 """
@@ -25,9 +27,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from wildcircuits.explanation.evidence import head_evidence, position_masks
+from wildcircuits.explanation.thresholds import THRESHOLDS, ClassThresholds
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.names import parse_display_node
 from wildcircuits.patching.problem import PatchingProblem
@@ -44,26 +46,6 @@ PAPER_CLASSES = (NAME_MOVER, NEGATIVE_NAME_MOVER, BACKUP_NAME_MOVER, S_INHIBITIO
                  DUPLICATE_TOKEN, PREVIOUS_TOKEN)  # fmt: skip
 
 
-@dataclass(frozen=True)
-class ClassThresholds:
-    """The rules' limits, stated once (module doc says where each is used).
-
-    attention: mean attention weight (0..1) to a named position that counts as "attends to";
-    direct: |direct effect| as a fraction of the mean clean logit difference;
-    copying: the OV copying score (copy minus suppression fraction, -1..1);
-    path: a normalized path effect (1 = the whole clean-vs-corrupted difference) that counts as
-    "feeds"; backup: a head's rise in direct effect, as a fraction of the knocked-out class's
-    direct effect, that makes it a backup head.
-    """
-
-    attention: float = 0.3
-    direct: float = 0.05
-    copying: float = 0.3
-    path: float = 0.02
-    backup: float = 0.05
-
-
-THRESHOLDS = ClassThresholds()
 Evidence = Mapping[str, Mapping[str, float]]
 Label = tuple[str, str | None]  # (class name, paper class)
 
@@ -188,7 +170,7 @@ def classify(
 
     pairs = circuit.pairs
     if evidence is None:
-        evidence = head_evidence(model, problem, pairs, progress)
+        evidence = measure_evidence(model, problem, pairs, thresholds, progress)
     metric = metric_position(problem)
     labels = label_pairs(pairs, evidence, metric, thresholds)
     backup_nodes: frozenset[str] = frozenset()
@@ -202,6 +184,29 @@ def classify(
     return classes, unexplained
 
 
+def measure_evidence(
+    model: InstrumentedModel,
+    problem: PatchingProblem,
+    pairs: Sequence[Pair],
+    thresholds: ClassThresholds = THRESHOLDS,
+    progress: bool = True,
+) -> Evidence:
+    """`head_evidence` of the pairs, with path patching into the member heads only from the
+    head pairs rules 1-5 leave unlabelled: only rules 6 and 9 read those numbers (a class's
+    sentence states the class diagram's measured arrows, `sentences.with_arrows`), so the
+    other senders' step-3 forwards, most of the cost, are never run."""
+    from wildcircuits.explanation.evidence import path_only_evidence
+
+    evidence = head_evidence(model, problem, pairs, progress, path_senders=())
+    heads = [p for p in pairs if parse_display_node(p.node).kind.value == "head"]
+    unlabelled = [p for p in heads if paper_label(p, evidence[p.name], thresholds) is None]
+    if unlabelled:
+        found = path_only_evidence(model, problem, pairs, unlabelled, progress)
+        for name, values in found.items():
+            evidence[name].update(values)
+    return evidence
+
+
 def build_classes(
     pairs: Sequence[Pair], evidence: Evidence, labels: Mapping[str, Label], t: ClassThresholds
 ) -> tuple[HeadClass, ...]:
@@ -212,11 +217,10 @@ def build_classes(
     for pair in pairs:
         if pair.name in labels:
             groups.setdefault(labels[pair.name][0], []).append(pair)
-    owner = {p.name: labels[p.name][0] for p in pairs if p.name in labels}
     classes = []
     for name, members in groups.items():
         members.sort(key=lambda p: (parse_display_node(p.node), p.position))
-        numbers = class_evidence(name, members, evidence, owner)
+        numbers = class_evidence(name, members, evidence)
         paper = labels[members[0].name][1]
         sentence = class_sentence(name, paper, members, numbers, t)
         classes.append(HeadClass(name, paper, tuple(members), sentence, numbers))

@@ -17,9 +17,11 @@ position only from that same position, k / v only from that position or earlier 
 logits only from the metric position; and only from an earlier layer.
 
 Cost: senders run side by side in one batched forward (the clean batch repeated once per
-sender, `max_rows` rows at most): step 2 once per chunk of senders, for the logits and for all
-head receivers together (capturing q / k / v at every receiver layer); step 3 once per
-receiver slot, from the receiver's layer, with the rows of every sender that can reach it.
+sender, `max_rows` rows at most): for the logits, step 2 once per chunk of pairs; for the head
+receivers (only the `senders` asked for: the classes need them only for the heads no
+attention / direct-effect rule labels), step 2 once per chunk of senders, capturing q / k / v
+at every receiver layer, then step 3 once per receiver slot, from the receiver's layer, with
+the rows of every sender of the chunk that can reach it.
 """
 
 from __future__ import annotations
@@ -69,23 +71,37 @@ def path_evidence(
     slots: Sequence[str] = ("q", "k", "v"),
     max_rows: int = 256,
     progress: bool = True,
+    senders: Sequence[Member] | None = None,
+    logits: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """`path_to_logits` and `path_to_<pair>_<slot>` of every sender pair (keyed by pair name)."""
+    """`path_to_logits` of every pair (unless `logits` is False) and `path_to_<pair>_<slot>` of
+    every pair in `senders` (None: all of `checked`) into each head of `checked` (keyed by
+    sender pair name)."""
     unknown = [s for s in slots if s not in SLOT_COMPONENT]
     if unknown or max_rows < 1:
         raise InputError(
             f"slots {list(slots)} / max_rows {max_rows}: slots are q, k, v; max_rows >= 1"
         )
+    senders = list(checked) if senders is None else list(senders)
+    if any(m not in checked for m in senders):
+        raise InputError("every path-evidence sender must be one of the checked pairs")
     cache = path_cache(model, problem)
-    receivers = [(None, "logits")] + [(r, s) for r in checked if r.is_head for s in slots]
+    to_heads = [(r, s) for r in checked if r.is_head for s in slots]
     out = {m.pair.name: {} for m in checked}
-    for receiver, slot in receivers:  # zero unless measured below
-        for m in checked:
-            if m is not receiver:
-                out[m.pair.name][path_key(receiver, slot)] = 0.0
+    jobs = [(checked, [(None, "logits")] if logits else []), (senders, to_heads)]
+    for group, receivers in jobs:
+        for receiver, slot in receivers:  # zero unless measured below
+            for m in group:
+                if m is not receiver:
+                    out[m.pair.name][path_key(receiver, slot)] = 0.0
     per_chunk = max(1, max_rows // problem.batch)
-    chunks = [checked[i : i + per_chunk] for i in range(0, len(checked), per_chunk)]
-    for chunk in _progress(chunks, progress):
+    chunks = [
+        (group[i : i + per_chunk], receivers)
+        for group, receivers in jobs
+        if receivers
+        for i in range(0, len(group), per_chunk)
+    ]
+    for chunk, receivers in _progress(chunks, progress):
         for receiver, slot, live, metrics in _chunk_metrics(
             model, problem, cache, chunk, receivers
         ):

@@ -48,6 +48,8 @@ def explain(
     from wildcircuits.explanation.class_paths import class_paths, describe_algorithm
     from wildcircuits.explanation.classes import classify
     from wildcircuits.explanation.position_search import find_position_circuit
+    from wildcircuits.explanation.sentences import with_arrows
+    from wildcircuits.explanation.thresholds import THRESHOLDS
 
     start = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -70,6 +72,7 @@ def explain(
     backup = find_backup(model, heldout, classes)
     lap("backup")
     paths = class_paths(model, heldout, classes, progress=progress)
+    classes = with_arrows(classes, paths, THRESHOLDS)
     lap("paths")
     return Explanation(
         provenance=_provenance(heldout, search, nodes, seconds),

@@ -2,17 +2,19 @@
 
 Aggregation over a class's members: `members` their number; `attention_to_<N>` and `copying`
 the mean over members (NaN skipped); `direct_effect`, `direct_fraction` and `path_to_logits`
-the sum; `path_to_<class>_<slot>` the sum over every member and every receiver pair of that
-class of the pair-to-pair path effects (a first-order stand-in for patching the classes
-jointly, which `explain.class_paths` measures).
+the sum. Once the class diagram is measured (`explain.class_paths`), `with_arrows` replaces
+every path number by the arrows out of the class: `path_to_<class>_<slot>` and
+`path_to_logits` are then the class-level path patching effects (all members patched jointly),
+and the sentence states those.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
-from wildcircuits.results.explain import Pair
+from wildcircuits.results.explain import ClassPath, HeadClass, Pair
 
 #: The named position(s) whose attention defines each paper class (summed when several).
 DEFINING_ATTENTION = {
@@ -35,9 +37,8 @@ def class_evidence(
     name: str,
     members: Sequence[Pair],
     evidence: Mapping[str, Mapping[str, float]],
-    owner: Mapping[str, str],
 ) -> dict[str, float]:
-    """The class's numbers from its members' evidence; `owner` maps pair name -> class name."""
+    """The class's numbers from its members' evidence (module doc)."""
     rows = [evidence[p.name] for p in members]
     out: dict[str, float] = {"members": float(len(members))}
     keys = sorted({k for row in rows for k in row})
@@ -46,15 +47,23 @@ def class_evidence(
             out[key] = _mean([row.get(key, float("nan")) for row in rows])
         elif key in ("direct_effect", "direct_fraction", "path_to_logits"):
             out[key] = sum(row.get(key, 0.0) for row in rows)
-    for row in rows:
-        for key, value in row.items():
-            if not key.startswith("path_to_") or key == "path_to_logits":
-                continue
-            receiver, slot = key[len("path_to_") :].rsplit("_", 1)
-            if receiver in owner:
-                class_key = f"path_to_{owner[receiver]}_{slot}"
-                out[class_key] = out.get(class_key, 0.0) + value
     return out
+
+
+def with_arrows(classes: Sequence[HeadClass], paths: Sequence[ClassPath], thresholds):
+    """The classes with their path numbers and sentences taken from the measured arrows out of
+    each class (module doc); a class with no measured arrow keeps no path number."""
+    out = []
+    for c in classes:
+        numbers = {k: v for k, v in c.evidence.items() if not k.startswith("path_to_")}
+        for p in paths:
+            if p.sender == c.name:
+                key = "path_to_logits" if p.receiver == "logits" else (
+                    f"path_to_{p.receiver}_{p.slot}")  # fmt: skip
+                numbers[key] = p.effect
+        sentence = class_sentence(c.name, c.paper_class, c.members, numbers, thresholds)
+        out.append(replace(c, evidence=numbers, sentence=sentence))
+    return tuple(out)
 
 
 def _attention_phrase(name: str, paper: str | None, numbers: Mapping[str, float]) -> str:
