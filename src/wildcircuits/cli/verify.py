@@ -35,20 +35,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the corruption the circuit was found with (default: the task's)",
     )
     parser.add_argument(
-        "--n", type=int, default=16, help="held-out prompts of the first round (default 16)"
+        "--n",
+        type=int,
+        default=None,
+        help="held-out prompts of the first round (default 16; "
+        "a run folder: the run's held-out size)",
     )
     parser.add_argument(
-        "--max-n", type=int, default=64, help="the most prompts the rounds may grow to (default 64)"
+        "--max-n",
+        type=int,
+        default=None,
+        help="the most prompts the rounds may grow to (default 64)",
     )
     parser.add_argument(
         "--budget",
         type=float,
-        default=240.0,
-        help="seconds the prompt growth may spend (default 240)",
+        default=None,
+        help="seconds the prompt growth may spend (default 240; a run folder: the pipeline's)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="prompts and resampling (default 0)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="prompts and resampling (default 0; a run folder: the run's seed)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run, check=check)  # fmt: skip
+
+
+def chosen_settings(args: argparse.Namespace) -> dict[str, float | int]:
+    """The `VerifySettings` fields the user set on the command line (the rest keep their
+    defaults, or in a run folder the run's own settings)."""
+    given = {"n": args.n, "max_n": args.max_n, "budget_s": args.budget, "seed": args.seed}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def check(args: argparse.Namespace) -> None:
@@ -60,19 +79,18 @@ def check(args: argparse.Namespace) -> None:
 
     load_hypothesis(args.hypothesis)
     load_task(args.task)
-    if args.n < 2 or args.max_n < args.n:
-        raise InputError(f"--n {args.n} --max-n {args.max_n}: give --n >= 2 and --max-n >= --n")
-    if args.budget <= 0:
+    n, max_n = args.n, args.max_n  # unset: the defaults, or a run folder's own sizes
+    if (n is not None and n < 2) or (None not in (n, max_n) and max_n < n):
+        raise InputError(f"--n {n} --max-n {max_n}: give --n >= 2 and --max-n >= --n")
+    if args.budget is not None and args.budget <= 0:
         raise InputError(f"--budget {args.budget}: give a positive number of seconds")
 
 
 def run(args: argparse.Namespace) -> int:
     from wildcircuits.pipeline.steps_verify import verify_file
     from wildcircuits.results.verify import Verification
-    from wildcircuits.verification.run import VerifySettings
 
-    settings = VerifySettings(n=args.n, max_n=args.max_n, budget_s=args.budget, seed=args.seed)
-    path = verify_file(args.hypothesis, args.task, args.model, args.out, settings,
+    path = verify_file(args.hypothesis, args.task, args.model, args.out, chosen_settings(args),
                        device=args.device, corruption=args.corruption,
                        progress=not args.quiet)  # fmt: skip
     result = Verification.load(path)

@@ -11,7 +11,10 @@ folder's own hypothesis.yaml is an output of the explain step, so editing it in 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wildcircuits.pipeline.context import Context
 
@@ -50,16 +53,10 @@ def pipeline_settings(config):
     """The verify step's `VerifySettings`: the run's held-out size and seed, the pipeline's
     effort (`PIPELINE_VERIFY`) and the run's own `verify_settings` over both."""
     from wildcircuits.pipeline.config import PIPELINE_VERIFY
-    from wildcircuits.verification.run import VerifySettings
 
     chosen = {"n": config.n_heldout, "max_n": max(64, config.n_heldout), "seed": config.seed,
               **PIPELINE_VERIFY, **config.verify_settings}  # fmt: skip
-    try:
-        return VerifySettings(**chosen)
-    except TypeError as error:
-        from wildcircuits.errors import InputError
-
-        raise InputError(f"verify_settings: {error}; see docs/verify.md") from None
+    return _settings(chosen)
 
 
 def verify_file(
@@ -67,18 +64,21 @@ def verify_file(
     task_name: str,
     model_name: str,
     out: Path | str,
-    settings=None,
+    settings: Mapping[str, Any] | None = None,
     device: str = "cpu",
     corruption: str | None = None,
     progress: bool = True,
 ) -> Path:
     """Verify a hypothesis file for a task and model; write OUT/verification.json and return
-    its path. The file is checked (shape, positions) before any long work.
+    its path. The file is checked (shape, positions) before any long work. settings: the
+    `VerifySettings` fields to change from their defaults (e.g. {"n": 32, "budget_s": 60}).
 
-    OUT may be a run folder only for that folder's own hypothesis.yaml and the run's task and
-    model: the verify step is then run as `discover` runs it (under the folder's lock, recorded
-    in its manifest with a fingerprint) and report.html is rebuilt. An edited copy of a
-    hypothesis goes to another folder (made if missing): it is not the run's explanation."""
+    OUT may be a run folder only for that folder's own hypothesis.yaml and the run's task,
+    model and corruption: the verify step is then run as `discover` runs it (under the folder's
+    lock, recorded in its manifest with a fingerprint) and report.html is rebuilt; `settings`
+    are stored in the run's config.json `verify_settings` (so the fingerprint and a later
+    `discover --resume` see them). An edited copy of a hypothesis goes to another folder (made
+    if missing): it is not the run's explanation."""
     from wildcircuits.explanation.hypothesis import load_hypothesis
     from wildcircuits.models import load_model
     from wildcircuits.names import Shape
@@ -87,35 +87,76 @@ def verify_file(
 
     root = Path(out)
     if (root / "manifest.json").exists() and (root / "config.json").exists():
-        return _verify_run_folder(root, Path(hypothesis_path), task_name, model_name, device,
-                                  progress)  # fmt: skip
+        request = RunRequest(Path(hypothesis_path), task_name, model_name, corruption)
+        return _verify_run_folder(root, request, dict(settings or {}), device, progress)
     task = load_task(task_name)
     model = load_model(model_name, device=device)
     hypothesis = load_hypothesis(hypothesis_path, Shape(model.n_layers, model.n_heads))
-    result = verify(model, task, hypothesis, settings, corruption=corruption,
+    chosen = _settings(settings or {})
+    result = verify(model, task, hypothesis, chosen, corruption=corruption,
                     source=hypothesis_path, progress=progress)  # fmt: skip
     root.mkdir(parents=True, exist_ok=True)
     return result.save(root / "verification.json")
 
 
-def _verify_run_folder(root: Path, hypothesis: Path, task: str, model: str, device: str,
+@dataclass(frozen=True)
+class RunRequest:
+    """What `wildcircuits verify` was asked to verify, checked against a run folder's own."""
+
+    hypothesis: Path
+    task: str
+    model: str
+    corruption: str | None
+
+
+def _settings(settings: Mapping[str, Any]):
+    from wildcircuits.verification.run import VerifySettings
+
+    try:
+        return VerifySettings(**settings)
+    except TypeError as error:
+        from wildcircuits.errors import InputError
+
+        raise InputError(f"verify settings: {error}; see docs/verify.md") from None
+
+
+def _verify_run_folder(root: Path, request: RunRequest, settings: dict[str, Any], device: str,
                        progress: bool) -> Path:  # fmt: skip
-    """The verify step of run folder `root` (its own hypothesis, task and model only)."""
+    """The verify step of run folder `root` (its own hypothesis, task, model and corruption
+    only), with `settings` stored in its config."""
     from wildcircuits.errors import InputError
     from wildcircuits.pipeline.runner import rerun_step
     from wildcircuits.pipeline.steps_explain import check_explainable
 
     config = check_explainable(root)
     own = root / "hypothesis.yaml"
-    if not own.exists() or hypothesis.resolve() != own.resolve():
+    if not own.exists() or request.hypothesis.resolve() != own.resolve():
         raise InputError(
             f"--out {root} is a run folder: its verification.json verifies its own "
-            f"hypothesis.yaml, not {hypothesis}; give another --out folder for an edited copy"
+            f"hypothesis.yaml, not {request.hypothesis}; give another --out folder for an "
+            "edited copy"
         )
-    if (task, model) != (config.task, config.model):
+    if (request.task, request.model) != (config.task, config.model):
         raise InputError(
-            f"--task {task} --model {model} disagree with the run folder's {config.task} / "
-            f"{config.model}; give the run's task and model"
+            f"--task {request.task} --model {request.model} disagree with the run folder's "
+            f"{config.task} / {config.model}; give the run's task and model"
         )
-    rerun_step(root, config.with_(device=device), "verify", progress)
+    if request.corruption not in (None, config.corruption):
+        raise InputError(
+            f"--corruption {request.corruption}: the run folder's circuit was found with "
+            f"{config.corruption or 'the task default'}; leave --corruption out, or give "
+            "another --out folder"
+        )
+    fixed = {"n": config.n_heldout, "seed": config.seed}
+    clash = [f"{k} {settings[k]}" for k in fixed if settings.get(k, fixed[k]) != fixed[k]]
+    if clash:
+        raise InputError(
+            f"{', '.join(clash)}: a run folder's verify step starts from the run's own held-out "
+            f"prompts (n {config.n_heldout}, seed {config.seed}); leave them out (--max-n and "
+            "--budget may change), rerun `discover` with other sizes, or give another --out"
+        )
+    settings = {k: v for k, v in settings.items() if k not in fixed}
+    config = config.with_(device=device, verify_settings={**config.verify_settings, **settings})
+    pipeline_settings(config)  # bad settings fail here, before the folder is touched
+    rerun_step(root, config, "verify", progress)
     return root / "verification.json"
