@@ -203,7 +203,7 @@ def test_sender_without_a_path_is_skipped_and_would_be_zero():
     assert late.score == 0.0
 
 
-def test_one_batched_forward_pair_per_receiver_slot(monkeypatch):
+def test_forward_count_is_the_shared_step2_plan(monkeypatch):
     model, problem = tiny_model("llama"), named_problem()
     runs = []
     original = type(model).run
@@ -264,3 +264,19 @@ def test_a_sender_is_patched_only_at_its_members_positions():
     assert set(into) == {"q", "k", "v"} and all(e == 0.0 for e in into.values()), into
     everywhere = path_patch(model, problem, list(sender_sites(at_end)), ["L2.H0:q"])
     assert abs(everywhere.score) > 1e-4  # the unmasked senders' later tokens are what moved it
+
+
+def test_path_patch_jobs_refuses_logits_and_unknown_sender_sets():
+    from wildcircuits.errors import SiteError
+    from wildcircuits.patching.path import path_patch_jobs
+    from wildcircuits.patching.path_steps import ReceiverJob
+
+    model, problem = tiny_model("llama"), named_problem()
+    cache = path_cache(model, problem)
+    sets = [[Site(Component.Z, 0, 1)]]
+    q = parse_display_receiver("L2.H1:q")
+    logits = ReceiverJob((parse_display_receiver("logits"),), (None,), (0,))
+    with pytest.raises(SiteError, match="use path_patch_sets"):
+        path_patch_jobs(model, problem, cache, sets, [logits])
+    with pytest.raises(SiteError, match="must name some of the 1 sets"):
+        path_patch_jobs(model, problem, cache, sets, [ReceiverJob((q,), (None,), (3,))])

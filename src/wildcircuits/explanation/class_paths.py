@@ -12,9 +12,11 @@ final residual stream. `effect` is the
 normalized path effect (m_clean - m_patched) / (m_clean - m_corrupted), with a bootstrap interval
 over prompts.
 
-Batching: all sender classes of one receiver (class, slot) run side by side in one batched
-forward (the clean batch repeated once per sender class), on one shared cache of the clean and
-corrupted runs; a sender class none of whose members comes before a receiver member has no path
+Batching: step 2 (the sender class patched, every other head frozen) does not depend on the
+receiver, so it runs once per chunk of sender classes side by side (the clean batch repeated
+once per class), recording every receiver's input at once; then step 3 runs once per receiver
+(class, slot) with the rows of all its sender classes, on one shared cache of the clean and
+corrupted runs. A sender class none of whose members comes before a receiver member has no path
 there and is not measured (its effect would be exactly 0).
 """
 
@@ -41,7 +43,14 @@ from wildcircuits.names import (
     head_node,
     parse_display_node,
 )
-from wildcircuits.patching.path import PathCache, path_cache, path_exists, path_patch_sets
+from wildcircuits.patching.path import (
+    PathCache,
+    path_cache,
+    path_exists,
+    path_patch_jobs,
+    path_patch_sets,
+)
+from wildcircuits.patching.path_steps import ReceiverJob
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
 from wildcircuits.results.explain import ClassPath, HeadClass
@@ -82,15 +91,25 @@ def class_paths(
     forward (sender classes x batch)."""
     jobs = path_jobs(model, problem, classes)
     names, index = position_index(problem)
-    senders = {c.name: _senders(c, names, index) for c in classes}
+    sets = [_senders(c, names, index) for c in classes]
+    order = {c.name: k for k, c in enumerate(classes)}
     cache = path_cache(model, problem)
+    *to_classes, to_logits = jobs
+    bar = _progress(len(jobs), progress)
+    measured = path_patch_jobs(
+        model, problem, cache, sets,
+        [ReceiverJob(j.receivers, j.masks, tuple(order[n] for n in j.senders)) for j in to_classes],
+        max_rows, on_job=bar.update if bar else None,
+    ) if to_classes else []  # fmt: skip
+    logits = path_patch_sets(
+        model, problem, cache, [sets[order[n]] for n in to_logits.senders],
+        list(to_logits.receivers), None, max_rows,
+    )  # fmt: skip
+    if bar:
+        bar.close()
     out: list[ClassPath] = []
-    for job in _progress(jobs, progress):
-        sets = [senders[name] for name in job.senders]
-        metrics = path_patch_sets(
-            model, problem, cache, sets, list(job.receivers), list(job.masks), max_rows
-        )  # (sender class, batch)
-        for name, per_row in zip(job.senders, metrics, strict=True):
+    for job, metrics in zip(jobs, [*measured, logits], strict=True):
+        for name, per_row in zip(job.senders, metrics, strict=True):  # (batch,) per sender
             effect, interval = _effect(cache, per_row, n_bootstrap)
             out.append(ClassPath(name, job.receiver, job.slot, job.position, effect, interval))
     return tuple(out)
@@ -124,15 +143,16 @@ def path_jobs(
 
 
 def forward_counts(jobs: Sequence[PathJob], batch: int, max_rows: int = 128) -> dict[str, int]:
-    """Forward passes of `class_paths` (2 cached runs, then per job and chunk of sender classes
-    a step-2 and a step-3 run, one run for the logits) against the naive plan: one `path_patch`
-    per class pair (its own 2 cached runs, then 2 runs, or 1 to the logits)."""
+    """Forward passes of `class_paths` (2 cached runs; one shared step-2 run per chunk of
+    sender classes; per receiver job a step-3 run per chunk of its sender classes; the logits
+    one run per chunk) against the naive plan: one `path_patch` per class pair (its own 2
+    cached runs, then 2 runs, or 1 to the logits)."""
     per_chunk = max(1, max_rows // batch)
-    batched, naive = 2, 0
-    for job in jobs:
-        runs = 1 if job.receiver == "logits" else 2
-        batched += runs * -(-len(job.senders) // per_chunk)
-        naive += (2 + runs) * len(job.senders)
+    chunks = lambda n: -(-n // per_chunk)  # noqa: E731
+    *to_classes, to_logits = jobs
+    batched = 2 + chunks(len(to_logits.senders)) * (2 if to_classes else 1)
+    batched += sum(chunks(len(job.senders)) for job in to_classes)
+    naive = sum((2 + (1 if job.receiver == "logits" else 2)) * len(job.senders) for job in jobs)
     return {
         "forwards": batched,
         "naive_forwards": naive,
@@ -232,12 +252,12 @@ def _effect(cache: PathCache, patched: Tensor, n_bootstrap: int):
     return effect, (float(low), float(high))
 
 
-def _progress(items, enabled: bool):
+def _progress(total: int, enabled: bool):
     if not enabled:
-        return items
+        return None
     from tqdm import tqdm
 
-    return tqdm(items, desc="class paths", file=sys.stderr, leave=False)
+    return tqdm(total=total, desc="class paths", file=sys.stderr, leave=False)
 
 
 __all__ = [

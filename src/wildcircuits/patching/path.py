@@ -33,7 +33,7 @@ and many sender sets run in one batched forward (the clean batch repeated once p
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,12 +46,14 @@ from wildcircuits.names import LOGITS, NodeKind, Receiver, parse_display_receive
 from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels
 from wildcircuits.patching.path_steps import (
     PathCache,
+    ReceiverJob,
     Sender,
     _check,
-    _patched_metrics,
+    logits_metrics,
     path_cache,
     receiver_site,
     sender_site,
+    shared_step2_metrics,
 )
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
@@ -86,7 +88,7 @@ def path_patch(
     masks = _check_masks(problem, receivers, receiver_positions)
     cache = path_cache(model, problem)
     with torch.no_grad():
-        per_row = _patched_metrics(model, problem, cache, [list(senders)], receivers, masks)[0]
+        per_row = _set_metrics(model, problem, cache, [list(senders)], receivers, masks, 1)[0]
     patched = float(per_row.mean())
     return PathPatchResult(
         clean=cache.m_clean,
@@ -115,13 +117,45 @@ def path_patch_sets(
     _check(model, [sender_site(s) for senders in sets for s in senders], receivers)
     _check_sender_masks(problem, [s for senders in sets for s in senders])
     masks = _check_masks(problem, receivers, receiver_positions)
-    per_chunk = max(1, max_rows // problem.batch)
-    out = []
     with torch.no_grad():
-        for i in range(0, len(sets), per_chunk):
-            chunk = [list(senders) for senders in sets[i : i + per_chunk]]
-            out.append(_patched_metrics(model, problem, cache, chunk, receivers, masks))
-    return torch.cat(out)
+        return _set_metrics(model, problem, cache, sets, receivers, masks, max_rows)
+
+
+def _set_metrics(model, problem, cache, sets, receivers, masks, max_rows: int) -> Tensor:
+    """Metric (sets, batch) of each sender set into the receivers (checked already)."""
+    per_chunk = max(1, max_rows // problem.batch)
+    if receivers[0].node == LOGITS:
+        chunks = [sets[i : i + per_chunk] for i in range(0, len(sets), per_chunk)]
+        return torch.cat([logits_metrics(model, problem, cache, c) for c in chunks])
+    masks = tuple(masks) if masks is not None else (None,) * len(receivers)
+    job = ReceiverJob(tuple(receivers), masks, tuple(range(len(sets))))
+    return shared_step2_metrics(model, problem, cache, sets, [job], max_rows)[0]
+
+
+def path_patch_jobs(
+    model: InstrumentedModel,
+    problem: PatchingProblem,
+    cache: PathCache,
+    sets: Sequence[Sequence[Sender]],
+    jobs: Sequence[ReceiverJob],
+    max_rows: int = 128,
+    on_job: Callable[[], None] | None = None,
+) -> list[Tensor]:
+    """`path_patch_sets` for many head / MLP receiver groups at once: per job, step 3's metric
+    (len(job.sets), batch) of the sender sets it lists, with one shared step 2 per chunk of
+    sets (`path_steps.shared_step2_metrics`) instead of one per job."""
+    if not sets or any(not senders for senders in sets):
+        raise SiteError("give one or more sender sets, each with at least one sender")
+    for job in jobs:
+        if any(r.node == LOGITS for r in job.receivers) or not job.receivers:
+            raise SiteError("path_patch_jobs takes head / MLP receivers; use path_patch_sets")
+        if any(not 0 <= k < len(sets) for k in job.sets) or not job.sets:
+            raise SiteError(f"job sender indices {job.sets} must name some of the {len(sets)} sets")
+        _check(model, [sender_site(s) for k in job.sets for s in sets[k]], job.receivers)
+        _check_masks(problem, job.receivers, job.masks)
+    _check_sender_masks(problem, [s for senders in sets for s in senders])
+    with torch.no_grad():
+        return shared_step2_metrics(model, problem, cache, sets, jobs, max_rows, on_job)
 
 
 def _check_sender_masks(problem, senders) -> None:
@@ -214,7 +248,7 @@ def path_patch_heads(
     with torch.no_grad():
         for chunk in _progress(chunks, progress, "path patching"):
             sets = [[Site(Component.Z, layer, head)] for layer, head in chunk]
-            metrics = _patched_metrics(model, problem, cache, sets, receivers).mean(1)
+            metrics = _set_metrics(model, problem, cache, sets, receivers, None, max_rows).mean(1)
             for (layer, head), metric in zip(chunk, metrics.tolist(), strict=True):
                 values[layer, head] = normalized_effect(metric, cache, normalize)
     target = "logits" if receivers[0].node == LOGITS else "receivers"

@@ -5,7 +5,7 @@ positions). `patching.path` builds the public functions on these."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -142,56 +142,25 @@ def _masked_replace(mask: Tensor, value: Tensor):
     return patch
 
 
-def _patched_metrics(
+def logits_metrics(
     model: InstrumentedModel,
     problem: PatchingProblem,
     cache: PathCache,
     sets: Sequence[Sequence[Sender]],
-    receivers: Sequence[Receiver],
-    masks: Sequence[Tensor | None] | None = None,
 ) -> Tensor:
-    """Metric (sets, batch) of step 3 for each sender set; masks: per receiver (batch, pos)
-    bool, where step 3 takes the recorded input (None: every position)."""
-    n_sets, batch = len(sets), problem.batch
-    rows = torch.arange(batch, device=problem.positions.device).repeat(n_sets)
-    tokens = problem.clean.select(rows)
-    positions = problem.positions[rows]
+    """Metric (sets, batch) of each sender set into the logits (step 3 is step 2 here), the
+    sets side by side in one forward."""
+    n_sets = len(sets)
+    rows, tokens, positions = _repeated(problem, n_sets)
     start = min(sender_site(s).layer for senders in sets for s in senders)
-    to_logits = receivers[0].node == LOGITS
-    masks = list(masks) if masks is not None else [None] * len(receivers)
-    # Receivers before the first sender keep their clean input: nothing to patch there.
-    kept = [
-        (r, m) for r, m in zip(receivers, masks, strict=True) if to_logits or r.node.layer >= start
-    ]
-    if not kept:
-        return cache.clean_scores.repeat(n_sets, 1)
-    receivers = [r for r, _ in kept]
-    sites = _site_masks([(receiver_site(r), m) for r, m in kept]) if not to_logits else {}
-    stop = model.n_layers if to_logits else max(r.node.layer for r in receivers) + 1
-    step2 = model.run(
+    run = model.run(
         tokens,
-        capture=list({Site(s.component, s.layer) for s in sites}),
-        interventions=step2_interventions(cache, sets, start, stop),
+        interventions=step2_interventions(cache, sets, start, model.n_layers),
         positions=positions,
-        return_logits=to_logits,
         start_layer=start,
         start_resid=cache.clean_resid[start].repeat(n_sets, 1, 1) if start else None,
     )
-    if to_logits:
-        return problem.score(step2.logits, rows=rows).reshape(n_sets, batch)
-    first = min(r.node.layer for r in receivers)
-    patches = [
-        _receiver_patch(s, step2[Site(s.component, s.layer)][_head(s)], mask, n_sets)
-        for s, mask in sites.items()
-    ]
-    step3 = model.run(
-        tokens,
-        interventions=patches,
-        positions=positions,
-        start_layer=first,
-        start_resid=cache.clean_resid[first].repeat(n_sets, 1, 1) if first else None,
-    )
-    return problem.score(step3.logits, rows=rows).reshape(n_sets, batch)
+    return problem.score(run.logits, rows=rows).reshape(n_sets, problem.batch)
 
 
 def _site_masks(pairs: Sequence[tuple[Site, Tensor | None]]) -> dict[Site, Tensor | None]:
@@ -218,3 +187,100 @@ def _receiver_patch(site: Site, recorded: Tensor, mask: Tensor | None, n_sets: i
 def _head(site: Site) -> tuple:
     """Index of a receiver site's slice in its full captured value."""
     return (slice(None),) if site.head is None else (slice(None), slice(None), site.head)
+
+
+@dataclass(frozen=True)
+class ReceiverJob:
+    """Head / MLP receivers patched together in one step 3 (with their (batch, pos) masks, None:
+    every position) and the indices of the sender sets measured into them."""
+
+    receivers: tuple[Receiver, ...]
+    masks: tuple[Tensor | None, ...]
+    sets: tuple[int, ...]
+
+
+def shared_step2_metrics(
+    model: InstrumentedModel,
+    problem: PatchingProblem,
+    cache: PathCache,
+    sets: Sequence[Sequence[Sender]],
+    jobs: Sequence[ReceiverJob],
+    max_rows: int = 128,
+    on_job: Callable[[], None] | None = None,
+) -> list[Tensor]:
+    """Step 3's metric (len(job.sets), batch) of every job (`on_job` called after each), with
+    step 2 run once per chunk of sender sets for all jobs together. Exact: step 2 does not
+    depend on the receivers (every head from the first sender's layer on is frozen clean
+    either way, and a receiver's input never depends on later layers), so it records every
+    job's receiver inputs in one run."""
+    start = min(sender_site(s).layer for senders in sets for s in senders)
+    kept = [_kept(job, start) for job in jobs]
+    sites = list(dict.fromkeys(s for job in kept for s in job[0]))
+    if not sites:
+        return [cache.clean_scores.repeat(len(job.sets), 1) for job in jobs]
+    stop = max(s.layer for s in sites) + 1
+    per_chunk = max(1, max_rows // problem.batch)
+    recorded: dict[int, dict[Site, Tensor]] = {}
+    for i in range(0, len(sets), per_chunk):
+        chunk = list(range(i, min(i + per_chunk, len(sets))))
+        rows, tokens, positions = _repeated(problem, len(chunk))
+        run = model.run(
+            tokens,
+            capture=sites,
+            interventions=step2_interventions(cache, [sets[k] for k in chunk], start, stop),
+            positions=positions,
+            return_logits=False,
+            start_layer=start,
+            start_resid=cache.clean_resid[start].repeat(len(chunk), 1, 1) if start else None,
+        )
+        for offset, k in enumerate(chunk):
+            block = slice(offset * problem.batch, (offset + 1) * problem.batch)
+            recorded[k] = {s: run[s][block] for s in sites}
+    out = []
+    for job, (job_sites, first) in zip(jobs, kept, strict=True):
+        if not job_sites:
+            out.append(cache.clean_scores.repeat(len(job.sets), 1))
+            continue
+        parts = [
+            _step3(model, problem, cache, job_sites, first, [recorded[k] for k in part])
+            for part in (job.sets[j : j + per_chunk] for j in range(0, len(job.sets), per_chunk))
+        ]
+        out.append(torch.cat(parts))
+        if on_job is not None:
+            on_job()
+    return out
+
+
+def _kept(job: ReceiverJob, start: int) -> tuple[dict[Site, Tensor | None], int]:
+    """The job's receiver sites at or after the first sender's layer (earlier ones keep their
+    clean input: nothing to patch), merged per site, and the first of their layers."""
+    pairs = [
+        (receiver_site(r), m)
+        for r, m in zip(job.receivers, job.masks, strict=True)
+        if r.node.layer >= start
+    ]
+    merged = _site_masks(pairs)
+    return merged, min((s.layer for s in merged), default=0)
+
+
+def _repeated(problem: PatchingProblem, n_sets: int):
+    rows = torch.arange(problem.batch, device=problem.positions.device).repeat(n_sets)
+    return rows, problem.clean.select(rows), problem.positions[rows]
+
+
+def _step3(model, problem, cache, sites: dict, first: int, values: list[dict[Site, Tensor]]):
+    """Step 3 for the sender sets whose step-2 records are `values`: metric (sets, batch)."""
+    n_sets = len(values)
+    rows, tokens, positions = _repeated(problem, n_sets)
+    patches = [
+        _receiver_patch(s, torch.cat([v[s] for v in values]), mask, n_sets)
+        for s, mask in sites.items()
+    ]
+    run = model.run(
+        tokens,
+        interventions=patches,
+        positions=positions,
+        start_layer=first,
+        start_resid=cache.clean_resid[first].repeat(n_sets, 1, 1) if first else None,
+    )
+    return problem.score(run.logits, rows=rows).reshape(n_sets, problem.batch)
