@@ -186,6 +186,24 @@ def _mixed() -> Hypothesis:
     return Hypothesis("planted induction", "tiny", (a, b, c), paths)
 
 
+def _cyclic() -> Hypothesis:
+    """A class-level cycle, acyclic member by member (as MLPs and duplicate-token heads at S2
+    on SmolLM2 IOI): a = {L0.H1 at S1+1, L2.H0 at S2} feeds b = {L1.H2, L1.mlp at S2}, which
+    feeds a; both into the logits. Treeified, a's L2.H0 reads b, b reads only a's L0.H1."""
+    a = ClaimedClass("a", None, (Pair("L0.H1", "S1+1"), Pair("L2.H0", "S2")),
+                     Dependence(("S1",)))  # fmt: skip
+    b = ClaimedClass("b", None, (Pair("L1.H2", "S2"), Pair("L1.mlp", "S2")),
+                     Dependence(("S2",), ("a",)))  # fmt: skip
+    paths = (
+        ClaimedPath("a", "b", PathSlot.K, ("S2",)),
+        ClaimedPath("a", "b", PathSlot.IN, ("S2",)),
+        ClaimedPath("b", "a", PathSlot.Q, ("S2",)),
+        ClaimedPath("a", LOGITS, PathSlot.LOGITS, ("S2",)),
+        ClaimedPath("b", LOGITS, PathSlot.LOGITS, ("S2",)),
+    )
+    return Hypothesis("planted induction", "tiny", (a, b), paths)
+
+
 @functools.cache
 def loud_gpt2() -> InstrumentedModel:
     """A random GPT-2 (3 layers, 4 heads) with weights of std 0.3 instead of 0.02, so that
@@ -211,3 +229,4 @@ def loud_gpt2() -> InstrumentedModel:
 
 NOTHING_SCRUBBED = _nothing_scrubbed()
 MIXED = _mixed()
+CYCLIC = _cyclic()

@@ -6,8 +6,9 @@ one paragraph). For a reference prompt x, with x_rand a random other prompt of x
   at C's `depends_on.positions` (`resampling.Resampler.agreeing`); in that run the members'
   inputs get the embeddings of x'_C, the outputs of every claimed sender class D (through the
   claimed slot, at D's member tokens) as D computed on *its* resample, which agrees with x'_C on
-  D's positions (recursively: the treeification is as deep as the class graph), and every other
-  sender output from x_rand;
+  D's positions (recursively: the treeification is as deep as the class graph; D enters with
+  only its members computed before C's last member, so a cycle of class paths unrolls member by
+  member and ends), and every other sender output from x_rand;
 - the logits read the classes with a claimed path into them, as computed on their resamples,
   and everything else from x_rand.
 `scrub` reports loss recovered = (L_random - L_scrubbed) / (L_random - L_model) for the whole
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -28,6 +29,7 @@ from wildcircuits.errors import WildcircuitsError
 from wildcircuits.evaluation.bootstrap import N_BOOT, bootstrap
 from wildcircuits.explanation.hypothesis import LOGITS, ClaimedClass, ClaimedPath, Hypothesis
 from wildcircuits.models.tokens import tokens_from_ids
+from wildcircuits.names import NodeKind, parse_display_node
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.results.verify import Estimate, Scrubbing, ScrubClaim
 from wildcircuits.verification.resampling import ResamplePool, Resampler, Sample
@@ -39,7 +41,8 @@ MAX_TREE = 64
 
 CONVENTION = (
     "causal scrubbing (Chan et al. 2022), treeified to the full depth of the claimed class "
-    "graph: each class is computed on a resample x' of its reference that keeps the tokens at "
+    "graph (a sender class entering a receiver's run with only its members computed before "
+    "the receiver's last member, so a cycle of class paths unrolls member by member): each class is computed on a resample x' of its reference that keeps the tokens at "
     "its depends_on positions (same layout; the variables holding them transplanted into a "
     "random other prompt of the layout, skipping candidates where two variables of one list "
     "would share a value), its members' inputs taking x''s embeddings, each claimed sender "
@@ -79,7 +82,8 @@ class TreeNode:
 
     def key(self, rows: slice) -> tuple:
         ids = self.sample.ids[rows].numpy().tobytes()
-        return (self.claimed.name, ids, tuple(child.key(rows) for _, child in self.children))
+        children = tuple(child.key(rows) for _, child in self.children)
+        return (self.claimed.name, self.claimed.members, ids, children)
 
     def reasons(self) -> set[str]:
         out = {self.sample.reason} if self.sample.reason else set()
@@ -94,23 +98,39 @@ def build_tree(
     reference: Sample,
     draw: Resampler,
     label: str,
-    stack: tuple[str, ...] = (),
     count: list[int] | None = None,
 ) -> TreeNode:
-    """The treeified resamples of `claimed` relative to `reference` (module doc)."""
+    """The treeified resamples of `claimed` relative to `reference` (module doc). A sender
+    class enters a receiver's run only through its members upstream of some receiver member
+    (`upstream_members`; the others cannot reach it), so a cycle of claimed class paths
+    (classes at one position spanning many layers, e.g. MLPs and duplicate-token heads at S2)
+    unrolls member by member and ends: each turn round it keeps only earlier members."""
     count = count if count is not None else [0]
-    if claimed.name in stack:
-        raise Unscrubbable(f"the claimed paths form a cycle through {claimed.name!r}")
     count[0] += 1
     if count[0] > MAX_TREE:
         raise Unscrubbable(f"the treeified hypothesis needs more than {MAX_TREE} class runs")
     sample = draw.agreeing(reference, claimed.depends_on.positions, f"{label}/{claimed.name}")
-    children = tuple(
-        (path, build_tree(h, h.class_named(path.sender), sample, draw,
-                          f"{label}/{claimed.name}<{path.sender}", (*stack, claimed.name), count))
-        for path in h.paths_into(claimed.name)
-    )  # fmt: skip
-    return TreeNode(claimed, sample, children)
+    children = []
+    for path in h.paths_into(claimed.name):
+        sender = upstream_members(h.class_named(path.sender), claimed)
+        if sender.members:
+            child = build_tree(h, sender, sample, draw, f"{label}/{claimed.name}<{path.sender}",
+                               count)  # fmt: skip
+            children.append((path, child))
+    return TreeNode(claimed, sample, tuple(children))
+
+
+def _order(pair) -> int:
+    """Where a member computes in the forward: 2 * layer, + 1 for an MLP (after the heads)."""
+    node = parse_display_node(pair.node)
+    return 2 * node.layer + (1 if node.kind is NodeKind.MLP else 0)
+
+
+def upstream_members(sender: ClaimedClass, receiver: ClaimedClass) -> ClaimedClass:
+    """`sender` with only the members computed before the receiver's last member (a head
+    before an MLP of its own layer): the only ones whose output a receiver member can read."""
+    last = max(_order(p) for p in receiver.members)
+    return replace(sender, members=tuple(p for p in sender.members if _order(p) < last))
 
 
 # one claim's plan ---------------------------------------------------------------------------
