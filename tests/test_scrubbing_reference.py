@@ -398,3 +398,13 @@ def test_a_class_level_cycle_unrolls_member_by_member():
     labels = {label for label, _, _ in draws}
     assert "whole/a<b/b" in labels and "whole/a<b/b<a/a" in labels
     assert "whole/a<b/b<a/a<b/b" not in labels  # a's early member reads nothing of b
+
+
+def test_a_tree_bigger_than_max_tree_is_not_scrubbed_and_says_how_many_runs_it_needs():
+    model, h = _case("cyclic gpt2")
+    draw = Resampler(planted_pool(N), SEED)
+    free = draw.free("x_rand")
+    whole = plans(h, draw, free, max_tree=3)[0]
+    assert whole.logits is None
+    assert "needs 7 class runs, more than max_tree = 3" in whole.note  # a: 4, b: 3
+    assert plans(h, draw, free, max_tree=7)[0].logits is not None

@@ -98,7 +98,8 @@ def check_verify_settings(settings: dict[str, Any]) -> None:
     """Unknown keys of `verify_settings` are an error naming the valid ones (no torch)."""
     valid = (
         "max_n", "max_width", "budget_s", "n_random", "greedy_steps", "minimality_steps",
-        "minimality_candidates", "n_reference", "n_boot", "batch_size", "scrub", "checks",
+        "minimality_candidates", "n_reference", "n_boot", "batch_size", "scrub", "max_tree",
+        "checks",
     )  # fmt: skip
     if not isinstance(settings, dict):
         raise WildcircuitsError(

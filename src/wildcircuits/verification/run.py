@@ -54,6 +54,7 @@ class VerifySettings:
     n_boot: int = N_BOOT
     batch_size: int = 16
     scrub: bool = True
+    max_tree: int = 64  # scrubbing.MAX_TREE: class runs of the whole hypothesis's scrub
     checks: bool = True
     split: str = "test"
 
@@ -332,6 +333,7 @@ def _scrub(model, inputs, n, hypothesis, settings, engine, say, progress):
         result = scrub(
             model, pool, hypothesis, seed=settings.seed, n_boot=settings.n_boot,
             batch_size=settings.batch_size, engine=engine, progress=progress,
+            max_tree=settings.max_tree,
         )  # fmt: skip
     except WildcircuitsError as error:
         claim = ClaimVerdict("causal scrubbing", ClaimStatus.INCONCLUSIVE, "causal scrubbing",

@@ -35,14 +35,16 @@ from wildcircuits.results.verify import Estimate, Scrubbing, ScrubClaim
 from wildcircuits.verification.resampling import ResamplePool, Resampler, Sample
 from wildcircuits.verification.scrub_runs import Chunk, Runs, members_of
 
-#: The most class runs one scrub's tree may hold (a class reached by many claimed paths is
-#: computed once per path into it, treeified); a bigger tree is reported as not scrubbable.
+#: The most class runs the whole hypothesis's tree may hold by default (a class reached by many
+#: claimed paths is computed once per path into it, treeified; each run costs about one forward
+#: per chunk of prompts); a bigger tree is reported as not scrubbable, with the runs it needs.
 MAX_TREE = 64
 
 CONVENTION = (
     "causal scrubbing (Chan et al. 2022), treeified to the full depth of the claimed class "
     "graph (a sender class entering a receiver's run with only its members computed before "
-    "the receiver's last member, so a cycle of class paths unrolls member by member): each class is computed on a resample x' of its reference that keeps the tokens at "
+    "the receiver's last member, so a cycle of class paths unrolls member by member): each "
+    "class is computed on a resample x' of its reference that keeps the tokens at "
     "its depends_on positions (same layout; the variables holding them transplanted into a "
     "random other prompt of the layout, skipping candidates where two variables of one list "
     "would share a value), its members' inputs taking x''s embeddings, each claimed sender "
@@ -60,10 +62,6 @@ CONVENTION = (
     "the clean run, L_random x_rand's run scored on x's targets, means over the rows with a "
     "valid resample; interval: paired percentile bootstrap over prompts."
 )
-
-
-class Unscrubbable(WildcircuitsError):
-    """A claim that cannot be scrubbed on this pool (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -107,8 +105,6 @@ def build_tree(
     unrolls member by member and ends: each turn round it keeps only earlier members."""
     count = count if count is not None else [0]
     count[0] += 1
-    if count[0] > MAX_TREE:
-        raise Unscrubbable(f"the treeified hypothesis needs more than {MAX_TREE} class runs")
     sample = draw.agreeing(reference, claimed.depends_on.positions, f"{label}/{claimed.name}")
     children = []
     for path in h.paths_into(claimed.name):
@@ -150,19 +146,21 @@ def _positions_needed(h: Hypothesis, names) -> list[str]:
     return list(dict.fromkeys(p for n in names for p in h.class_named(n).depends_on.positions))
 
 
-def _whole(h: Hypothesis, draw: Resampler, free: Sample) -> Plan:
+def _whole(h: Hypothesis, draw: Resampler, free: Sample, max_tree: int = MAX_TREE) -> Plan:
     claim = "the whole hypothesis"
     why = draw.unscrubbable(_positions_needed(h, [c.name for c in h.classes]))
     if why:
         return Plan(claim, "whole", None, None, why)
-    try:
-        reference = draw.pool.reference()
-        top = tuple(
-            (p, build_tree(h, h.class_named(p.sender), reference, draw, "whole"))
-            for p in h.paths_into(LOGITS)
-        )
-    except Unscrubbable as error:
-        return Plan(claim, "whole", None, None, str(error))
+    reference, count = draw.pool.reference(), [0]
+    top = tuple(
+        (p, build_tree(h, h.class_named(p.sender), reference, draw, "whole", count))
+        for p in h.paths_into(LOGITS)
+    )
+    if count[0] > max_tree:
+        note = (f"the treeified hypothesis needs {count[0]} class runs, more than max_tree = "
+                f"{max_tree} (each about one forward per chunk; verify settings max_tree "
+                "raises it)")  # fmt: skip
+        return Plan(claim, "whole", None, None, note)
     ok = free.ok.clone()
     for _, node in top:
         ok &= node.ok()
@@ -269,9 +267,10 @@ def _add(into: dict[int, torch.Tensor], more: dict[int, torch.Tensor]) -> None:
         into[row] = into[row] + value if row in into else value
 
 
-def plans(h: Hypothesis, draw: Resampler, free: Sample) -> list[Plan]:
-    """The whole hypothesis, each class alone, each path alone, the logits alone."""
-    out = [_whole(h, draw, free)]
+def plans(h: Hypothesis, draw: Resampler, free: Sample, max_tree: int = MAX_TREE) -> list[Plan]:
+    """The whole hypothesis (at most `max_tree` class runs), each class alone, each path alone,
+    the logits alone."""
+    out = [_whole(h, draw, free, max_tree)]
     out += [_class_alone(h, c, draw, free) for c in h.classes]
     out += [_path_alone(h, p, draw, free) for p in h.paths]
     out.append(_logits_alone(h, free))
@@ -288,14 +287,16 @@ def scrub(
     batch_size: int = 16,
     engine: EdgeForward | None = None,
     progress: bool = True,
+    max_tree: int = MAX_TREE,
 ) -> Scrubbing:
-    """Causal scrubbing of `hypothesis` on `pool` (module doc; `CONVENTION`)."""
+    """Causal scrubbing of `hypothesis` on `pool` (module doc; `CONVENTION`); `max_tree`: the
+    most class runs the whole hypothesis's treeified scrub may take."""
     if batch_size < 1:
         raise WildcircuitsError(f"batch_size must be >= 1, got {batch_size}")
     engine = engine or EdgeForward(model)
     draw = Resampler(pool, seed)
     free = draw.free("x_rand")
-    todo = plans(hypothesis, draw, free)
+    todo = plans(hypothesis, draw, free, max_tree)
     metrics = measure(engine, pool, todo, free, batch_size, progress)
     m_model, m_random, scrubbed, forwards = metrics
     claims = tuple(
