@@ -54,7 +54,9 @@ def loss_problem(
         clean=tokens_from_ids(ids, mask),
         corrupted=tokens_from_ids(broken, mask),
         positions=loss_at,
-        targets=replace(base, loss_positions=loss_at, loss_targets=loss_targets, loss_mask=loss_mask),
+        targets=replace(
+            base, loss_positions=loss_at, loss_targets=loss_targets, loss_mask=loss_mask
+        ),
         metric=MetricKind.LOSS,
         named_positions={"REPEAT": repeat, "END": 2 * repeat - 1},
         provenance={"task": "repeated tokens", "metric": "loss"},
