@@ -211,7 +211,8 @@ def token_losses(
             f"loss at positions needs logits (batch, k, vocab) matching loss targets "
             f"{tuple(targets.loss_targets.shape)}, got {tuple(logits.shape)}"
         )
-    logprobs = logits.float().log_softmax(-1)  # (batch, k, vocab)
+    # at least float32 (half-precision models), float64 kept (finite-difference checks)
+    logprobs = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
     picked = logprobs.gather(2, targets.loss_targets.to(logits.device).unsqueeze(-1))
     return -picked.squeeze(-1)
 
