@@ -257,27 +257,40 @@ def _target_logit_dla(model, run, positions: Tensor, targets: Targets) -> LogitA
     """DLA of the target token's logit (no distractor) at every (row, loss position), each
     read as its own row, then the mean over each row's valid positions (every part is linear in
     the rows, so the parts still sum to `total`)."""
-    batch, k = positions.shape
-    flat = Targets(
-        answers=targets.loss_targets.reshape(-1, 1),
-        answer_mask=torch.ones(batch * k, 1, dtype=torch.bool),
-        distractors=torch.zeros(batch * k, 1, dtype=torch.long),
-        distractor_mask=torch.zeros(batch * k, 1, dtype=torch.bool),
-    ).to(positions.device)
 
     def read(value: Tensor) -> Tensor:
         return at_positions(value, positions).flatten(0, 1)  # (batch * k, ...)
 
-    rows = _attribute_run(model, run, read, flat)
-    mask = targets.loss_mask.to(positions.device).float()  # (batch, k)
-    weights = mask / mask.sum(1, keepdim=True).clamp(min=1)
-
-    def mean(values: Tensor) -> Tensor:
-        shaped = values.reshape(batch, k, *values.shape[1:])  # (batch, k, ...)
-        return torch.einsum("bk...,bk->b...", shaped, weights.to(values.dtype))
-
-    parts = {f.name: mean(getattr(rows, f.name)) for f in fields(rows) if f.name != "provenance"}
+    rows = _attribute_run(model, run, read, target_rows(targets))
+    parts = {
+        f.name: position_mean(getattr(rows, f.name), targets.loss_mask)
+        for f in fields(rows)
+        if f.name != "provenance"
+    }
     return LogitAttribution(**parts)
+
+
+def target_rows(targets: Targets) -> Targets:
+    """A loss task's targets as one row per (row, loss position), flattened row-major: the answer
+    is that position's loss target, no distractor (so the logit difference is its logit)."""
+    n = targets.loss_targets.numel()
+    device = targets.loss_targets.device
+    return Targets(
+        answers=targets.loss_targets.reshape(n, 1),
+        answer_mask=torch.ones(n, 1, dtype=torch.bool, device=device),
+        distractors=torch.zeros(n, 1, dtype=torch.long, device=device),
+        distractor_mask=torch.zeros(n, 1, dtype=torch.bool, device=device),
+    )
+
+
+def position_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Values of flattened (row, position) rows (batch * k, ...) -> the mean over each row's
+    valid positions (`mask` (batch, k)), (batch, ...)."""
+    batch, k = mask.shape
+    weights = mask.to(values.device, values.dtype)
+    weights = weights / weights.sum(1, keepdim=True).clamp(min=1)  # (batch, k)
+    shaped = values.reshape(batch, k, *values.shape[1:])  # (batch, k, ...)
+    return torch.einsum("bk...,bk->b...", shaped, weights)
 
 
 def _attribute_run(model, run, read, targets: Targets) -> LogitAttribution:

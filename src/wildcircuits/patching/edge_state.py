@@ -29,8 +29,8 @@ from wildcircuits.tasks.metrics import at_positions, repeat_rows
 class EdgeSpec:
     """One edge forward.
 
-    tokens, positions (batch,) or (batch, k): the batch and where to read the logits. ablated: (receiver,
-    sender) 0/1 float mask of the ablated edges, with ablation (batch or 1, pos, sender,
+    tokens, positions (batch,) or (batch, k): the batch and where to read the logits. ablated:
+    (receiver, sender) 0/1 float mask of the ablated edges, with ablation (batch or 1, pos, sender,
     d_model) their values; None: nothing ablated. node_ablated: (copies * batch, pos, sender)
     bool, the tokens at which a sender's output itself is replaced by its `ablation` value (all
     its out-edges ablated there; `edge_senders.NodeAblation`). grad: add a zero leaf on every

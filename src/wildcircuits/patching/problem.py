@@ -93,6 +93,18 @@ class PatchingProblem:
         """(batch, k) bool, the valid entries of `positions`, for a multi-position metric."""
         return self.targets.loss_mask if self.multi_position else None
 
+    def metric_tokens(self) -> torch.Tensor:
+        """(batch, pos) bool: the tokens whose logits the metric reads (valid ones only)."""
+        tokens = torch.zeros(self.clean.input_ids.shape, dtype=torch.bool)
+        positions = self.positions.cpu()
+        if not self.multi_position:
+            tokens[torch.arange(self.batch), positions] = True
+            return tokens.to(self.positions.device)
+        rows = torch.arange(self.batch)[:, None].expand_as(positions)
+        valid = self.targets.loss_mask.cpu().bool()
+        tokens[rows[valid], positions[valid]] = True
+        return tokens.to(self.positions.device)
+
     def score(self, logits: torch.Tensor, rows: Rows | None = None) -> torch.Tensor:
         """Metric per row from logits at `positions`: (batch, vocab) -> (batch,); for the loss,
         (batch, k, vocab) -> (batch,), the mean over the row's valid positions.
