@@ -132,3 +132,30 @@ def test_faithfulness_equals_the_unrolled_problem(ablation):
     assert metrics.m_corrupted == pytest.approx(float(corrupt), abs=1e-5)
     assert metrics.m_empty == pytest.approx(float(corrupt), abs=1e-4)
     assert metrics.faithfulness == pytest.approx((1.0, 0.0), abs=1e-6)
+
+
+def test_node_position_ablation_equals_the_unrolled_problem_and_the_pair_evaluator():
+    from wildcircuits.explanation.positions import LOSS, PairEvaluator, position_index
+    from wildcircuits.results.explain import Pair
+
+    model, problem = _case("planted")
+    names, index = position_index(problem)
+    # every valid loss position, and only those, is the LOSS group (REPEAT yields to it)
+    assert bool(((index == names.index(LOSS)) == problem.metric_tokens()).all())
+    engine = EdgeForward(model)
+    evaluator = PairEvaluator(engine, problem, "counterfactual", batch_size=3)
+    pairs = [Pair("L1.H0", LOSS), Pair("L0.H0", "other")]
+    kept = evaluator.space.kept(pairs)
+    mask = evaluator.space.mask(kept)  # (batch, pos, sender)
+    fast = evaluator.row_metrics([pairs])[0]  # (batch,)
+    values = engine.outputs(problem.corrupted)
+    unrolled, rows = unroll(problem), unrolled_rows(problem)
+    flat = engine.run(
+        unrolled.clean, unrolled.positions, ablation=values[rows], node_ablated=mask[rows]
+    )
+    per_row = unrolled.score(flat.logits).reshape(problem.batch, -1).mean(1)
+    torch.testing.assert_close(fast, per_row.double(), **TOL)
+    m_full, m_empty = evaluator.metrics([None, []])
+    assert m_full == pytest.approx(float(problem.score(
+        model.logits(problem.clean, positions=problem.positions)).mean()), abs=1e-5)  # fmt: skip
+    assert abs(float(fast.mean()) - m_empty) > 0.1  # keeping the induction pairs matters
