@@ -97,3 +97,11 @@ def test_activation_patching_equals_reference_and_the_unrolled_problem(kind, dir
     torch.testing.assert_close(fast.metric.values, unrolled.metric.values, **TOL)
     torch.testing.assert_close(fast.effect.values, unrolled.effect.values, **TOL)
     assert float(fast.metric.values.abs().max()) > 0.1  # patching moves the loss
+
+
+def test_the_logit_lens_refuses_a_loss_problem_with_the_fix():
+    from wildcircuits.errors import MetricError
+    from wildcircuits.localise.logit_lens import logit_lens
+
+    with pytest.raises(MetricError, match="reads many positions"):
+        logit_lens(planted_induction_model(), loss_problem(PLANTED_VOCAB), progress=False)

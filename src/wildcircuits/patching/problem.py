@@ -330,6 +330,7 @@ def problem_from_dataset(
         provenance={
             **_model_provenance(model),
             **dataset.provenance(),
+            **({"position": "loss positions"} if metric is MetricKind.LOSS else {}),
             "metric": metric.value,
             "corruption": corruption,
         },
