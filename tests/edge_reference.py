@@ -11,6 +11,7 @@ import torch
 from wildcircuits.graph.graph import Graph
 from wildcircuits.models.adapters import get_module
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.tasks.metrics import at_positions
 
 
 def edge_patching_reference(
@@ -84,4 +85,4 @@ def reference_run(model: InstrumentedModel, graph: Graph, tokens, edge_value, po
             mlp_out = get_module(block, model.adapter.post_mlp_norm)(mlp_out)
         outputs[graph.mlp_sender(layer)] = mlp_out
     final = receiver_input(graph.logits_receiver, biases)
-    return model.unembed(final[torch.arange(tokens.batch), positions]), outputs
+    return model.unembed(at_positions(final, positions)), outputs  # (batch, [k,] vocab)

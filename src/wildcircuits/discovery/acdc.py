@@ -92,7 +92,7 @@ class _Part:
 
     problem: PatchingProblem
     ablation: torch.Tensor  # (rows or 1, pos, sender, d_model)
-    clean_logprobs: torch.Tensor  # (rows, vocab)
+    clean_logprobs: torch.Tensor  # (rows, [k,] vocab)
     clean_probs: torch.Tensor
     base_outputs: torch.Tensor | None = None  # (rows, pos, sender, d_model)
     state: Resume | None = None
@@ -103,10 +103,12 @@ class _Part:
         return (self.ablation[:, :, sender] - base).expand_as(base)
 
     def losses(self, logits: torch.Tensor, loss: str) -> torch.Tensor:
-        """(copy, rows, vocab) logits -> (copy, rows) per-example losses."""
+        """(copy, rows, [k,] vocab) logits -> (copy, rows) per-example losses (KL: summed over
+        the vocabulary, then averaged over a multi-position metric's valid positions)."""
         if loss == "kl":
             now = torch.log_softmax(logits, dim=-1)
-            return (self.clean_probs * (self.clean_logprobs - now)).sum(-1)
+            kl = (self.clean_probs * (self.clean_logprobs - now)).sum(-1)  # (copy, rows, [k])
+            return self.problem.row_mean(kl)
         sign = -1.0 if self.problem.higher_is_better else 1.0
         return sign * torch.stack([self.problem.score(copy) for copy in logits])
 
@@ -142,7 +144,7 @@ class _Search:
             part = group.problem
             ablation = self.cache.values(part, group.start)
             logits = self.model.logits(part.clean, positions=part.positions).float()
-            logprobs = torch.log_softmax(logits, dim=-1)  # (rows, vocab)
+            logprobs = torch.log_softmax(logits, dim=-1)  # (rows, [k,] vocab)
             parts.append(_Part(part, ablation, logprobs, logprobs.exp()))
         return parts
 
@@ -249,7 +251,7 @@ class _Search:
         """(copies,) batch-mean losses, from `run(part)` -> (copies * rows, vocab) per part."""
         total = torch.zeros(copies, dtype=torch.float64)
         for part in self.parts:
-            logits = run(part).float().unflatten(0, (copies, -1))  # (copy, rows, vocab)
+            logits = run(part).float().unflatten(0, (copies, -1))  # (copy, rows, [k,] vocab)
             total += part.losses(logits, self.config.loss).sum(-1).double()
         return total / self.problem.batch
 

@@ -127,5 +127,4 @@ def find_backup(
 
 def _at_metric(member: Member, problem: PatchingProblem) -> bool:
     """Whether the member sits at the metric position (only there has it a direct effect)."""
-    rows = torch.arange(problem.batch, device=member.mask.device)
-    return bool(member.mask[rows, problem.positions.to(member.mask.device)].any())
+    return bool((member.mask & problem.metric_tokens().to(member.mask.device)).any())

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from wildcircuits.errors import InputError
 from wildcircuits.explanation.algorithm import describe_algorithm
-from wildcircuits.explanation.positions import position_index
+from wildcircuits.explanation.positions import LOSS, position_index
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.names import (
     LOGITS,
@@ -230,6 +230,8 @@ def _senders(c: HeadClass, names: Sequence[str], index: Tensor) -> list[tuple[Si
 
 def _metric_position(problem: PatchingProblem, names: Sequence[str], index: Tensor) -> str:
     """The named position the metric reads on every row (usually END), else `answer`."""
+    if problem.multi_position:
+        return LOSS
     at = index[torch.arange(problem.batch), problem.positions.cpu().long()]
     same = bool((at == at[0]).all()) and int(at[0]) >= 0
     return names[int(at[0])] if same else "answer"

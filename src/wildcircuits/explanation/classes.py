@@ -51,11 +51,10 @@ Label = tuple[str, str | None]  # (class name, paper class)
 
 
 def metric_position(problem: PatchingProblem) -> str:
-    """The name of the position the metric reads (e.g. END)."""
-    masks = position_masks(problem)
-    rows = range(problem.batch)
-    for name, mask in masks.items():
-        if all(bool(mask[r, int(problem.positions[r])]) for r in rows):
+    """The name of the position the metric reads (e.g. END; a loss task's `LOSS`)."""
+    metric = problem.metric_tokens()
+    for name, mask in position_masks(problem).items():
+        if bool((mask.to(metric.device) | ~metric).all()):  # every metric token is `name`
             return name
     return "other"
 

@@ -5,7 +5,8 @@ For every pair (a head or MLP at a named position, `results.explain.Pair`), on t
   `other`), summed over the keys of that name, mean over the pair's query tokens, then over rows.
 - `direct_effect` (logits of answer minus distractor): the component's output at the metric
   position through the final norm with its scale frozen from the clean run, dot the
-  answer-minus-distractor unembedding direction (as `localise.dla`). A pair at any other
+  answer-minus-distractor unembedding direction (as `localise.dla`); for a loss task, the loss
+  target's logit at each loss position, averaged over the row's loss positions. A pair at any other
   position has no direct path to the metric's logits: exactly 0. `direct_fraction`: divided by
   the mean clean logit difference.
 - `copying` (heads): the head's OV circuit applied to what it would read at the task's name
@@ -32,9 +33,9 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from wildcircuits.errors import TaskError, UnknownNameError
-from wildcircuits.explanation.positions import position_index
+from wildcircuits.explanation.positions import metric_share, position_index
 from wildcircuits.localise.common import at_positions
-from wildcircuits.localise.dla import head_parts, logit_diff_direction
+from wildcircuits.localise.dla import head_parts, logit_diff_direction, position_mean, target_rows
 from wildcircuits.localise.head_scores import ov_logits, ov_logits_from, task_token_ids
 from wildcircuits.localise.norms import freeze_norm
 from wildcircuits.models.adapters import get_module
@@ -199,30 +200,46 @@ def direct_effects(
     run = model.run(problem.clean, capture=sites, interventions=interventions,
                     return_logits=False)  # fmt: skip
     end = problem.positions.to(model.device)
-    final_resid = at_positions(run[Site(Component.FINAL_RESID)], end).float()
-    frozen = freeze_norm(get_module(model.hf_model, model.adapter.final_norm), final_resid)
-    direction, offset = logit_diff_direction(model, problem.targets.to(model.device))
+    targets = problem.targets.to(model.device)
+    if problem.multi_position:  # one row per (row, loss position), the target's logit
 
-    def project(part: Tensor) -> Tensor:  # (batch, *any, d_model) -> (batch, *any)
+        def read(value: Tensor) -> Tensor:
+            return at_positions(value, end).flatten(0, 1)  # (batch * k, ...)
+
+        targets = target_rows(targets)
+    else:
+
+        def read(value: Tensor) -> Tensor:
+            return at_positions(value, end)  # (batch, ...)
+
+    final_resid = read(run[Site(Component.FINAL_RESID)]).float()
+    frozen = freeze_norm(get_module(model.hf_model, model.adapter.final_norm), final_resid)
+    direction, offset = logit_diff_direction(model, targets)
+
+    def project(part: Tensor) -> Tensor:  # (rows, *any, d_model) -> (batch, *any)
         shaped = direction.view(direction.shape[0], *([1] * (part.ndim - 2)), -1)
-        return (frozen.linear(part.float()) * shaped).sum(-1)
+        value = (frozen.linear(part.float()) * shaped).sum(-1)
+        if not problem.multi_position:
+            return value
+        return position_mean(value, problem.targets.loss_mask)
 
     heads, mlps = [], []
     for layer in layers:
-        results, _ = head_parts(model, layer, at_positions(run[Site(Component.Z, layer)], end))
+        results, _ = head_parts(model, layer, read(run[Site(Component.Z, layer)]))
         heads.append(project(results))  # (batch, head)
-        mlps.append(project(at_positions(run[Site(Component.MLP_OUT, layer)], end)))
-    total = project(final_resid) + (frozen.constant()[None] * direction).sum(-1) + offset
+        mlps.append(project(read(run[Site(Component.MLP_OUT, layer)])))
+    constant = (frozen.constant()[None] * direction).sum(-1) + offset  # (rows,)
+    if problem.multi_position:
+        constant = position_mean(constant, problem.targets.loss_mask)
+    total = project(final_resid) + constant
     return DirectEffects(torch.stack(heads, 1).cpu(), torch.stack(mlps, 1).cpu(), total.cpu())
 
 
 def _direct_evidence(model, problem, checked: Sequence[Member], out) -> None:
     effects = direct_effects(model, problem)
-    end = problem.positions.to(checked[0].mask.device) if checked else None
     clean = float(effects.total.mean())
     for m in checked:
-        rows = torch.arange(problem.batch, device=m.mask.device)
-        at_end = m.mask[rows, end].cpu().float()  # (batch,)
+        at_end = metric_share(problem, m.mask).cpu()  # (batch,)
         per_row = (
             effects.heads[:, m.node.layer, m.node.head]
             if m.is_head

@@ -40,6 +40,7 @@ from wildcircuits.patching.path import PathCache, normalized_effect, path_cache
 from wildcircuits.patching.path_steps import step2_interventions
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
+from wildcircuits.tasks.metrics import at_positions
 
 SLOT_COMPONENT = {"q": Component.Q, "k": Component.K, "v": Component.V}
 
@@ -51,9 +52,8 @@ def path_key(receiver: Member | None, slot: str = "logits") -> str:
 
 def reaches(sender: Member, receiver: Member | None, slot: str, end: Tensor) -> bool:
     """Whether the sender pair can have any path effect on the receiver's slot (module doc)."""
-    rows = torch.arange(sender.mask.shape[0], device=sender.mask.device)
     if receiver is None:
-        return bool(sender.mask[rows, end.to(sender.mask.device)].any())
+        return bool(at_positions(sender.mask, end).any())  # end: (batch,) or (batch, k)
     if sender.node.layer >= receiver.node.layer:
         return False
     if slot == "q":

@@ -1,8 +1,10 @@
 """Named positions of a problem, as one index per token (the position axis of a pair).
 
 A (component, position) pair acts at one of the problem's named positions (`IO`, `S1`, `S2`,
-`END`, ...), at `S1+1` (the token after S1, as the IOI paper uses) where `S1` exists, or at
-`other` (every unnamed real token, pooled). `position_index` maps every token to one of them.
+`END`, ...), at `S1+1` (the token after S1, as the IOI paper uses) where `S1` exists, at `LOSS`
+(a loss task's metric tokens: every loss position, e.g. induction's repeated half; they take
+precedence over any other name they have), or at `other` (every unnamed real token, pooled).
+`position_index` maps every token to one of them.
 
 `PairSpace` turns a set of kept pairs into the edge engine's node-position mask (every other
 pair's output replaced by its ablation value at its tokens). `score_pairs` ranks pairs by a
@@ -36,15 +38,27 @@ MAX_ROWS = 64
 
 OTHER = "other"
 AFTER_S1 = "S1+1"
+#: A loss task's metric tokens (every valid loss position), one position group.
+LOSS = "LOSS"
 
 
 def position_names(problem: PatchingProblem) -> tuple[str, ...]:
-    """Named positions in prompt order (mean token index over rows, then name), then `S1+1`
-    where `S1` exists, then `other`."""
-    named = problem.named_positions
-    order = sorted(named, key=lambda name: (float(named[name].float().mean()), name))
+    """Named positions in prompt order (mean token index over rows, then name), with `LOSS`
+    (a loss task's metric tokens) among them, then `S1+1` where `S1` exists, then `other`."""
+    named = {k: v.float().mean() for k, v in problem.named_positions.items()}
+    if problem.multi_position:
+        valid = problem.position_mask.to(problem.positions.device)
+        named[LOSS] = problem.positions[valid].float().mean()
+    order = sorted(named, key=lambda name: (float(named[name]), name))
     after = (AFTER_S1,) if "S1" in named and AFTER_S1 not in named else ()
     return (*order, *after, OTHER)
+
+
+def metric_share(problem: PatchingProblem, mask: torch.Tensor) -> torch.Tensor:
+    """(batch,) float: the share of each row's metric tokens (one, or a loss task's valid loss
+    positions) at which `mask` (batch, pos) is True."""
+    metric = problem.metric_tokens().to(mask.device)  # (batch, pos)
+    return (mask & metric).sum(1).float() / metric.sum(1).clamp(min=1).float()
 
 
 def position_index(problem: PatchingProblem) -> tuple[tuple[str, ...], torch.Tensor]:
@@ -64,6 +78,8 @@ def position_index(problem: PatchingProblem) -> tuple[tuple[str, ...], torch.Ten
         name = names[slot]
         if name in problem.named_positions:
             index[rows, problem.named_positions[name].to(index.device)] = slot
+    if LOSS in names:  # every metric token of a loss task is LOSS, whatever else it is named
+        index[problem.metric_tokens().to(index.device)] = names.index(LOSS)
     return names, torch.where(real, index, -1)
 
 

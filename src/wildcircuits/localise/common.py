@@ -5,16 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.tasks.metrics import at_positions
 
-
-def at_positions(value: Tensor, positions: Tensor) -> Tensor:
-    """Each row's value at its own position: (batch, pos, ...) -> (batch, ...)."""
-    rows = torch.arange(value.shape[0], device=value.device)
-    return value[rows, positions.to(value.device)]
+__all__ = ["at_positions", "provenance"]  # at_positions: one home, in tasks.metrics
 
 
 def provenance(

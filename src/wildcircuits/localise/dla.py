@@ -18,6 +18,9 @@ Convention
   post_norm(sum_h r_h + b) = sum_h r_h * s * (1 + w) + b * s * (1 + w), with s its scale on that
   layer's own attention output.
 - Final logit softcapping (Gemma-2 style tanh cap): DLA is on the pre-softcap logits.
+- Loss tasks (the metric read at k positions per row): the attributed quantity is the loss
+  target's logit (no distractor) at each loss position, averaged over the row's positions; the
+  parts still sum to it, since every part is linear in the positions.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from wildcircuits.names import head_node, layer_label, mlp_node
 from wildcircuits.patching.grid import ScoreGrid, head_labels, layer_labels
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
-from wildcircuits.tasks.metrics import Targets, logit_diff
+from wildcircuits.tasks.metrics import Targets
 
 
 @dataclass(frozen=True)
@@ -172,8 +175,15 @@ def _set_mean_rows(matrix: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
     """Mean of matrix rows over each example's id set: (batch, k) ids -> (batch, ...)."""
     rows = matrix[ids.to(matrix.device)]  # (batch, k, ...)
     weights = mask.to(matrix.device, matrix.dtype)
-    weights = weights / weights.sum(1, keepdim=True)
+    weights = weights / weights.sum(1, keepdim=True).clamp(min=1)  # an empty set gives 0
     return torch.einsum("bk...,bk->b...", rows, weights)
+
+
+def _set_mean_of(logits: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+    """Mean logit over each example's id set: (batch, vocab) -> (batch,); an empty set gives 0."""
+    weights = mask.to(logits.device, logits.dtype)
+    picked = logits.gather(1, ids.to(logits.device))  # (batch, k)
+    return (picked * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
 def logit_diff_direction(
@@ -234,11 +244,58 @@ def attribute_batch(
     positions: Int[Tensor, " batch"],
     targets: Targets,
 ) -> LogitAttribution:
-    """DLA of the logit difference for one batch (one clean forward, no LM head)."""
+    """DLA of the logit difference for one batch (one clean forward, no LM head). With
+    positions (batch, k) (a loss task): DLA of the loss target's logit at each valid loss
+    position, averaged over the row's positions (`_target_logit_dla`)."""
     run = model.run(tokens, capture=_dla_sites(model), return_logits=False)
-    final_resid = at_positions(
-        run[Site(Component.FINAL_RESID)], positions
-    ).float()  # (batch, d_model)
+    if positions.ndim == 2:
+        return _target_logit_dla(model, run, positions, targets)
+    return _attribute_run(model, run, lambda value: at_positions(value, positions), targets)
+
+
+def _target_logit_dla(model, run, positions: Tensor, targets: Targets) -> LogitAttribution:
+    """DLA of the target token's logit (no distractor) at every (row, loss position), each
+    read as its own row, then the mean over each row's valid positions (every part is linear in
+    the rows, so the parts still sum to `total`)."""
+
+    def read(value: Tensor) -> Tensor:
+        return at_positions(value, positions).flatten(0, 1)  # (batch * k, ...)
+
+    rows = _attribute_run(model, run, read, target_rows(targets))
+    parts = {
+        f.name: position_mean(getattr(rows, f.name), targets.loss_mask)
+        for f in fields(rows)
+        if f.name != "provenance"
+    }
+    return LogitAttribution(**parts)
+
+
+def target_rows(targets: Targets) -> Targets:
+    """A loss task's targets as one row per (row, loss position), flattened row-major: the answer
+    is that position's loss target, no distractor (so the logit difference is its logit)."""
+    n = targets.loss_targets.numel()
+    device = targets.loss_targets.device
+    return Targets(
+        answers=targets.loss_targets.reshape(n, 1),
+        answer_mask=torch.ones(n, 1, dtype=torch.bool, device=device),
+        distractors=torch.zeros(n, 1, dtype=torch.long, device=device),
+        distractor_mask=torch.zeros(n, 1, dtype=torch.bool, device=device),
+    )
+
+
+def position_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Values of flattened (row, position) rows (batch * k, ...) -> the mean over each row's
+    valid positions (`mask` (batch, k)), (batch, ...)."""
+    batch, k = mask.shape
+    weights = mask.to(values.device, values.dtype)
+    weights = weights / weights.sum(1, keepdim=True).clamp(min=1)  # (batch, k)
+    shaped = values.reshape(batch, k, *values.shape[1:])  # (batch, k, ...)
+    return torch.einsum("bk...,bk->b...", shaped, weights)
+
+
+def _attribute_run(model, run, read, targets: Targets) -> LogitAttribution:
+    """DLA from a clean run's captures; `read` picks each row's metric position(s)."""
+    final_resid = read(run[Site(Component.FINAL_RESID)]).float()  # (batch, d_model)
     final_norm = get_module(model.hf_model, model.adapter.final_norm)
     frozen = freeze_norm(final_norm, final_resid)
     direction, offset = logit_diff_direction(model, targets)
@@ -246,23 +303,22 @@ def attribute_batch(
     def dla(part: Tensor) -> Tensor:
         return _project(frozen.linear(part.float()), direction)
 
-    embed = at_positions(run[Site(Component.EMBED)], positions)
+    embed = read(run[Site(Component.EMBED)])
     if model.adapter.pos_embed:
-        embed = embed + at_positions(run[Site(Component.POS_EMBED)], positions)
+        embed = embed + read(run[Site(Component.POS_EMBED)])
     layers = range(model.n_layers)
-    attn = torch.stack(
-        [at_positions(run[Site(Component.ATTN_OUT, i)], positions) for i in layers], 1
-    )
-    mlp = torch.stack([at_positions(run[Site(Component.MLP_OUT, i)], positions) for i in layers], 1)
+    attn = torch.stack([read(run[Site(Component.ATTN_OUT, i)]) for i in layers], 1)
+    mlp = torch.stack([read(run[Site(Component.MLP_OUT, i)]) for i in layers], 1)
     head_dla, bias_dla = [], []
     for layer in layers:
-        results, bias = head_parts(
-            model, layer, at_positions(run[Site(Component.Z, layer)], positions)
-        )
+        results, bias = head_parts(model, layer, read(run[Site(Component.Z, layer)]))
         head_dla.append(dla(results))  # (batch, head)
         bias_dla.append(dla(bias))  # (batch,)
     unembed = get_module(model.hf_model, model.adapter.unembed)
-    total = logit_diff(unembed(final_norm(final_resid.to(model.dtype))).float(), targets)
+    logits = unembed(final_norm(final_resid.to(model.dtype))).float()  # (batch, vocab)
+    total = _set_mean_of(logits, targets.answers, targets.answer_mask) - _set_mean_of(
+        logits, targets.distractors, targets.distractor_mask
+    )
     return LogitAttribution(
         embed=dla(embed),
         attn=dla(attn),
@@ -301,7 +357,9 @@ def dla_provenance(model: InstrumentedModel, problem: PatchingProblem) -> dict[s
         model,
         problem.provenance,
         task_metric=problem.metric.value,
-        metric="logit_diff",
+        metric="target_logit (mean over the loss positions)"
+        if problem.multi_position
+        else "logit_diff",
         method="direct logit attribution",
         run="clean",
         final_norm="scale frozen from the clean run at the metric position",

@@ -172,10 +172,13 @@ def head_roles(
     answer_position: str | None = None,
     batch_size: int = 16,
 ) -> HeadRoles:
-    """Every role score; the OV and name-mover scores need a task problem."""
+    """Every role score; the OV and name-mover scores need a task problem. A loss task (metric
+    read at many positions) has no answer at one position, so it gets no name-mover scores; its
+    OV scores use its loss targets (`task_token_ids`)."""
     scores = pattern_scores(model, sequences.batch, sequences.length, sequences.seed)
     if problem is not None:
         scores.update(ov_scores(model, task_token_ids(problem)))
+    if problem is not None and not problem.multi_position:
         scores["name_mover"] = name_mover_scores(model, problem, answer_position, batch_size)
         suppression = name_mover_scores(model, problem, None, batch_size, distractors=True)
         scores["distractor_suppression"] = -suppression

@@ -108,8 +108,11 @@ def pattern_scores(
 
 
 def task_token_ids(problem: PatchingProblem) -> Int[Tensor, " ids"]:
-    """The distinct answer and distractor ids of the problem (e.g. IOI's names)."""
+    """The distinct answer and distractor ids of the problem (e.g. IOI's names); for a loss
+    task, its loss targets (the tokens to predict)."""
     t = problem.targets
+    if problem.multi_position:
+        return t.loss_targets[t.loss_mask].unique().cpu()
     ids = torch.cat([t.answers[t.answer_mask], t.distractors[t.distractor_mask]])
     return ids.unique().cpu()
 

@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm import tqdm
 
+from wildcircuits.errors import MetricError
 from wildcircuits.localise.common import at_positions, provenance
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.models.tokens import Tokens
@@ -110,6 +111,12 @@ def logit_lens(
     progress: bool = True,
 ) -> LogitLens:
     """The logit lens on the problem's clean prompts at its metric positions."""
+    if problem.multi_position:
+        raise MetricError(
+            "the logit lens reads the answer's rank at one position per row; this task's loss "
+            "metric reads many positions and has no answer set: use a one-position task (or "
+            "`wildcircuits discover`, whose steps support the loss)"
+        )
     metric, rank, prob = [], [], []
     chunks = problem.chunks(batch_size)
     for _, chunk in tqdm(chunks, desc="logit lens", disable=not progress or len(chunks) < 2):

@@ -28,6 +28,7 @@ from wildcircuits.patching.hooks import (
     selection_index,
 )
 from wildcircuits.patching.sites import Component, Site, parse_site
+from wildcircuits.tasks.metrics import at_positions
 
 Key = tuple[Component, int | None]
 
@@ -36,8 +37,8 @@ Key = tuple[Component, int | None]
 class RunResult:
     """Logits of a run and the captured sites.
 
-    logits: (batch, pos, vocab), or (batch, vocab) when the run read only chosen positions,
-    or None when logits were not requested.
+    logits: (batch, pos, vocab), or (batch, vocab) / (batch, k, vocab) when the run read only
+    chosen positions ((batch,) / (batch, k)), or None when logits were not requested.
     """
 
     logits: torch.Tensor | None
@@ -183,7 +184,8 @@ class InstrumentedModel:
 
     # running --------------------------------------------------------------------------------
     def logits(self, tokens: Batch, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits with no intervention: (batch, pos, vocab), or (batch, vocab) at `positions`."""
+        """Logits with no intervention: (batch, pos, vocab), or at `positions` (batch,) /
+        (batch, k): (batch, vocab) / (batch, k, vocab)."""
         return self.run(tokens, positions=positions).logits
 
     def run(
@@ -201,7 +203,8 @@ class InstrumentedModel:
 
         tokens: a `Tokens` batch, token ids, or prompt strings (see `as_tokens`).
         positions: (batch,) per-example positions at which to compute logits (the LM head runs
-        only there). start_layer / start_resid: begin at `resid_pre` of that layer with the given
+        only there), or (batch, k) for a metric read at k positions per row (logits (batch, k,
+        vocab)). start_layer / start_resid: begin at `resid_pre` of that layer with the given
         (batch, pos, d_model) residual, skipping the earlier layers. grad: keep the autograd graph
         (the embedding output requires grad, so any captured site can be differentiated).
         """
@@ -255,8 +258,7 @@ class InstrumentedModel:
         if not return_logits:
             return None
         if request.positions is not None:
-            rows = torch.arange(resid.shape[0], device=resid.device)
-            resid = resid[rows, request.positions.to(resid.device)]  # (batch, d_model)
+            resid = at_positions(resid, request.positions)  # (batch, [k,] d_model)
         return state.site(Component.LOGITS, None, self.unembed(resid))
 
     def _last_layer_needed(self, state: _Pass, return_logits: bool) -> int:

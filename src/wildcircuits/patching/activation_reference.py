@@ -32,6 +32,7 @@ from wildcircuits.patching.activation_plan import (
 from wildcircuits.patching.hooks import Intervention, Mode
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Site, head_axis
+from wildcircuits.tasks.metrics import at_positions
 
 
 def activation_patching_reference(
@@ -63,8 +64,7 @@ def activation_patching_reference(
         intervention = reference_intervention(item, sites[item.layer], source, columns)
         if full_logits:
             logits = model.run(target_tokens, interventions=[intervention]).logits
-            rows = torch.arange(problem.batch, device=logits.device)
-            logits = logits[rows, problem.positions.to(logits.device)]  # (batch, vocab)
+            logits = at_positions(logits, problem.positions)  # (batch, [k,] vocab)
         else:
             run = model.run(
                 target_tokens, interventions=[intervention], positions=problem.positions

@@ -22,14 +22,15 @@ from wildcircuits.models.weights import project_heads
 from wildcircuits.patching.edge_parts import GradLeaf, Resume, shared_qkv
 from wildcircuits.patching.edge_senders import NodeAblation, SenderOutputs
 from wildcircuits.patching.sites import Component
+from wildcircuits.tasks.metrics import at_positions, repeat_rows
 
 
 @dataclass(frozen=True)
 class EdgeSpec:
     """One edge forward.
 
-    tokens, positions (batch,): the batch and where to read the logits. ablated: (receiver,
-    sender) 0/1 float mask of the ablated edges, with ablation (batch or 1, pos, sender,
+    tokens, positions (batch,) or (batch, k): the batch and where to read the logits. ablated:
+    (receiver, sender) 0/1 float mask of the ablated edges, with ablation (batch or 1, pos, sender,
     d_model) their values; None: nothing ablated. node_ablated: (copies * batch, pos, sender)
     bool, the tokens at which a sender's output itself is replaced by its `ablation` value (all
     its out-edges ablated there; `edge_senders.NodeAblation`). grad: add a zero leaf on every
@@ -77,7 +78,7 @@ class EdgePass(Visitor):
         return None if self.senders is None else self.senders.full()
 
     def forward(self) -> torch.Tensor | None:
-        """Logits (copies * batch, vocab) at the positions, or None with `spec.stop` (then
+        """Logits (copies * batch, [k,] vocab) at the positions, or None with `spec.stop` (then
         `self.resume` holds the state there)."""
         model, graph, stop = self.model, self.graph, self.spec.stop
         resid, first, positions = self._begin()
@@ -93,8 +94,7 @@ class EdgePass(Visitor):
             self.resume = Resume(stop, resid, self.outputs)
             return None
         resid = self._receive(resid, graph.logits_receiver, graph.n_senders)
-        rows = torch.arange(resid.shape[0], device=resid.device)
-        return model.unembed(resid[rows, positions.to(resid.device)])  # (batch, vocab)
+        return model.unembed(at_positions(resid, positions))  # (batch, [k,] vocab)
 
     def _begin(self) -> tuple[torch.Tensor, int, torch.Tensor]:
         """(resid entering the first layer run, that layer, logit positions); with copies,
@@ -104,7 +104,7 @@ class EdgePass(Visitor):
         if spec.copies > 1:
             self.tokens = tokens.repeat(spec.copies)
         keep = spec.keep_outputs or spec.ablated is not None
-        copies, positions = spec.copies, spec.positions.repeat(spec.copies)
+        copies, positions = spec.copies, repeat_rows(spec.positions, spec.copies)
         if spec.start is None:
             embeds = spec.input_embeds
             resid = embeds if embeds is not None else self.model.embed(tokens)

@@ -16,7 +16,15 @@ import torch
 from wildcircuits.errors import TaskError
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.models.tokens import Tokens, tokens_from_ids
-from wildcircuits.tasks.metrics import HIGHER_IS_BETTER, Targets, compute, make_targets
+from wildcircuits.tasks.metrics import (
+    HIGHER_IS_BETTER,
+    Targets,
+    check_finite,
+    compute,
+    loss_at,
+    make_targets,
+    pad_sets,
+)
 from wildcircuits.tasks.spec import MetricKind
 
 Rows = slice | Sequence[int] | torch.Tensor
@@ -36,7 +44,9 @@ class LengthGroup:
 class PatchingProblem:
     """Clean and corrupted batches of equal shape, the metric, and where it is read.
 
-    positions: (batch,) the position whose logits the metric reads (usually END).
+    positions: (batch,) the position whose logits the metric reads (usually END); for the loss
+    metric (batch, k), the row's loss positions (`targets.loss_positions`, padding entries of
+    ragged rows repeat the row's first position and are masked out by `targets.loss_mask`).
     named_positions: e.g. {"IO": (batch,), "S1": (batch,), "END": (batch,)} token indices.
     clean_logits: (batch, vocab) clean logits at `positions`; needed by KL-to-clean only.
     groups: (batch,) long, each row's group (for a task dataset: its template, numbered in the
@@ -63,8 +73,7 @@ class PatchingProblem:
                 f"groups has shape {tuple(self.groups.shape)}; give one group id per row "
                 f"({self.batch},)"
             )
-        if self.metric is MetricKind.LOSS:
-            raise TaskError("patching reads one position per row; the loss metric reads many")
+        check_positions(self.positions, self.targets, self.metric, self.batch)
 
     @property
     def batch(self) -> int:
@@ -74,16 +83,51 @@ class PatchingProblem:
     def higher_is_better(self) -> bool:
         return HIGHER_IS_BETTER[self.metric]
 
+    @property
+    def multi_position(self) -> bool:
+        """Whether the metric reads k positions per row (positions (batch, k): the loss)."""
+        return self.positions.ndim == 2
+
+    @property
+    def position_mask(self) -> torch.Tensor | None:
+        """(batch, k) bool, the valid entries of `positions`, for a multi-position metric."""
+        return self.targets.loss_mask if self.multi_position else None
+
+    def metric_tokens(self) -> torch.Tensor:
+        """(batch, pos) bool: the tokens whose logits the metric reads (valid ones only)."""
+        tokens = torch.zeros(self.clean.input_ids.shape, dtype=torch.bool)
+        positions = self.positions.cpu()
+        if not self.multi_position:
+            tokens[torch.arange(self.batch), positions] = True
+            return tokens.to(self.positions.device)
+        rows = torch.arange(self.batch)[:, None].expand_as(positions)
+        valid = self.targets.loss_mask.cpu().bool()
+        tokens[rows[valid], positions[valid]] = True
+        return tokens.to(self.positions.device)
+
     def score(self, logits: torch.Tensor, rows: Rows | None = None) -> torch.Tensor:
-        """Metric per row from logits at `positions`: (batch, vocab) -> (batch,).
+        """Metric per row from logits at `positions`: (batch, vocab) -> (batch,); for the loss,
+        (batch, k, vocab) -> (batch,), the mean over the row's valid positions.
 
         `rows` says which rows of this problem the logits belong to (when chunking).
         """
         targets = self.targets if rows is None else _select_targets(self.targets, rows)
+        if self.multi_position:
+            check_finite(logits)
+            return loss_at(logits, targets.to(logits.device))
         clean = self.clean_logits
         if clean is not None and rows is not None:
             clean = clean[rows]
         return compute(self.metric, logits, targets.to(logits.device), clean_logits=clean)
+
+    def row_mean(self, values: torch.Tensor, rows: Rows | None = None) -> torch.Tensor:
+        """Per-position values (..., batch, k) -> per-row means over valid positions
+        (..., batch); values (..., batch) of a one-position problem come back unchanged."""
+        if not self.multi_position:
+            return values
+        mask = self.targets.loss_mask if rows is None else self.targets.loss_mask[rows]
+        mask = mask.to(values.device, values.dtype)  # (batch, k)
+        return (values * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
     def select(self, rows: Rows) -> PatchingProblem:
         """The sub-problem of the given rows."""
@@ -124,6 +168,7 @@ class PatchingProblem:
                 clean=part.clean.columns(start, stop),
                 corrupted=part.corrupted.columns(start, stop),
                 positions=part.positions - start,
+                targets=_shift_loss_positions(part.targets, start),
                 named_positions={k: v - start for k, v in part.named_positions.items()},
             )
             parts.append(LengthGroup(index, start, part))
@@ -133,6 +178,61 @@ class PatchingProblem:
         """This problem with its clean logits at `positions` filled in (for KL-to-clean)."""
         logits = model.logits(self.clean, positions=self.positions)
         return replace(self, clean_logits=logits.detach())
+
+
+def check_positions(
+    positions: torch.Tensor, targets: Targets, metric: MetricKind, batch: int
+) -> None:
+    """One position per row for every metric but the loss; (batch, k) loss positions, equal to
+    the targets' and with at least one valid entry per row, for the loss."""
+    if metric is not MetricKind.LOSS:
+        if tuple(positions.shape) != (batch,):
+            raise TaskError(
+                f"positions has shape {tuple(positions.shape)}; the {metric.value} metric reads "
+                f"one position per row: give ({batch},)"
+            )
+        return
+    if targets.loss_positions is None or targets.loss_targets is None:
+        raise TaskError(
+            "the loss metric needs loss positions and targets per row; build the problem with "
+            "`problem_from_dataset` from a task whose examples set `loss_positions`"
+        )
+    shape = tuple(targets.loss_positions.shape)
+    if positions.ndim != 2 or tuple(positions.shape) != shape or positions.shape[0] != batch:
+        raise TaskError(
+            f"positions has shape {tuple(positions.shape)}; the loss metric reads the loss "
+            f"positions, (batch, k) = {shape} (batch {batch})"
+        )
+    empty = (~targets.loss_mask.bool()).all(dim=1)
+    if bool(empty.any()):
+        raise TaskError(
+            f"rows {empty.nonzero().flatten().tolist()[:10]} have no loss positions; every "
+            "example of a loss task needs at least one (check the task's `loss_positions`)"
+        )
+
+
+def loss_position_tensors(
+    rows: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], task: str = "task"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row loss positions and targets -> (batch, k) positions (ragged rows padded with the
+    row's first position), targets (padded with 0) and the validity mask."""
+    empty = [i for i, r in enumerate(rows) if not r]
+    if empty:
+        raise TaskError(
+            f"{task}: examples {empty[:10]} have no loss positions; a loss-metric task needs at "
+            "least one loss position and target per example"
+        )
+    if any(len(r) != len(t) for r, t in zip(rows, targets, strict=True)):
+        raise TaskError(f"{task}: each example needs one loss target per loss position")
+    positions, mask = pad_sets(rows)
+    first = positions[:, :1].expand_as(positions)
+    return torch.where(mask, positions, first), pad_sets(targets)[0], mask
+
+
+def _shift_loss_positions(targets: Targets, start: int) -> Targets:
+    if targets.loss_positions is None:
+        return targets
+    return replace(targets, loss_positions=targets.loss_positions - start)
 
 
 def _select_targets(targets: Targets, rows: Rows) -> Targets:
@@ -219,19 +319,18 @@ def problem_from_dataset(
     named = {n: torch.tensor(dataset.positions(n), device=model.device) for n in sorted(names)}
     group_names = tuple(sorted({e.template for e in dataset.examples}))
     groups = torch.tensor([group_names.index(e.template) for e in dataset.examples])
-    targets = make_targets(
-        [e.answers for e in dataset.examples], [e.distractors for e in dataset.examples]
-    )
+    targets, positions = _dataset_targets(dataset, metric)
     problem = PatchingProblem(
         clean=clean,
         corrupted=corrupted,
-        positions=torch.tensor(dataset.positions(), device=model.device),
+        positions=positions.to(model.device),
         targets=targets,
         metric=metric,
         named_positions=named,
         provenance={
             **_model_provenance(model),
             **dataset.provenance(),
+            **({"position": "loss positions"} if metric is MetricKind.LOSS else {}),
             "metric": metric.value,
             "corruption": corruption,
         },
@@ -239,6 +338,23 @@ def problem_from_dataset(
         group_names=group_names,
     )
     return problem.with_clean_logits(model) if metric is MetricKind.KL_TO_CLEAN else problem
+
+
+def _dataset_targets(dataset, metric: MetricKind) -> tuple[Targets, torch.Tensor]:
+    """The targets and metric positions: (batch,) for one-position metrics; for the loss the
+    examples' loss positions (batch, k) (answers, which loss tasks leave empty, as 0)."""
+    examples = dataset.examples
+    if metric is not MetricKind.LOSS:
+        targets = make_targets([e.answers for e in examples], [e.distractors for e in examples])
+        return targets, torch.tensor(dataset.positions())
+    positions, loss_targets, mask = loss_position_tensors(
+        [e.loss_positions for e in examples], [e.loss_targets for e in examples], dataset.task
+    )
+    answers = make_targets([e.answers or (0,) for e in examples],
+                           [e.distractors or (0,) for e in examples])  # fmt: skip
+    return replace(
+        answers, loss_positions=positions, loss_targets=loss_targets, loss_mask=mask
+    ), positions
 
 
 def _pad(rows: Sequence[Sequence[int]]) -> Tokens:

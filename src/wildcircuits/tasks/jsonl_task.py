@@ -4,6 +4,11 @@ Row keys: `clean` (str); `corrupted` (str, or a mapping corruption name -> str; 
 named `corrupted`); `answer` (str or list of str, each one token); `distractor` (same); optional
 `template` (str) and `metadata` (mapping of str). Every row must name the same corruptions.
 Only the `END` position is known for JSONL rows.
+
+Loss rows: instead of `answer` / `distractor`, a row may give `loss_after` (str, a prefix of
+`clean` ending at a token boundary): the metric is then the mean next-token loss of every clean
+token after that prefix (e.g. clean "abcdabcd", loss_after "abcda": predict b, c, d from the
+repeat), the `loss` metric read at many positions per row. Every row of a file is of one kind.
 """
 
 from __future__ import annotations
@@ -42,14 +47,19 @@ class Row:
     distractors: tuple[str, ...]
     template: str = "row"
     metadata: Mapping[str, str] = field(default_factory=dict)
+    loss_after: str | None = None
 
     def to_json(self) -> str:
+        targets = (
+            {"answer": list(self.answers), "distractor": list(self.distractors)}
+            if self.loss_after is None
+            else {"loss_after": self.loss_after}
+        )
         return json.dumps(
             {
                 "clean": self.clean,
                 "corrupted": dict(self.corrupted),
-                "answer": list(self.answers),
-                "distractor": list(self.distractors),
+                **targets,
                 "template": self.template,
                 "metadata": dict(self.metadata),
             }
@@ -130,6 +140,8 @@ def _example(row: Row, tokenizer: Any) -> tuple[Example | None, str]:
         if reason is not None:
             return None, f"corruption {name}: {reason}"
         corrupted[name] = prompt
+    if row.loss_after is not None:
+        return _loss_example(row, tokenizer, clean, corrupted)
     ids = []
     for text in (*row.answers, *row.distractors):
         token = single_token_id(tokenizer, text)
@@ -140,6 +152,24 @@ def _example(row: Row, tokenizer: Any) -> tuple[Example | None, str]:
     example = Example(
         clean, corrupted, tuple(ids[:k]), tuple(ids[k:]), row.template,
         row.answers, row.distractors, dict(row.metadata),
+    )  # fmt: skip
+    return example, ""
+
+
+def _loss_example(row: Row, tokenizer: Any, clean, corrupted) -> tuple[Example | None, str]:
+    """A loss example: targets are the clean tokens after `loss_after`, each read at the token
+    before it."""
+    offsets = tokenizer(row.clean, return_offsets_mapping=True)["offset_mapping"]
+    cut = len(row.loss_after)
+    if not any(end == cut for _, end in offsets):
+        return None, "loss_after does not end at a token boundary of clean"
+    first = sum(1 for _, end in offsets if end <= cut)  # the first target token
+    ids = clean.token_ids
+    if first >= len(ids):
+        return None, "no clean token after loss_after"
+    example = Example(
+        clean, corrupted, (), (), row.template, metadata=dict(row.metadata),
+        loss_positions=tuple(range(first - 1, len(ids) - 1)), loss_targets=tuple(ids[first:]),
     )  # fmt: skip
     return example, ""
 
@@ -165,8 +195,15 @@ def load_jsonl_task(
                 f"JSONL line {number}: corruptions {sorted(rows[-1].corrupted)} differ from "
                 f"the first row's {sorted(rows[0].corrupted)}"
             )
+        if (rows[-1].loss_after is None) != (rows[0].loss_after is None):
+            raise check.problem(
+                f"JSONL line {number}: mixes answer rows and loss_after rows; give every row "
+                "answer / distractor, or every row loss_after"
+            )
     if not rows:
         raise check.problem("expected at least one JSON row, found none")
+    if rows[0].loss_after is not None:
+        metric = MetricKind.LOSS
     return JsonlTask(name or path.stem, tuple(rows), metric)
 
 
@@ -177,9 +214,14 @@ def parse_row(data: Any) -> Row:
     """One row from its parsed JSON; TaskError names the key."""
     if not isinstance(data, dict):
         raise TaskError(f"not a JSON object (got {kind_of(data)}); each line is one row object")
-    for key in ("clean", "corrupted", "answer", "distractor"):
+    keys = ("clean", "corrupted") if "loss_after" in data else ("clean", "corrupted", "answer",
+                                                                  "distractor")  # fmt: skip
+    for key in keys:
         if key not in data:
-            raise TaskError(f"missing key {key!r}; expected clean, corrupted, answer, distractor")
+            raise TaskError(
+                f"missing key {key!r}; expected clean, corrupted and answer, distractor (or "
+                "loss_after for a loss row)"
+            )
     corrupted = data["corrupted"]
     if isinstance(corrupted, str):
         corrupted = {"corrupted": corrupted}
@@ -188,14 +230,31 @@ def parse_row(data: Any) -> Row:
     metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
         raise TaskError("key 'metadata': expected a mapping")
+    clean = _text(data["clean"], "clean")
+    loss_after = _loss_after(data, clean)
     return Row(
-        clean=_text(data["clean"], "clean"),
+        clean=clean,
         corrupted={str(k): _text(v, f"corrupted.{k}") for k, v in corrupted.items()},
-        answers=_texts(data["answer"], "answer"),
-        distractors=_texts(data["distractor"], "distractor"),
+        answers=() if loss_after else _texts(data["answer"], "answer"),
+        distractors=() if loss_after else _texts(data["distractor"], "distractor"),
         template=_text(data.get("template", "row"), "template"),
         metadata={str(k): str(v) for k, v in metadata.items()},
+        loss_after=loss_after,
     )
+
+
+def _loss_after(data: dict, clean: str) -> str | None:
+    if "loss_after" not in data:
+        return None
+    if "answer" in data or "distractor" in data:
+        raise TaskError("a row gives loss_after or answer / distractor, not both")
+    prefix = _text(data["loss_after"], "loss_after")
+    if not clean.startswith(prefix) or prefix == clean:
+        raise TaskError(
+            "key 'loss_after': expected a proper prefix of clean (the loss is read on the "
+            "tokens after it)"
+        )
+    return prefix
 
 
 def _text(value: Any, key: str) -> str:

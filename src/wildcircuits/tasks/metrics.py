@@ -84,14 +84,23 @@ def make_targets(
     return Targets(a, a_mask, d, d_mask, positions, targets, mask)
 
 
-def at_positions(
-    logits: Float[Tensor, "batch pos vocab"], positions: Int[Tensor, " batch"]
-) -> Float[Tensor, "batch vocab"]:
-    """The logits of each example at its own position."""
-    if logits.ndim != 3:
-        raise MetricError(f"expected logits (batch, pos, vocab), got shape {tuple(logits.shape)}")
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    return logits[rows, positions.to(logits.device)]
+def at_positions(values: Float[Tensor, "batch pos ..."], positions: Tensor) -> Tensor:
+    """Each example's values at its own position(s): positions (batch,) give (batch, ...),
+    positions (batch, k) give (batch, k, ...) (a multi-position metric such as `loss`)."""
+    if values.ndim < 2 or positions.ndim not in (1, 2) or positions.shape[0] != values.shape[0]:
+        raise MetricError(
+            f"expected values (batch, pos, ...) and positions (batch,) or (batch, k), got "
+            f"shapes {tuple(values.shape)} and {tuple(positions.shape)}"
+        )
+    rows = torch.arange(values.shape[0], device=values.device)
+    if positions.ndim == 2:
+        rows = rows.unsqueeze(1)  # (batch, 1), broadcast against (batch, k)
+    return values[rows, positions.to(values.device)]
+
+
+def repeat_rows(positions: Tensor, copies: int) -> Tensor:
+    """Positions of `copies` stacked copies of a batch (copy-major), for (batch,) or (batch, k)."""
+    return positions.repeat(copies, *([1] * (positions.ndim - 1)))
 
 
 def _check(logits: Tensor, targets: Targets) -> None:
@@ -181,6 +190,31 @@ def loss(logits: Float[Tensor, "batch pos vocab"], targets: Targets) -> Float[Te
     picked = logits.gather(1, index).float().log_softmax(-1)  # (batch, n, vocab)
     nll = -picked.gather(2, targets.loss_targets.to(logits.device).unsqueeze(-1)).squeeze(-1)
     return (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def loss_at(logits: Float[Tensor, "batch k vocab"], targets: Targets) -> Float[Tensor, " batch"]:
+    """`loss` from logits already read at each example's `loss_positions` (batch, k, vocab):
+    the mean over the valid (`loss_mask`) positions of -log p(loss target)."""
+    nll = token_losses(logits, targets)  # (batch, k)
+    mask = targets.loss_mask.to(logits.device)
+    return (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def token_losses(
+    logits: Float[Tensor, "batch k vocab"], targets: Targets
+) -> Float[Tensor, "batch k"]:
+    """-log p(target) at each of the k loss positions (padding entries included, unmasked)."""
+    if targets.loss_targets is None or targets.loss_mask is None:
+        raise MetricError("the loss metric needs loss positions and targets (induction tasks)")
+    if logits.ndim != 3 or tuple(logits.shape[:2]) != tuple(targets.loss_targets.shape):
+        raise MetricError(
+            f"loss at positions needs logits (batch, k, vocab) matching loss targets "
+            f"{tuple(targets.loss_targets.shape)}, got {tuple(logits.shape)}"
+        )
+    # at least float32 (half-precision models), float64 kept (finite-difference checks)
+    logprobs = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
+    picked = logprobs.gather(2, targets.loss_targets.to(logits.device).unsqueeze(-1))
+    return -picked.squeeze(-1)
 
 
 def loss_accuracy(
