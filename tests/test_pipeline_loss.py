@@ -68,7 +68,7 @@ def test_bad_loss_rows_are_refused_with_the_fix(tmp_path):
 def test_full_run_on_a_loss_task_runs_every_step(loss_setup, tmp_path):
     model, task = loss_setup
     config = DiscoverConfig(task=task, model=model, method="eap", n_examples=6, n_heldout=6,
-                            random_seeds=(1, 2), min_accuracy=0.0)  # fmt: skip
+                            random_seeds=(1, 2), min_accuracy=0.0, min_loss_gap=0.0)  # fmt: skip
     folder = discover(config, tmp_path / "run", progress=False)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert "stopped" not in manifest or not manifest["stopped"]
@@ -81,3 +81,22 @@ def test_full_run_on_a_loss_task_runs_every_step(loss_setup, tmp_path):
     verification = json.loads((folder / "verification.json").read_text())
     assert verification
     assert "report" in manifest["steps"] and (folder / "report.html").exists()
+
+
+def test_the_loss_gate_asks_for_a_loss_gap_not_top1_accuracy():
+    from types import SimpleNamespace as NS
+
+    from wildcircuits.pipeline.config import MIN_LOSS_GAP
+    from wildcircuits.pipeline.steps_localise import _gate
+
+    def probe(clean: float, corrupted: float, accuracy: float):
+        return NS(clean=NS(mean=clean, accuracy=accuracy), baseline=NS(mean=corrupted),
+                  higher_is_better=False, metric="loss", default_corruption="c")  # fmt: skip
+
+    # SmolLM2 induction: loss 7.23 vs 12.95, top-1 0.21 -> it does the task
+    assert _gate(probe(7.23, 12.95, 0.21), 0.6) is None
+    reason = _gate(probe(7.0, 7.0 + MIN_LOSS_GAP / 2, 0.9), 0.6)
+    assert reason and "gap below 1.0 nats" in reason
+    answer = NS(clean=NS(mean=3.0, accuracy=0.21), baseline=NS(mean=-1.0),
+                higher_is_better=True, metric="logit_diff", default_corruption="c")  # fmt: skip
+    assert "clean accuracy 0.21" in _gate(answer, 0.6)

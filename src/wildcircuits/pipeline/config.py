@@ -23,6 +23,9 @@ STEPS = (
 #: Clean accuracy below this (or a clean metric no better than the corrupted one) means the
 #: model does not do the task: the run stops after the behaviour step and says so.
 MIN_ACCURACY = 0.6
+#: For the loss metric (many positions per prompt): the clean loss must be at least this many
+#: nats below the corrupted prompts' loss (clean top-1 accuracy is reported, not gated).
+MIN_LOSS_GAP = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class DiscoverConfig:
     verify_settings: dict[str, Any] = field(default_factory=dict)
     random_seeds: tuple[int, ...] = (1, 2, 3)
     min_accuracy: float = MIN_ACCURACY
+    min_loss_gap: float = MIN_LOSS_GAP
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.steps if s not in STEPS]

@@ -25,7 +25,7 @@ _DATA = ("task", "model", "n_examples", "seed", "corruption")
 
 #: step -> the config fields its outputs depend on directly.
 STEP_FIELDS: dict[str, tuple[str, ...]] = {
-    "behaviour": (*_DATA, "min_accuracy"),
+    "behaviour": (*_DATA, "min_accuracy", "min_loss_gap"),
     "localise": _DATA,
     "discover": (*_DATA, "method", "method_settings"),
     "evaluate": (*_DATA, "n_heldout", "ablation", "random_seeds", "method"),

@@ -21,28 +21,40 @@ def behaviour(ctx: Context) -> list[str]:
     write_probe(result, ctx.folder.root)
     _examples(ctx).save(ctx.folder.path("examples.json"))
     outputs = ["behaviour.json", "behaviour.png", "examples.json"]
-    reason = _gate(result, config.min_accuracy)
+    reason = _gate(result, config.min_accuracy, config.min_loss_gap)
     if reason:
         raise StopRun(reason, outputs)
     return outputs
 
 
-def _gate(result: ProbeResult, min_accuracy: float) -> str | None:
+def _gate(result: ProbeResult, min_accuracy: float, min_loss_gap: float = 1.0) -> str | None:
     """Why the model does not do the task, or None when it does.
 
-    It does when clean top-1 accuracy >= `min_accuracy` and the clean metric beats the default
-    corruption's in the metric's own direction.
+    It does when the clean metric beats the default corruption's in the metric's own direction
+    and, for a metric read at one position, clean top-1 accuracy >= `min_accuracy`; for the loss
+    (read over many positions, e.g. induction's repeated half, where top-1 accuracy on random
+    tokens is not the bar) the clean loss is at least `min_loss_gap` nats below the corrupted
+    (`config.MIN_LOSS_GAP` by default).
     """
     clean, corrupted = result.clean, result.baseline
     better = clean.mean > corrupted.mean
     if not result.higher_is_better:
         better = clean.mean < corrupted.mean
+    where = f"clean {result.metric} {clean.mean:.3f} vs {corrupted.mean:.3f} on the "
+    where += f"{result.default_corruption} corruption"
+    if result.metric == "loss":
+        if corrupted.mean - clean.mean >= min_loss_gap and better:
+            return None
+        return (
+            f"the model does not do the task: {where}, a gap below {min_loss_gap:.1f} nats "
+            f"(clean top-1 accuracy {clean.accuracy:.2f}); there is no behaviour to find a "
+            "circuit for"
+        )
     if clean.accuracy < min_accuracy or not better:
         return (
             f"the model does not do the task: clean accuracy {clean.accuracy:.2f} "
-            f"(threshold {min_accuracy:.2f}), clean {result.metric} {clean.mean:.3f} vs "
-            f"{corrupted.mean:.3f} on the {result.default_corruption} corruption; "
-            "there is no behaviour to find a circuit for"
+            f"(threshold {min_accuracy:.2f}), {where}; there is no behaviour to find a "
+            "circuit for"
         )
     return None
 
