@@ -10,11 +10,18 @@
 - `executors`: the embedded local executor and the Ray one (optional extra);
 - `run`: the driver (`catalogue`, `rebuild`), progress, catalogue.json and index.html.
 Names resolve lazily: importing this package loads neither torch nor Ray.
+
+`wc.catalogue` is this package (importing any submodule sets the package attribute, so a
+function of the same name could not live beside it); the package is callable and a call is
+`run.catalogue(...)`, so `wc.catalogue(tasks, models, out)` and `wc.catalogue.rebuild(out)`
+both read as written.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 _EXPORTS = {
@@ -35,3 +42,15 @@ def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'wildcircuits.catalogue' has no attribute {name!r}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+class _CallablePackage(types.ModuleType):
+    """This package, callable as `wildcircuits.catalogue.run.catalogue`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from wildcircuits.catalogue.run import catalogue
+
+        return catalogue(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
