@@ -95,7 +95,8 @@ def test_resume_keeps_finished_and_stopped_cells_and_retries_the_failed_one(buil
         tasks, [inputs["model"]], root, config=tiny_config(), resume=True, progress=False
     )
     assert calls == ["behaviour"]  # only the failed cell ran, and failed again at its first step
-    assert again == result
+    assert again.cells[1:] == result.cells[1:]  # the finished and the stopped cell, unchanged
+    assert again.cells[0].error == result.cells[0].error  # (its step took other seconds)
 
 
 def _count_steps(monkeypatch) -> list[str]:
@@ -245,8 +246,8 @@ def test_the_edited_files_meet_every_criterion(passing):
             ),
             "edge_faithful",
         ),
-        (lambda f: _check(f, "random_circuit", random_mean=0.4), "random_far_below"),
-        (lambda f: _check(f, "random_circuit", random_std=0.11), "random_far_below"),
+        (lambda f: _check(f, "random_circuit", random_mean=0.45), "random_far_below"),
+        (lambda f: _check(f, "random_circuit", random_std=0.21), "random_far_below"),
         (
             lambda f: _claim(f, "the circuit is complete", ClaimStatus.FALSIFIED),
             "claim: the circuit is complete",
