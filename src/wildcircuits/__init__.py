@@ -78,10 +78,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from wildcircuits import catalogue as catalogue
     from wildcircuits.api import evaluate as evaluate
     from wildcircuits.api import explain as explain
     from wildcircuits.api import score_edges as score_edges
-    from wildcircuits import catalogue as catalogue
     from wildcircuits.api import verify as verify
     from wildcircuits.errors import WildcircuitsError as WildcircuitsError
     from wildcircuits.evaluation.report import EvaluationConfig as EvaluationConfig
