@@ -359,3 +359,29 @@ def test_index_escapes_names_and_links_each_cell(built):
     for cell in result.cells:
         assert f'href="{cell.folder}/report.html"' in page
     assert "http://" not in page and "https://" not in page  # nothing is fetched
+    import importlib.util
+
+    if importlib.util.find_spec("wildcircuits.catalogue.compare") is None:  # not merged yet
+        assert "comparison pages (universality.html, reuse.html) are not built" in page
+
+
+def test_the_comparison_pages_are_called_with_the_finished_cells_and_linked(built, monkeypatch):
+    import types
+
+    root, inputs, result = built
+    seen = {}
+
+    def write_compare_pages(out_dir, cells):
+        seen.update(cells)
+        (out_dir / "universality.html").write_text("<p>u</p>")
+        return [out_dir / "universality.html"]
+
+    fake = types.ModuleType("wildcircuits.catalogue.compare")
+    fake.write_compare_pages = write_compare_pages
+    monkeypatch.setitem(sys.modules, "wildcircuits.catalogue.compare", fake)
+    rebuild(root)
+    copy = result.cell(inputs["copy"], inputs["model"])
+    assert seen == {copy.key: root / copy.folder}  # finished cells only, not failed / stopped
+    page = (root / "index.html").read_text()
+    assert 'href="universality.html"' in page and 'href="reuse.html"' not in page
+    (root / "universality.html").unlink()

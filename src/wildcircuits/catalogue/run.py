@@ -60,7 +60,9 @@ def write_compare(root: Path, result: Catalogue) -> list[str]:
     module exists; returns notes for the index (empty when the pages were written)."""
     try:
         from wildcircuits.catalogue.compare import write_compare_pages
-    except ImportError:
+    except ModuleNotFoundError as error:
+        if error.name != "wildcircuits.catalogue.compare":
+            raise
         return [
             "the comparison pages (universality.html, reuse.html) are not built: "
             "wildcircuits.catalogue.compare is not installed"
@@ -70,7 +72,10 @@ def write_compare(root: Path, result: Catalogue) -> list[str]:
         for c in result.cells
         if c.state in (CellState.VERIFIED, CellState.NOT_VERIFIED)
     }
-    write_compare_pages(root, cells)
+    try:
+        write_compare_pages(root, cells)
+    except Exception as error:  # the cells and catalogue.json stand; the index says why
+        return [f"the comparison pages failed: {type(error).__name__}: {error}"]
     return []
 
 
