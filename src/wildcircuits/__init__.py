@@ -10,6 +10,7 @@ and other light commands do not import torch.
     print(wc.evaluate(model, problem, scores))
     explanation = wc.explain(model, problem, heldout_problem)  # classes, paths, backup
     verification = wc.verify(model, "ioi", "runs/demo/hypothesis.yaml")  # claims, verdicts
+    wc.catalogue("ioi,greater_than", "smollm2-135m-instruct,gemma3-270m", "cat/")  # many cells
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ _EXPORTS: dict[str, str] = {
     "format_site": "wildcircuits.patching.sites",
     "parse_site": "wildcircuits.patching.sites",
     "verify_model": "wildcircuits.models.verify",
+    "catalogue": "wildcircuits.catalogue",
+    "VerifiedCriteria": "wildcircuits.results.catalogue",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -75,6 +78,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from wildcircuits import catalogue as catalogue
     from wildcircuits.api import evaluate as evaluate
     from wildcircuits.api import explain as explain
     from wildcircuits.api import score_edges as score_edges
@@ -108,5 +112,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from wildcircuits.patching.sites import parse_site as parse_site
     from wildcircuits.pipeline import DiscoverConfig as DiscoverConfig
     from wildcircuits.pipeline import discover as discover
+    from wildcircuits.results.catalogue import VerifiedCriteria as VerifiedCriteria
     from wildcircuits.tasks import Split as Split
     from wildcircuits.tasks import load_task as load_task

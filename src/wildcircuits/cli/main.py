@@ -33,6 +33,7 @@ COMMANDS = [
     "discover_edges",
     "explain",
     "verify",
+    "catalogue",
 ]
 
 EXIT_USAGE_ERROR = 2
