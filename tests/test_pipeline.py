@@ -81,6 +81,10 @@ def test_a_model_that_does_not_do_the_task_stops_with_a_report(tiny_setup, tmp_p
     assert "does not do the task" in manifest["stopped"]["reason"]
     assert "localise" not in manifest["steps"]
     assert "does not do the task" in (folder / "report.html").read_text()
+    again = discover(_config(model, task, min_accuracy=0.99), folder, resume=True, progress=False)
+    manifest = json.loads((again / "manifest.json").read_text())
+    assert "does not do the task" in manifest["stopped"]["reason"]  # the gate holds on resume
+    assert "localise" not in manifest["steps"]
 
 
 def test_resume_skips_finished_steps_and_recomputes_missing_or_corrupt_ones(

@@ -14,7 +14,7 @@ from wildcircuits.pipeline.lock import RunLock
 from wildcircuits.pipeline.run_folder import RunFolder
 from wildcircuits.pipeline.steps_discover import discover_step, evaluate_step
 from wildcircuits.pipeline.steps_explain import explain_step
-from wildcircuits.pipeline.steps_localise import behaviour, localise
+from wildcircuits.pipeline.steps_localise import behaviour, localise, saved_gate
 from wildcircuits.pipeline.steps_redteam import redteam
 from wildcircuits.pipeline.steps_verify import verify_step
 from wildcircuits.pipeline.summarise import summarise
@@ -76,6 +76,9 @@ def _run_steps(ctx: Context, resume: bool) -> None:
         upstream_redone = [u for u in STEP_UPSTREAM.get(step, ()) if u in redone]
         if resume and step != "report" and not upstream_redone and folder.is_done(step, config):
             ctx.say(f"{step}: done in an earlier run, skipped")
+            if step == "behaviour" and (reason := saved_gate(ctx)):
+                _stop(ctx, step, reason)  # the gate holds on resume too
+                return
             continue
         if resume and step != "report":
             why = folder.why_not_done(step, config)
@@ -88,6 +91,14 @@ def _run_steps(ctx: Context, resume: bool) -> None:
             return
 
 
+def _stop(ctx: Context, step: str, reason: str) -> None:
+    """Record a deliberate stop after `step` and still write the report."""
+    ctx.folder.stop(step, reason)
+    ctx.say(f"stopped after {step}: {reason}")
+    if "report" in ctx.config.steps:
+        report(ctx)
+
+
 def run_step(ctx: Context, step: str) -> bool:
     """Run one step and record it; True when the run stopped on purpose."""
     config, folder = ctx.config, ctx.folder
@@ -98,10 +109,7 @@ def run_step(ctx: Context, step: str) -> bool:
     except StopRun as stop:
         reason, outputs = stop.args
         folder.finish(step, config, round(time.perf_counter() - start, 2), outputs)
-        folder.stop(step, reason)
-        ctx.say(f"stopped after {step}: {reason}")
-        if "report" in config.steps:
-            report(ctx)
+        _stop(ctx, step, reason)
         return True
     except BaseException as error:
         folder.mark(step, "failed", seconds=round(time.perf_counter() - start, 2),

@@ -27,6 +27,13 @@ def behaviour(ctx: Context) -> list[str]:
     return outputs
 
 
+def saved_gate(ctx: Context) -> str | None:
+    """The gate of a finished behaviour step, from its behaviour.json (a resumed run that the
+    gate stopped stays stopped)."""
+    result = ProbeResult.load(ctx.folder.path("behaviour.json"))
+    return _gate(result, ctx.config.min_accuracy, ctx.config.min_loss_gap)
+
+
 def _gate(result: ProbeResult, min_accuracy: float, min_loss_gap: float = 1.0) -> str | None:
     """Why the model does not do the task, or None when it does.
 
