@@ -270,7 +270,9 @@ def _verdict_sentence(t: TaskComparison) -> str:
     common = (f"they share {', '.join(t.shared)} ({order})" if t.shared
               else "they share no class")  # fmt: skip
     extra = "; ".join(f"only {m} has {', '.join(s)}" for m, s in t.only.items() if s)
-    return f"Different classes (compared by {t.compared_by}): {common}" + (f"; {extra}." if extra else ".")
+    return f"Different classes (compared by {t.compared_by}): {common}" + (
+        f"; {extra}." if extra else "."
+    )
 
 
 def _class_sentence(t: TaskComparison, compared: str) -> str:
@@ -303,8 +305,12 @@ def comparison_sentences(t: TaskComparison) -> tuple[str, ...]:
             out.append(f"Only {', '.join(a.effects)}: {a.sender}{ARROW}{a.receiver} "
                        f"({a.slot}, {effects}).")  # fmt: skip
     sources = {p.effect_source for p in t.models}
-    out.append("Effect shares: " + "; ".join(f"{p.model}: {p.effect_source.value}" for p in t.models)
-               + ("" if len(sources) == 1 else " (different measures: compare with care)") + ".")
+    out.append(
+        "Effect shares: "
+        + "; ".join(f"{p.model}: {p.effect_source.value}" for p in t.models)
+        + ("" if len(sources) == 1 else " (different measures: compare with care)")
+        + "."
+    )
     return tuple(out)
 
 

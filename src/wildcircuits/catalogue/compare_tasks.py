@@ -98,7 +98,9 @@ def recurring_classes(cells: Sequence[Cell]) -> tuple[RecurringClass, ...]:
     for cell in cells:
         for c in cell.explanation.classes:
             per_task = found.setdefault(signature(c), {})
-            per_task[cell.task] = _sorted_heads(set(per_task.get(cell.task, ())) | set(class_heads(c)))
+            per_task[cell.task] = _sorted_heads(
+                set(per_task.get(cell.task, ())) | set(class_heads(c))
+            )
     out = []
     for compared, per_task in found.items():
         if len(per_task) < 2:
