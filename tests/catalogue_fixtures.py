@@ -5,8 +5,9 @@ Model `alpha` (3 layers) and `beta` (6 layers) both explain ioi with duplicate t
 compact circuits (MLPs never count):
     alpha ioi:          L0.H1, L1.H0, L2.H0, L2.H1  (+ L0.mlp)
     alpha induction:    L0.H1, L1.H1, L2.H0
-    alpha greater-than: L1.H2
-so Jaccard(ioi, induction) = 2 / 5, Jaccard(ioi, greater-than) = 0 = Jaccard(induction, gt).
+    alpha greater-than: L1.H1
+so Jaccard(ioi, induction) = 2 / 5, Jaccard(induction, greater-than) = 1 / 3 and
+Jaccard(ioi, greater-than) = 0.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def induction_alpha() -> x.Explanation:
 
 
 def greater_than_alpha(name: str = "writes the answer at END") -> x.Explanation:
-    return explanation((head_class(name, None, "L1.H2@END", direct_effect=0.8),))
+    return explanation((head_class(name, None, "L1.H1@END", direct_effect=0.8),))
 
 
 def write_cell(root: Path, model: str, n_layers: int | None, e: x.Explanation | None,

@@ -47,7 +47,7 @@ def _slow_jaccard(a: set[str], b: set[str]) -> float | None:
 def test_jaccard_matrix_exact_values_and_shared_heads():
     (reuse,) = compare_tasks(_alpha_cells()).models
     assert reuse.tasks == ("greater-than", "induction", "ioi")
-    assert reuse.jaccard == ((1.0, 0.0, 0.0), (0.0, 1.0, 0.4), (0.0, 0.4, 1.0))
+    assert reuse.jaccard == ((1.0, 1 / 3, 0.0), (1 / 3, 1.0, 0.4), (0.0, 0.4, 1.0))
     assert reuse.heads["ioi"] == ("L0.H1", "L1.H0", "L2.H0", "L2.H1")  # the MLP is left out
     pair = next(p for p in reuse.pairs if {p.first, p.second} == {"induction", "ioi"})
     assert pair.shared == ("L0.H1", "L2.H0") and pair.jaccard == pytest.approx(0.4)
@@ -67,6 +67,7 @@ def test_recurring_classes_and_shared_heads_name_the_heads():
     shared = {s.head: s.classes for s in reuse.shared_heads}
     assert shared == {
         "L0.H1": {"induction": "duplicate token", "ioi": "duplicate token"},
+        "L1.H1": {"greater-than": "writes the answer at END", "induction": "induction"},
         "L2.H0": {"induction": "induction", "ioi": "name mover"},
     }
     assert any("L0.H1" in s and "duplicate token recurs" in s for s in reuse.sentences)

@@ -84,7 +84,7 @@ def load_cell(task: str, model: str, root: Path) -> Cell | SkippedCell:
     if not part.ok:
         stopped = run.manifest.stopped
         why = f"; the run stopped at {stopped.step}: {stopped.reason}" if stopped else ""
-        return SkippedCell(task, model, part.note() + why)
+        return SkippedCell(task, model, part.note().rstrip(".") + why)
     n_layers = run.manifest.model.get("n_layers")
     if not isinstance(n_layers, int) or n_layers < 1:
         return SkippedCell(

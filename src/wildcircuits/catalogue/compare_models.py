@@ -250,6 +250,13 @@ def plural(compared: str) -> str:
     return ROLES[compared][0] if compared in ROLES else compared
 
 
+def heads_phrase(heads: Sequence[str]) -> str:
+    """`2 heads (L2.H0, L2.H1)`, `1 head (L0.H1)`, `no heads (MLPs only)`."""
+    if not heads:
+        return "no heads (MLPs only)"
+    return f"{len(heads)} head{'s' if len(heads) > 1 else ''} ({', '.join(heads)})"
+
+
 def _models(comparison: TaskComparison) -> str:
     names = [p.model for p in comparison.models]
     return "both models" if len(names) == 2 else f"all {len(names)} models"
@@ -280,7 +287,7 @@ def _class_sentence(t: TaskComparison, compared: str) -> str:
     for p in t.models:
         c = _class_of(p, compared)
         share = "" if c.share is None else f", {c.share:.0%} of the effect"
-        parts.append(f"{p.model} {len(c.heads)} heads ({', '.join(c.heads) or 'MLPs only'}) "
+        parts.append(f"{p.model} {heads_phrase(c.heads)} "
                      f"at depth {c.depth:.2f}{share}")  # fmt: skip
     positions = sorted({pos for p in t.models for pos in _class_of(p, compared).positions})
     feeders = [a for a in t.arrows if a.receiver == compared and len(a.effects) == len(t.models)]

@@ -18,6 +18,7 @@ from itertools import combinations
 from typing import Any, Self
 
 from wildcircuits.catalogue.compare import Cell, SkippedCell, class_heads, signature
+from wildcircuits.catalogue.compare_models import heads_phrase
 from wildcircuits.names import parse_display_node
 from wildcircuits.results.codec import KeyPath, decode, encode
 
@@ -131,8 +132,8 @@ def _sentences(reuse: ModelReuse) -> tuple[str, ...]:
     out = []
     for p in reuse.pairs:
         if p.shared:
-            out.append(f"{p.first} and {p.second} share {len(p.shared)} heads "
-                       f"({', '.join(p.shared)}; Jaccard {p.jaccard:.2f}).")  # fmt: skip
+            out.append(f"{p.first} and {p.second} share {heads_phrase(p.shared)}; "
+                       f"Jaccard {p.jaccard:.2f}.")  # fmt: skip
     for r in reuse.recurring:
         heads = (f"the same heads {', '.join(r.shared_heads)}" if r.shared_heads
                  else "no head in common")  # fmt: skip
