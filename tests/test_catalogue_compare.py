@@ -168,3 +168,65 @@ def test_pages_escape_and_note_skipped_cells(tmp_path):
     universality = paths[0].read_text()
     assert "arXiv:2211.00593" in universality
     assert universality.count('class="compare-diagram"') == 4  # ioi and greater-than, 2 each
+
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+def _open(path, problems):
+    """A headless Debian Chromium page on `path` (as tests/test_report_browser.py opens one)."""
+    from playwright.sync_api import sync_playwright
+
+    driver = sync_playwright().start()
+    browser = driver.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+    page.on("request", lambda r: r.url.startswith(("data:", "file:")) or problems.append(r.url))
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    return driver, browser, page
+
+
+@pytest.mark.browser
+def test_pages_in_chromium(tmp_path):
+    """4 class diagrams (ioi and greater-than, two models each), each drawn with a size and its
+    own id; 3 x 3 + 2 x 2 heat-map cells (alpha's three tasks, beta's two); the hostile class
+    arrives as text; no errors, dialogs or requests."""
+    import importlib.util
+    import os
+
+    if not os.access(CHROMIUM, os.X_OK) or importlib.util.find_spec("playwright") is None:
+        pytest.skip("quarantined (tests/QUARANTINES.md): no Debian chromium or playwright")
+    universality, reuse = write_compare_pages(tmp_path / "site", write_catalogue(tmp_path / "r"))
+    problems: list[str] = []
+    driver, browser, page = _open(universality, problems)
+    try:
+        diagrams = page.locator(".compare-diagram svg.class-diagram")
+        assert diagrams.count() == 4
+        ids = {diagrams.nth(k).get_attribute("id") for k in range(4)}
+        assert len(ids) == 4
+        for k in range(4):
+            box = diagrams.nth(k).bounding_box()
+            assert box is not None and box["width"] > 100 and box["height"] > 50
+        ioi = page.locator('section[data-task="ioi"]')
+        assert ioi.locator(".class-box").count() == 3 + 4  # alpha's and beta's classes
+        assert ioi.locator(".paper-table tbody tr").count() == 7
+        assert HOSTILE_CLASS in page.inner_text("body")
+        assert page.locator(".skipped-cell").count() == 3
+        page.goto(reuse.as_uri())
+        page.wait_for_load_state("load")
+        maps = page.locator(".jaccard-map")
+        assert maps.count() == 2
+        assert page.locator('.jaccard-map[data-model="alpha"] rect > title').count() == 9
+        assert page.locator('.jaccard-map[data-model="beta"] rect > title').count() == 4
+        tip = page.locator('.jaccard-map[data-model="alpha"] rect > title').nth(5).inner_text()
+        assert tip == "task induction, task ioi: Jaccard 0.400"
+        assert HOSTILE_CLASS in page.inner_text("body")
+        assert problems == []
+    finally:
+        browser.close()
+        driver.stop()
