@@ -223,7 +223,7 @@ def test_pages_in_chromium(tmp_path):
         assert maps.count() == 2
         assert page.locator('.jaccard-map[data-model="alpha"] rect > title').count() == 9
         assert page.locator('.jaccard-map[data-model="beta"] rect > title').count() == 4
-        tip = page.locator('.jaccard-map[data-model="alpha"] rect > title').nth(5).inner_text()
+        tip = page.locator('.jaccard-map[data-model="alpha"] rect > title').nth(5).text_content()
         assert tip == "task induction, task ioi: Jaccard 0.400"
         assert HOSTILE_CLASS in page.inner_text("body")
         assert problems == []
