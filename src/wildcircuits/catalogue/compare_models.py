@@ -139,7 +139,7 @@ def is_ioi(task: str) -> bool:
 
 def _mean_layer(head_class: HeadClass) -> float:
     layers = [parse_display_node(p.node).layer for p in head_class.members]
-    return sum(layers) / len(layers)
+    return sum(layers) / len(layers) if layers else float("nan")
 
 
 def class_effects(explanation: Explanation) -> tuple[dict[str, float], EffectSource]:

@@ -135,7 +135,7 @@ def _sentences(reuse: ModelReuse) -> tuple[str, ...]:
             out.append(f"{p.first} and {p.second} share {heads_phrase(p.shared)}; "
                        f"Jaccard {p.jaccard:.2f}.")  # fmt: skip
     for r in reuse.recurring:
-        heads = (f"the same heads {', '.join(r.shared_heads)}" if r.shared_heads
+        heads = (f"shared heads: {', '.join(r.shared_heads)}" if r.shared_heads
                  else "no head in common")  # fmt: skip
         out.append(f"{r.compared} recurs in {', '.join(r.tasks)} ({heads}).")
     if not out:
