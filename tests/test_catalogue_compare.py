@@ -230,3 +230,24 @@ def test_pages_in_chromium(tmp_path):
     finally:
         browser.close()
         driver.stop()
+
+
+def test_optional_files_add_the_verdict_and_whether_the_hypothesis_was_edited(tmp_path):
+    from dataclasses import replace
+
+    from tests.catalogue_fixtures import write_cell
+    from tests.verify_fixtures import write_verification
+    from wildcircuits.catalogue.compare import load_cell
+    from wildcircuits.explanation.hypothesis import hypothesis_from_explanation, write_hypothesis
+
+    root = write_cell(tmp_path / "cell", "alpha", 3, ioi_alpha())
+    assert load_cell("ioi", "alpha", root).hypothesis_edited is None  # no hypothesis.yaml
+    draft = hypothesis_from_explanation(ioi_alpha(), "ioi", "alpha")
+    write_hypothesis(root / "hypothesis.yaml", draft)
+    verification = write_verification(root)
+    cell = load_cell("ioi", "alpha", root)
+    assert cell.hypothesis_edited is False and cell.verdict == verification.verdict
+    edited = replace(draft, classes=draft.classes[1:], unexplained=draft.unexplained
+                     + draft.classes[0].members)  # fmt: skip
+    write_hypothesis(root / "hypothesis.yaml", edited)
+    assert load_cell("ioi", "alpha", root).hypothesis_edited is True

@@ -246,8 +246,9 @@ def compare_models(cells: Sequence[Cell], skipped: Sequence[SkippedCell] = ()) -
 
 
 def plural(compared: str) -> str:
-    """`name mover` -> `name movers` (the algorithm's labels); other classes as they are."""
-    return ROLES[compared][0] if compared in ROLES else compared
+    """`name mover` -> `name movers` (the algorithm's labels); other classes quoted, as
+    `"writes the answer at END" heads`."""
+    return ROLES[compared][0] if compared in ROLES else f'"{compared}" heads'
 
 
 def heads_phrase(heads: Sequence[str]) -> str:
@@ -336,6 +337,8 @@ __all__ = [
     "class_effects",
     "compare_models",
     "compare_task",
+    "comparison_sentences",
+    "heads_phrase",
     "is_ioi",
     "profile",
 ]
