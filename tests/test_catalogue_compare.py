@@ -239,6 +239,7 @@ def test_optional_files_add_the_verdict_and_whether_the_hypothesis_was_edited(tm
     from tests.verify_fixtures import write_verification
     from wildcircuits.catalogue.compare import load_cell
     from wildcircuits.explanation.hypothesis import hypothesis_from_explanation, write_hypothesis
+    from wildcircuits.results import explain as x
 
     root = write_cell(tmp_path / "cell", "alpha", 3, ioi_alpha())
     assert load_cell("ioi", "alpha", root).hypothesis_edited is None  # no hypothesis.yaml
@@ -247,7 +248,9 @@ def test_optional_files_add_the_verdict_and_whether_the_hypothesis_was_edited(tm
     verification = write_verification(root)
     cell = load_cell("ioi", "alpha", root)
     assert cell.hypothesis_edited is False and cell.verdict == verification.verdict
-    edited = replace(draft, classes=draft.classes[1:], unexplained=draft.unexplained
-                     + draft.classes[0].members)  # fmt: skip
+    mover = draft.classes[-1]  # a person moves L2.H1@END out of the name movers
+    assert mover.name == "name mover" and mover.members[-1] == x.Pair("L2.H1", "END")
+    classes = draft.classes[:-1] + (replace(mover, members=mover.members[:-1]),)
+    edited = replace(draft, classes=classes, unexplained=draft.unexplained + mover.members[-1:])
     write_hypothesis(root / "hypothesis.yaml", edited)
     assert load_cell("ioi", "alpha", root).hypothesis_edited is True
