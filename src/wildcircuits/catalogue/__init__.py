@@ -8,7 +8,9 @@
 - `cells`: run one cell (the worker side) and read its state back from its folder;
 - `criteria`: the verified criteria (`VerifiedCriteria`) applied to a cell's files;
 - `executors`: the embedded local executor and the Ray one (optional extra);
-- `run`: the driver (`catalogue`, `rebuild`), progress, catalogue.json and index.html.
+- `run`: the driver (`catalogue`, `rebuild`), progress, catalogue.json and index.html;
+- `compare` (`compare_models`, `compare_tasks`): universality across models and reuse across
+  tasks, the index's universality.html and reuse.html (`write_compare_pages`).
 Names resolve lazily: importing this package loads neither torch nor Ray.
 
 `wc.catalogue` is this package (importing any submodule sets the package attribute, so a

@@ -197,8 +197,9 @@ def _markers() -> str:
     )
 
 
-def class_diagram_svg(explanation: Explanation) -> str:
-    """The diagram of `explanation.classes` and `explanation.paths` as one inline `<svg>`."""
+def class_diagram_svg(explanation: Explanation, svg_id: str = "class-diagram") -> str:
+    """The diagram of `explanation.classes` and `explanation.paths` as one inline `<svg>`;
+    `svg_id`: its element id (pages with several diagrams give each its own)."""
     classes = explanation.classes
     if not classes:
         return '<p class="missing">No functional classes: nothing to draw.</p>'
@@ -222,7 +223,7 @@ def class_diagram_svg(explanation: Explanation) -> str:
     )
     logits = boxes["logits"]
     return (
-        f'<svg id="class-diagram" role="img" aria-label="class diagram" '
+        f'<svg id="{esc(svg_id)}" class="class-diagram" role="img" aria-label="class diagram" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" width="{width:.0f}" height="{height:.0f}" '
         f'font-family="system-ui, sans-serif">{_markers()}{rows}'
         + "".join(_box_svg(c, boxes[c.name]) for c in classes)
