@@ -379,6 +379,8 @@ def test_the_comparison_pages_are_called_with_the_finished_cells_and_linked(buil
     fake = types.ModuleType("wildcircuits.catalogue.compare")
     fake.write_compare_pages = write_compare_pages
     monkeypatch.setitem(sys.modules, "wildcircuits.catalogue.compare", fake)
+    for name in ("universality.html", "reuse.html"):  # the real module's, from the fixture
+        (root / name).unlink(missing_ok=True)
     rebuild(root)
     copy = result.cell(inputs["copy"], inputs["model"])
     assert seen == {copy.key: root / copy.folder}  # finished cells only, not failed / stopped

@@ -167,6 +167,11 @@ def test_pages_escape_and_note_skipped_cells(tmp_path):
         assert "http://" not in html and "https://" not in html  # nothing fetched
     universality = paths[0].read_text()
     assert "arXiv:2211.00593" in universality
+    used, skipped = load_cells(write_catalogue(tmp_path / "runs"))
+    stored = json.loads((tmp_path / "site" / "universality.json").read_text())
+    assert Universality.from_json(stored) == compare_models(used, skipped)
+    stored = json.loads((tmp_path / "site" / "reuse.json").read_text())
+    assert Reuse.from_json(stored) == compare_tasks(used, skipped)
     assert universality.count('class="compare-diagram"') == 4  # ioi and greater-than, 2 each
 
 
