@@ -387,3 +387,18 @@ def test_the_comparison_pages_are_called_with_the_finished_cells_and_linked(buil
     page = (root / "index.html").read_text()
     assert 'href="universality.html"' in page and 'href="reuse.html"' not in page
     (root / "universality.html").unlink()
+
+
+def test_catalogue_md_has_one_row_per_cell_and_escapes_pipes(built):
+    from dataclasses import replace
+
+    from wildcircuits.report.catalogue_markdown import render_markdown
+
+    root, _, result = built
+    table = (root / "catalogue.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + len(result.cells)  # the header and one row per cell
+    for cell in result.cells:
+        assert any(f"| {cell.task} | {cell.model} | {cell.state.value} |" in r for r in rows)
+    hostile = replace(result, cells=(replace(result.cells[0], task="a|b\nc"),))
+    assert "| a\\|b c |" in render_markdown(hostile)

@@ -47,11 +47,13 @@ def build_catalogue(root: Path, plan: Plan) -> Catalogue:
 def write_catalogue(root: Path, plan: Plan, compare: bool = False) -> Catalogue:
     """Write catalogue.json and index.html (and, with `compare`, the comparison pages)."""
     from wildcircuits.report.catalogue_index import write_index
+    from wildcircuits.report.catalogue_markdown import write_markdown
 
     result = build_catalogue(root, plan)
     result.save(root / CATALOGUE_FILE)
     notes = write_compare(root, result) if compare else None
     write_index(root, result, notes)
+    write_markdown(root, result)
     return result
 
 
