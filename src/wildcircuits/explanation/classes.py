@@ -196,7 +196,7 @@ def measure_evidence(
     other senders' step-3 forwards, most of the cost, are never run."""
     from wildcircuits.explanation.evidence import path_only_evidence
 
-    evidence = head_evidence(model, problem, pairs, progress, path_senders=())
+    evidence = head_evidence(model, problem, pairs, progress, slots=())  # logits paths only
     heads = [p for p in pairs if parse_display_node(p.node).kind.value == "head"]
     unlabelled = [p for p in heads if paper_label(p, evidence[p.name], thresholds) is None]
     if unlabelled:

@@ -97,31 +97,22 @@ def head_evidence(
     *,
     slots: Sequence[str] = ("q", "k", "v"),
     max_rows: int = 256,
-    path_senders: Sequence[Pair] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Evidence numbers per pair (keyed by `Pair.name`), see the module doc.
 
-    slots: the receiver slots path-patched into (fewer slots, fewer forwards); max_rows: rows of
-    one batched path-patching forward (sender sets x batch); path_senders: the pairs whose
-    `path_to_<pair>_<slot>` are measured (None: every pair; `path_to_logits` is always).
+    slots: the receiver slots path-patched into (fewer slots, fewer forwards; none: only
+    `path_to_logits`); max_rows: rows of one batched path-patching forward (sender sets x batch).
     """
     from wildcircuits.explanation.pair_paths import path_evidence
 
     checked = members(model, problem, pairs)
     out: dict[str, dict[str, float]] = {m.pair.name: {} for m in checked}
-    senders = None
-    if path_senders is not None:
-        wanted = {p.name for p in path_senders}
-        senders = [m for m in checked if m.pair.name in wanted]
-        if len(senders) != len(wanted):
-            raise UnknownNameError("path_senders must be pairs of the circuit itself")
     with torch.no_grad():
         _attention_evidence(model, problem, checked, out)
         _direct_evidence(model, problem, checked, out)
         _copying_evidence(model, problem, checked, out)
-        for name, values in path_evidence(
-            model, problem, checked, slots, max_rows, progress, senders
-        ).items():
+        paths = path_evidence(model, problem, checked, slots, max_rows, progress)
+        for name, values in paths.items():
             out[name].update(values)
     return out
 

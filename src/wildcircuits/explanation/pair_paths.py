@@ -37,7 +37,7 @@ from wildcircuits.explanation.evidence import Member
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.patching.hooks import Intervention, Mode
 from wildcircuits.patching.path import PathCache, normalized_effect, path_cache
-from wildcircuits.patching.path_steps import step2_interventions
+from wildcircuits.patching.path_steps import repeated_batch, step2_interventions
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
 from wildcircuits.tasks.metrics import at_positions
@@ -156,17 +156,11 @@ def _site(member: Member) -> Site:
     )
 
 
-def _rows(problem: PatchingProblem, n_sets: int):
-    """The clean batch repeated once per sender set: row indices, tokens, metric positions."""
-    rows = torch.arange(problem.batch, device=problem.positions.device).repeat(n_sets)
-    return rows, problem.clean.select(rows), problem.positions[rows]
-
-
 def _step2(model, problem, cache: PathCache, senders: Sequence[Member], sites, stop: int):
     """Step 2 for each sender alone: the batch-mean metric (sets,) when `sites` is empty (the
     logits receiver; stop = n_layers), else the captured receiver-layer values."""
     n_sets, batch = len(senders), problem.batch
-    rows, tokens, positions = _rows(problem, n_sets)
+    rows, tokens, positions = repeated_batch(problem, n_sets)
     start = min(s.node.layer for s in senders)
     run = model.run(
         tokens,
@@ -186,7 +180,7 @@ def _step3(
     model, problem, cache: PathCache, receiver: Member, slot: str, value: Tensor, n_sets: int
 ):
     """Step 3: batch-mean metric (sets,) with the receiver slot's input set to `value`."""
-    rows, tokens, positions = _rows(problem, n_sets)
+    rows, tokens, positions = repeated_batch(problem, n_sets)
     layer = receiver.node.layer
     run = model.run(
         tokens,

@@ -151,7 +151,7 @@ def logits_metrics(
     """Metric (sets, batch) of each sender set into the logits (step 3 is step 2 here), the
     sets side by side in one forward."""
     n_sets = len(sets)
-    rows, tokens, positions = _repeated(problem, n_sets)
+    rows, tokens, positions = repeated_batch(problem, n_sets)
     start = min(sender_site(s).layer for senders in sets for s in senders)
     run = model.run(
         tokens,
@@ -223,7 +223,7 @@ def shared_step2_metrics(
     recorded: dict[int, dict[Site, Tensor]] = {}
     for i in range(0, len(sets), per_chunk):
         chunk = list(range(i, min(i + per_chunk, len(sets))))
-        rows, tokens, positions = _repeated(problem, len(chunk))
+        rows, tokens, positions = repeated_batch(problem, len(chunk))
         run = model.run(
             tokens,
             capture=sites,
@@ -263,7 +263,9 @@ def _kept(job: ReceiverJob, start: int) -> tuple[dict[Site, Tensor | None], int]
     return merged, min((s.layer for s in merged), default=0)
 
 
-def _repeated(problem: PatchingProblem, n_sets: int):
+def repeated_batch(problem: PatchingProblem, n_sets: int):
+    """The clean batch repeated once per sender set (copy-major): row indices, tokens, metric
+    positions."""
     rows = torch.arange(problem.batch, device=problem.positions.device).repeat(n_sets)
     return rows, problem.clean.select(rows), problem.positions[rows]
 
@@ -271,7 +273,7 @@ def _repeated(problem: PatchingProblem, n_sets: int):
 def _step3(model, problem, cache, sites: dict, first: int, values: list[dict[Site, Tensor]]):
     """Step 3 for the sender sets whose step-2 records are `values`: metric (sets, batch)."""
     n_sets = len(values)
-    rows, tokens, positions = _repeated(problem, n_sets)
+    rows, tokens, positions = repeated_batch(problem, n_sets)
     patches = [
         _receiver_patch(s, torch.cat([v[s] for v in values]), mask, n_sets)
         for s, mask in sites.items()
