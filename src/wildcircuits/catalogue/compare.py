@@ -19,7 +19,6 @@ records (`to_json` / `from_json`) the catalogue can store. The pages are drawn b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,14 +164,13 @@ def write_compare_pages(out_dir: Path, cells: Mapping[tuple[str, str], Path]) ->
     from wildcircuits.catalogue.compare_models import compare_models
     from wildcircuits.catalogue.compare_tasks import compare_tasks
     from wildcircuits.report.catalogue_compare import write_reuse_page, write_universality_page
-    from wildcircuits.results.io import atomic_write_bytes  # (the compare results are typed)
+    from wildcircuits.results.io import save_json
 
     used, skipped = load_cells(cells)
     out_dir = Path(out_dir)
     universality, reuse = compare_models(used, skipped), compare_tasks(used, skipped)
     for name, result in (("universality.json", universality), ("reuse.json", reuse)):
-        text = json.dumps(result.to_json(), indent=1, sort_keys=True, allow_nan=False)
-        atomic_write_bytes(out_dir / name, text.encode())
+        save_json(out_dir / name, result.to_json(), require_provenance=False)
     return [
         write_universality_page(out_dir / "universality.html", universality, used),
         write_reuse_page(out_dir / "reuse.html", reuse, used),

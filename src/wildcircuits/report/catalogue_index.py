@@ -102,31 +102,33 @@ main { max-width: 1500px; }
 """
 
 
-def _number(value: float | int | None) -> tuple[str, str]:
+def number_cell(value: float | int | None) -> tuple[str, str]:
     """(shown text, data-sort value) of a number."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a", ""
     return fmt(value), repr(float(value))
 
 
-def _faithfulness(cell: Cell) -> tuple[str, str]:
+def faithfulness_cell(cell: Cell) -> tuple[str, str]:
+    """(shown text with its 95% interval, data-sort value) of the cell's F(C) / F(M)."""
     f = cell.faithfulness
     if f is None or f.value is None:
         return "n/a", ""
-    text, key = _number(f.value)
+    text, key = number_cell(f.value)
     if f.low is not None and f.high is not None:
         text += f" [{fmt(f.low, 2)}, {fmt(f.high, 2)}]"
     return text, key
 
 
-def _seconds(cell: Cell) -> float | None:
+def cell_seconds(cell: Cell) -> float | None:
+    """The cell's steps' seconds summed (None when no step has a time)."""
     values = [s.seconds for s in cell.steps if s.seconds is not None]
     return sum(values) if values else None
 
 
 def _row(cell: Cell) -> str:
     b = cell.behaviour
-    behaviour = _number(b.clean_mean if b else None)
+    behaviour = number_cell(b.clean_mean if b else None)
     claims = (
         " / ".join(str(cell.claims.get(k, 0)) for k in ("supported", "falsified", "inconclusive"))
         if cell.claims
@@ -138,15 +140,15 @@ def _row(cell: Cell) -> str:
     link = f'<a href="{esc(cell.folder)}/report.html">report</a>'
     numbers = {
         "behaviour": behaviour,
-        "heads": _number(cell.n_heads),
-        "MLPs": _number(cell.n_mlps),
-        "edges": _number(cell.n_edges),
-        "faithfulness": _faithfulness(cell),
-        "edge faithfulness": _number(cell.edge_faithfulness),
-        "random": _number(cell.random_faithfulness),
-        "CPR": _number(cell.cpr),
-        "CMD": _number(cell.cmd),
-        "seconds": _number(_seconds(cell)),
+        "heads": number_cell(cell.n_heads),
+        "MLPs": number_cell(cell.n_mlps),
+        "edges": number_cell(cell.n_edges),
+        "faithfulness": faithfulness_cell(cell),
+        "edge faithfulness": number_cell(cell.edge_faithfulness),
+        "random": number_cell(cell.random_faithfulness),
+        "CPR": number_cell(cell.cpr),
+        "CMD": number_cell(cell.cmd),
+        "seconds": number_cell(cell_seconds(cell)),
     }
     texts = {
         "task": esc(cell.task),

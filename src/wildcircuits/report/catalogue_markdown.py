@@ -1,10 +1,12 @@
 """DIR/catalogue.md: the catalogue's cells as one Markdown table (for docs and reviews), from
-catalogue.json only; the HTML index (`catalogue_index`) is the sortable view of the same rows."""
+catalogue.json only; the HTML index (`catalogue_index`) is the sortable view of the same rows
+and formats every number (its `number_cell`, `faithfulness_cell`, `cell_seconds`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from wildcircuits.report.catalogue_index import cell_seconds, faithfulness_cell, number_cell
 from wildcircuits.results.catalogue import Catalogue, Cell
 from wildcircuits.results.io import atomic_write_bytes
 
@@ -19,27 +21,19 @@ def _cell_text(value: str) -> str:
     return " ".join(str(value).split()).replace("|", "\\|")
 
 
-def _number(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def _row(cell: Cell) -> list[str]:
     b = cell.behaviour
     behaviour = "n/a" if b is None else (
-        f"{b.metric} {_number(b.clean_mean)} vs {_number(b.corrupted_mean)}, "
-        f"acc {_number(b.accuracy)}")  # fmt: skip
-    f = cell.faithfulness
-    faithful = "n/a" if f is None or f.value is None else (
-        f"{f.value:.2f} [{_number(f.low)}, {_number(f.high)}]")  # fmt: skip
-    sizes = " / ".join("n/a" if v is None else str(v)
-                       for v in (cell.n_heads, cell.n_mlps, cell.n_edges))  # fmt: skip
-    edge = f"{_number(cell.edge_faithfulness)} ({_number(cell.random_faithfulness)})"
+        f"{b.metric} {number_cell(b.clean_mean)[0]} vs {number_cell(b.corrupted_mean)[0]}, "
+        f"acc {number_cell(b.accuracy)[0]}")  # fmt: skip
+    sizes = " / ".join(number_cell(v)[0] for v in (cell.n_heads, cell.n_mlps, cell.n_edges))
+    edge = f"{number_cell(cell.edge_faithfulness)[0]} ({number_cell(cell.random_faithfulness)[0]})"
     claims = ", ".join(f"{n} {status}" for status, n in sorted(cell.claims.items())) or "n/a"
     failed = "; ".join(c.name for c in cell.failed_criteria) or (
         cell.error or cell.stop_reason or "none")  # fmt: skip
-    seconds = sum(s.seconds or 0.0 for s in cell.steps)
-    values = [cell.task, cell.model, cell.state.value, behaviour, sizes, faithful, edge, claims,
-              ", ".join(cell.classes) or "n/a", failed, f"{seconds:.0f}"]  # fmt: skip
+    values = [cell.task, cell.model, cell.state.value, behaviour, sizes,
+              faithfulness_cell(cell)[0], edge, claims, ", ".join(cell.classes) or "n/a", failed,
+              number_cell(cell_seconds(cell))[0]]  # fmt: skip
     return [_cell_text(v) for v in values]
 
 
