@@ -6,6 +6,7 @@ from wildcircuits.names import head_node, parse_head
 from wildcircuits.pipeline.context import Context, StopRun
 from wildcircuits.results.behaviour import Example, Examples, ProbeResult
 from wildcircuits.results.localise import AttentionPattern, Localise
+from wildcircuits.tasks.spec import MetricKind
 
 
 def behaviour(ctx: Context) -> list[str]:
@@ -49,7 +50,7 @@ def _gate(result: ProbeResult, min_accuracy: float, min_loss_gap: float = 1.0) -
         better = clean.mean < corrupted.mean
     where = f"clean {result.metric} {clean.mean:.3f} vs {corrupted.mean:.3f} on the "
     where += f"{result.default_corruption} corruption"
-    if result.metric == "loss":
+    if result.metric == MetricKind.LOSS.value:
         if corrupted.mean - clean.mean >= min_loss_gap and better:
             return None
         return (
