@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from tests.catalogue_fixtures import tiny_config, write_inputs
-from wildcircuits.catalogue.cells import CellFiles, read_cell
+from wildcircuits.catalogue.cells import KEPT, CellFiles, read_cell
 from wildcircuits.catalogue.criteria import failed_criteria
 from wildcircuits.catalogue.plan import cell_folder_name, load_plan, make_plan
 from wildcircuits.catalogue.run import catalogue, rebuild
@@ -294,6 +294,41 @@ def test_a_plan_read_back_gives_the_same_cells(built):
     assert [(c.task, c.model) for c in plan.cells] == [c.key for c in result.cells]
     assert plan.base == tiny_config().with_(task="_", model="_")
     assert read_cell(root, plan.cells[1], plan) == result.cells[1]
+
+
+def test_a_cell_reduced_to_the_kept_files_still_reads_as_finished(built, tmp_path):
+    """docs/catalogue/ commits only KEPT: such a copy gives the same rows, and a missing or
+    edited kept file makes the cell pending again (run it)."""
+    import shutil
+
+    root, inputs, result = built
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("cache"))
+    plan = load_plan(copy)
+    dropped = []
+    for cell in copy.glob("cells/*/*"):
+        if cell.name not in KEPT:
+            dropped.append(cell.name)
+            shutil.rmtree(cell) if cell.is_dir() else cell.unlink()
+    assert {"report.html", "examples.json"} <= set(dropped)
+    assert [read_cell(copy, s, plan) for s in plan.cells] == [
+        read_cell(root, s, plan) for s in plan.cells
+    ]
+    assert read_cell(copy, plan.cells[1], plan) == result.cells[1]
+    folder = copy / result.cells[1].folder
+    metrics = folder / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"faithfulness"', ' "faithfulness"', 1))
+    assert read_cell(copy, plan.cells[1], plan).state is CellState.PENDING
+    metrics.unlink()
+    assert read_cell(copy, plan.cells[1], plan).state is CellState.PENDING
+
+
+def test_the_gitignore_keeps_exactly_the_kept_files_of_a_committed_cell():
+    from pathlib import Path
+
+    lines = (Path(__file__).parents[1] / ".gitignore").read_text().splitlines()
+    kept = {ln.rsplit("/", 1)[1] for ln in lines if ln.startswith("!docs/catalogue/cells/*/")}
+    assert "docs/catalogue/cells/*/*" in lines and kept == set(KEPT)
 
 
 # bad input and names ---------------------------------------------------------------------------

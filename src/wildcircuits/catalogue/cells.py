@@ -28,6 +28,20 @@ from wildcircuits.results.manifest import Manifest, StepState
 from wildcircuits.results.verify import ClaimStatus
 
 ERROR_FILE = "error.json"
+#: The files the catalogue reads from a cell (its row and the comparison pages). A cell folder
+#: reduced to these (docs/catalogue/ commits only them: the arrays, figures and report are
+#: large) still counts as finished; its other files come back by running the cell again.
+KEPT = (
+    "config.json",
+    "manifest.json",
+    "behaviour.json",
+    "metrics.json",
+    "redteam.json",
+    "verification.json",
+    "explanation.json",
+    "hypothesis.yaml",
+    ERROR_FILE,
+)
 
 
 def cell_folder(root: Path, spec: CellSpec) -> Path:
@@ -47,16 +61,38 @@ def finished(folder: Path, config: DiscoverConfig) -> str | None:
     except WildcircuitsError:
         return None
     stop = run.manifest.stopped
-    if stop is not None and run.is_done(stop.step, config):
+    if stop is not None and _agrees(run, stop.step, config):
         return "stopped"
     for step in config.steps:
         record = run.manifest.steps.get(step)
         if step == "report":
             if record is None or record.state is not StepState.DONE:
                 return None
-        elif not run.is_done(step, config):
+        elif not _agrees(run, step, config):
             return None
     return "done"
+
+
+def _agrees(run: Any, step: str, config: DiscoverConfig) -> bool:
+    """`step` is done under `config`: every output is there as written, or (a cell reduced to
+    KEPT) every output that is missing is one the catalogue does not read."""
+    from wildcircuits.pipeline.fingerprint import STEP_FIELDS, file_hash, fingerprint
+
+    if run.is_done(step, config):
+        return True
+    record = run.manifest.steps.get(step)
+    if record is None or step not in STEP_FIELDS or record.state is not StepState.DONE:
+        return False
+    if record.fingerprint != fingerprint(step, config.to_dict(), run.manifest):
+        return False
+    for name in record.outputs:
+        path = run.path(name)
+        if not path.is_file():
+            if name in KEPT:
+                return False
+        elif record.hashes.get(name) != file_hash(path):
+            return False
+    return True
 
 
 def run_cell(folder: Path | str, config: DiscoverConfig, progress: bool = False) -> str | None:
