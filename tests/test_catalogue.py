@@ -388,6 +388,24 @@ def test_the_cli_reports_a_bad_name_and_rebuilds(built, capsys):
     assert page.count("<tr data-state=") == 3 and "report.html" in page
 
 
+def test_failures_count_each_criterion_and_the_cells_it_alone_fails(built):
+    from dataclasses import replace
+
+    from wildcircuits.report.catalogue_markdown import render_markdown
+    from wildcircuits.results.catalogue import FailedCriterion
+
+    _, _, result = built
+    a, b = FailedCriterion("faithful", "x"), FailedCriterion("compact", "y")
+    cells = tuple(
+        replace(result.cells[1], task=f"t{i}", failed_criteria=failed)
+        for i, failed in enumerate([(a, b), (a,), (b, a), (), (a,)])
+    )
+    made = replace(result, cells=cells)
+    assert made.failures() == [("faithful", 4, 2), ("compact", 2, 0)]
+    assert "| faithful | 4 | 2 |" in render_markdown(made)
+    assert render_markdown(replace(made, cells=cells[3:4])).count("Criteria the cells fail") == 0
+
+
 def test_index_escapes_names_and_links_each_cell(built):
     root, inputs, result = built
     page = (root / "index.html").read_text()
@@ -431,7 +449,9 @@ def test_catalogue_md_has_one_row_per_cell_and_escapes_pipes(built):
 
     root, _, result = built
     table = (root / "catalogue.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    lines = table.splitlines()
+    main = lines[next(i for i, ln in enumerate(lines) if ln.startswith("| task |")) :]
+    rows = [line for line in main if line.startswith("| ") and "---" not in line]
     assert len(rows) == 1 + len(result.cells)  # the header and one row per cell
     for cell in result.cells:
         assert any(f"| {cell.task} | {cell.model} | {cell.state.value} |" in r for r in rows)

@@ -188,6 +188,20 @@ def _criteria(result: Catalogue) -> str:
     return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
 
 
+def _failures(result: Catalogue) -> str:
+    """Per criterion: the finished cells it fails, and those it alone fails."""
+    rows = "".join(
+        f"<tr><td>{esc(name)}</td><td>{n}</td><td>{alone}</td></tr>"
+        for name, n, alone in result.failures()
+    )
+    if not rows:
+        return ""
+    return (
+        "<h2>What fails the cells</h2><table><thead><tr><th>criterion</th><th>cells failing it"
+        f"</th><th>the only failure of</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
 def render_index(result: Catalogue, root: Path, notes: Sequence[str] | None = None) -> str:
     """The whole page as a string; links to the comparison pages that exist in `root`."""
     counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
@@ -203,7 +217,7 @@ def render_index(result: Catalogue, root: Path, notes: Sequence[str] | None = No
         f"</head><body><main><h1>wildcircuits: circuit catalogue</h1>"
         f'<p class="subtitle">{esc(len(result.cells))} cells ({esc(counts)}); tasks '
         f"{esc(', '.join(result.tasks))}; models {esc(', '.join(result.models))}</p>{nav}{extra}"
-        f"<h2>Verified means</h2>{_criteria(result)}"
+        f"<h2>Verified means</h2>{_criteria(result)}{_failures(result)}"
         '<h2>Cells</h2><input id="filter" type="search" placeholder="filter rows" '
         'aria-label="filter rows"><span id="shown" class="note"></span>'
         f'<div class="figure-box"><table id="cells"><thead><tr>{head}</tr></thead>'

@@ -53,11 +53,24 @@ def render_markdown(result: Catalogue) -> str:
         + _cell_text(", ".join(f"{k} = {v}" for k, v in vars(result.criteria).items()))
         + ".",
         "",
+        *_failure_table(result),
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
     lines += ["| " + " | ".join(_row(cell)) + " |" for cell in result.cells]
     return "\n".join(lines) + "\n"
+
+
+def _failure_table(result: Catalogue) -> list[str]:
+    """Which criteria fail the finished cells: per criterion, how many it fails and how many
+    it alone fails (those would be verified but for it)."""
+    failures = result.failures()
+    if not failures:
+        return []
+    header = "| criterion | cells failing it | the only failure of |"
+    lines = ["Criteria the cells fail:", "", header, "|---|---|---|"]
+    lines += [f"| {_cell_text(name)} | {n} | {alone} |" for name, n, alone in failures]
+    return [*lines, ""]
 
 
 def write_markdown(root: Path | str, result: Catalogue) -> Path:

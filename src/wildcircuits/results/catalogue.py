@@ -143,6 +143,19 @@ class Catalogue(Result):
         """state -> number of cells, in the order of `CellState`."""
         return {s.value: sum(c.state is s for c in self.cells) for s in CellState}
 
+    def failures(self) -> list[tuple[str, int, int]]:
+        """(criterion, finished cells it fails, cells it alone fails), most failing first
+        (ties in the order the criteria first appear)."""
+        order: dict[str, list[int]] = {}
+        for cell in self.cells:
+            names = {f.name for f in cell.failed_criteria}
+            for name in dict.fromkeys(f.name for f in cell.failed_criteria):
+                tally = order.setdefault(name, [0, 0])
+                tally[0] += 1
+                tally[1] += len(names) == 1
+        ranked = sorted(order.items(), key=lambda item: -item[1][0])
+        return [(name, n, alone) for name, (n, alone) in ranked]
+
     def cell(self, task: str, model: str) -> Cell:
         for cell in self.cells:
             if cell.key == (task, model):
