@@ -72,9 +72,12 @@ def evaluate_circuits(
     batch_size: int = 16,
     engine: EdgeForward | None = None,
     progress: bool = False,
+    share_prefix: bool = True,
 ) -> CircuitMetrics:
     """Batch-mean metric of every circuit (identical circuits share one forward); `spec`: the
-    ablation (default counterfactual)."""
+    ablation (default counterfactual). share_prefix: under counterfactual ablation, compute
+    the columns every clean and corrupted prompt of a chunk share once (`edge_prefix`; the
+    same numbers to float rounding); False runs every column of every forward."""
     engine = engine or EdgeForward(model)
     graph = engine.graph
     full, empty = Circuit.full(graph), Circuit.empty(graph)
@@ -91,8 +94,11 @@ def evaluate_circuits(
         values, corrupted_logits = cache.for_chunk(chunk)
         if corrupted_logits is not None:
             corrupted_sum += float(problem.score(corrupted_logits, rows).sum())
+        prefix = cache.prefix(chunk) if share_prefix else None
         for i, ablated in enumerate(masks):
-            run = engine.run(chunk.clean, chunk.positions, ablated=ablated, ablation=values)
+            run = engine.run(
+                chunk.clean, chunk.positions, ablated=ablated, ablation=values, prefix=prefix
+            )
             sums[i] += problem.score(run.logits, rows).double().sum().cpu()
             forwards += 1
             bar.update()

@@ -251,16 +251,18 @@ class PairEvaluator:
         problem: PatchingProblem,
         spec: AblationSpec | str = "counterfactual",
         batch_size: int = 16,
+        share_prefix: bool = True,
     ):
         self.engine, self.problem = engine, problem
         self.space = pair_space(engine.graph, problem)
         cache = AblationCache(engine, problem, spec, batch_size)
         self.spec = cache.spec
         self.chunks = problem.chunks(batch_size)
-        self.values, corrupted = [], 0.0
+        self.values, self.prefixes, corrupted = [], [], 0.0
         for rows, chunk in self.chunks:
             values, logits = cache.for_chunk(chunk)
             self.values.append(values)
+            self.prefixes.append(cache.prefix(chunk) if share_prefix else None)
             if logits is not None:
                 corrupted += float(problem.score(logits, rows).double().sum())
         counterfactual = self.spec.kind is AblationKind.COUNTERFACTUAL
@@ -277,14 +279,15 @@ class PairEvaluator:
         pair kept), circuits stacked as copies of each chunk (at most MAX_ROWS rows a forward)."""
         kept = [self.space.kept(c) for c in circuits]
         rows_out = torch.zeros(len(kept), self.problem.batch, dtype=torch.float64)
-        for (rows, chunk), values in zip(self.chunks, self.values, strict=True):
+        parts = zip(self.chunks, self.values, self.prefixes, strict=True)
+        for (rows, chunk), values, prefix in parts:
             step = max(1, MAX_ROWS // chunk.batch)
             for first in range(0, len(kept), step):
                 group = kept[first : first + step]
                 mask = torch.cat([self.space.mask(k, rows) for k in group])
                 run = self.engine.run(
                     chunk.clean, chunk.positions, ablation=values, node_ablated=mask,
-                    copies=len(group),
+                    copies=len(group), prefix=prefix,
                 )  # fmt: skip
                 logits = run.logits.unflatten(0, (len(group), chunk.batch))
                 for i, copy in enumerate(logits):

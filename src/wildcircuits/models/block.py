@@ -56,6 +56,11 @@ class Visitor:
         """The residual stream the MLP reads (batch, pos, d_model), before its norm."""
         return x
 
+    def keys_values(self, block: Block, k: torch.Tensor, v: torch.Tensor) -> tuple:
+        """The keys and values attention reads, from this run's k, v (batch, pos, kv_head,
+        d_head): these themselves, or with earlier columns before them (a cached prefix)."""
+        return k, v
+
 
 def project_qkv(adapter: ArchitectureAdapter, info: ModelInfo, attn: nn.Module, x: torch.Tensor):
     """q (batch, pos, head, d_head) and k, v (batch, pos, kv_head, d_head) from the attention
@@ -227,6 +232,7 @@ class Block:
         q, k = self.apply_rotary(*self.norm_qk(q, k), cos_sin)
         q, k = site(Component.Q, layer, q), site(Component.K, layer, k)
         v = site(Component.V, layer, v)
+        k, v = visitor.keys_values(self, k, v)
         z = site(Component.Z, layer, self.attend(q, k, v, mask, visitor))
         attn_out = site(Component.ATTN_OUT, layer, visitor.attention_out(self, z))
         if self.parallel:

@@ -30,6 +30,7 @@ from wildcircuits.patching.ablation_spec import (
     masked_mean,
     masked_totals,
 )
+from wildcircuits.patching.edge_prefix import Prefix, counterfactual_prefix
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 
@@ -142,6 +143,16 @@ class AblationCache:
         if self._fixed.shape[1] == 1:
             return self._fixed
         return self._fixed[:, start : start + part.clean.seq_len]
+
+    def prefix(self, chunk: PatchingProblem) -> Prefix | None:
+        """The clean prefix every edge forward over `chunk` may share (`edge_prefix`): only
+        under counterfactual ablation, whose values (`for_chunk`) come from the chunk's own
+        corrupted prompts; None otherwise, or when nothing is shared."""
+        if self._fixed is not None or self._grouped is not None:
+            return None
+        return counterfactual_prefix(
+            self.engine.model, chunk.clean, chunk.corrupted, chunk.positions, chunk.position_mask
+        )
 
     def for_chunk(self, chunk: PatchingProblem) -> tuple[Tensor, Tensor | None]:
         """(ablation values (batch | 1, pos | 1, sender, d_model), corrupted logits or None).

@@ -20,6 +20,7 @@ from wildcircuits.models.block import Block, Visitor
 from wildcircuits.models.tokens import Tokens
 from wildcircuits.models.weights import project_heads
 from wildcircuits.patching.edge_parts import GradLeaf, Resume, shared_qkv
+from wildcircuits.patching.edge_prefix import Prefix
 from wildcircuits.patching.edge_senders import NodeAblation, SenderOutputs
 from wildcircuits.patching.sites import Component
 from wildcircuits.tasks.metrics import at_positions, repeat_rows
@@ -40,6 +41,9 @@ class EdgeSpec:
     to its input. start: resume from that state; copies: run that many stacked copies of the
     batch (copy-major; they differ only through `extra` and `node_ablated`); stop: record the
     state at the start of that layer (n_layers: before the logits) and return no logits.
+    prefix: the batch's clean columns before `tokens` (`edge_prefix`): attention also reads
+    their keys and values, and the masks are the full batch's (tokens, embeddings, ablation
+    values and positions are then the suffix's).
     """
 
     tokens: Tokens
@@ -55,6 +59,7 @@ class EdgeSpec:
     start: Resume | None = None
     stop: int | None = None
     copies: int = 1
+    prefix: Prefix | None = None
 
 
 class EdgePass(Visitor):
@@ -82,7 +87,11 @@ class EdgePass(Visitor):
         `self.resume` holds the state there)."""
         model, graph, stop = self.model, self.graph, self.spec.stop
         resid, first, positions = self._begin()
-        masks = model.attention_masks(self.tokens, resid)
+        prefix = self.spec.prefix
+        if prefix is None:
+            masks = model.attention_masks(self.tokens, resid)
+        else:
+            masks = prefix.masks_for(self.spec.copies)
         rotary = model.rotary_embeddings(self.tokens, resid)
         for block in model.blocks[first:]:
             if block.layer == stop:
@@ -175,6 +184,12 @@ class EdgePass(Visitor):
             value = self._sender(sender, self.override.get(sender, value))
             self._store(sender, value)
         return value
+
+    def keys_values(self, block: Block, k: torch.Tensor, v: torch.Tensor) -> tuple:
+        """With a prefix, its cached keys and values come before this run's."""
+        if self.spec.prefix is None:
+            return k, v
+        return self.spec.prefix.keys_values(block.layer, k, v, self.spec.copies)
 
     def mlp_input(self, block: Block, x: torch.Tensor) -> torch.Tensor:
         row = self.graph.mlp_receiver(block.layer)

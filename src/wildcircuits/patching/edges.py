@@ -34,6 +34,7 @@ from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.models.tokens import Tokens
 from wildcircuits.models.weights import head_weights
 from wildcircuits.patching.edge_parts import EdgeRun, Resume, shared_projection
+from wildcircuits.patching.edge_prefix import Prefix
 from wildcircuits.patching.edge_state import EdgePass, EdgeSpec
 
 __all__ = ["EdgeForward", "EdgeRun", "EdgeSpec", "Resume"]
@@ -73,6 +74,7 @@ class EdgeForward:
         node_ablated: torch.Tensor | None = None,
         copies: int = 1,
         extra: Mapping[int, torch.Tensor] | None = None,
+        prefix: Prefix | None = None,
     ) -> EdgeRun:
         """One forward with the edges marked in `ablated` (receiver, sender) ablated to
         `ablation` (batch or 1, pos, sender, d_model) sender outputs. No gradients.
@@ -85,14 +87,27 @@ class EdgeForward:
         output at a marked token is replaced by its ablation value for every receiver (all its
         out-edges ablated at that token only). With `copies` > 1 the run stacks that many
         copies of the batch (copy-major), which differ only through `node_ablated`; logits
-        come back as (copies * batch, vocab). Outputs kept are the replaced ones."""
+        come back as (copies * batch, vocab). Outputs kept are the replaced ones.
+
+        prefix: the clean run of `tokens` at its first columns (`edge_prefix`), valid only when
+        no ablation can change them (counterfactual values from the same batch's corrupted
+        prompts, which agree there); the run computes the other columns only, with `ablation`
+        and `node_ablated` given for every column as usual."""
+        if prefix is not None:
+            if input_embeds is not None or override or extra or keep_outputs:
+                raise WildcircuitsError(
+                    "a shared prefix cannot be combined with input_embeds, override, extra or "
+                    "keep_outputs (they can change the prefix's columns); pass prefix=None"
+                )
+            tokens, positions, input_embeds = prefix.tokens, prefix.shift(positions), prefix.embeds
+            ablation, node_ablated = prefix.cut(ablation), prefix.cut(node_ablated)
         self._check_nodes(tokens, node_ablated, ablation, copies)
         edges = self._prepare(ablated, ablation, node_ablated)
         spec = EdgeSpec(
             tokens=tokens, positions=positions, ablated=edges,
             ablation=ablation, node_ablated=node_ablated, keep_outputs=keep_outputs,
             input_embeds=input_embeds, override=override or {}, copies=copies,
-            extra=extra or {},
+            extra=extra or {}, prefix=prefix,
         )  # fmt: skip
         with torch.no_grad():
             edge_pass = EdgePass(self, spec)

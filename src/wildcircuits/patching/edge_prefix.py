@@ -1,0 +1,131 @@
+"""A shared clean prefix: the first columns of a batch that no ablation can change, computed
+once and reused by every edge forward over that batch.
+
+Under counterfactual ablation a sender's ablation value at a token is its output on the
+corrupted prompt. Where every row's clean and corrupted prompts agree on their first P tokens
+(ids and padding), every sender's output at those tokens is the same in both runs (attention is
+causal), so no edge or node-position ablation changes anything there: every activation at
+columns < P is the clean run's, whatever the circuit. An edge forward then runs only columns
+P.. (`EdgeForward.run(prefix=...)`): attention reads the clean run's keys and values at columns
+< P (a key-value cache, built here once per batch), the embeddings, masks and rotary positions
+are the full batch's cut to those columns, and the ablation values, node masks and metric
+positions are cut or shifted to match. P is also at most the first metric position, so every
+logit read is computed.
+
+This holds for counterfactual values computed from the same batch's corrupted prompts only
+(`AblationCache.for_chunk`); mean and zero ablation change the prefix too, and callers then pass
+no prefix. On the catalogue's tasks (SmolLM2 tokens, 16 prompts) the shared share of the tokens
+is 0.93 for colored objects, 0.88 for entity tracking, 0.49 for greater-than and 0.09 for IOI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from wildcircuits.models.block import Block, Visitor
+from wildcircuits.models.tokens import Tokens
+
+
+def shared_length(
+    clean: Tokens,
+    corrupted: Tokens,
+    positions: torch.Tensor,
+    position_mask: torch.Tensor | None = None,
+) -> int:
+    """The number of leading columns on which every row's clean and corrupted prompts agree
+    (ids and attention mask), capped at the first metric position read (positions (batch,) or
+    (batch, k) with `position_mask` marking the valid ones)."""
+    same = (clean.input_ids == corrupted.input_ids) & (
+        clean.attention_mask == corrupted.attention_mask
+    )
+    differs = (~same.all(dim=0)).nonzero()
+    length = int(differs[0]) if len(differs) else clean.seq_len
+    valid = positions if position_mask is None else positions[position_mask.bool()]
+    return max(0, min(length, int(valid.min())))
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """The clean run of a batch at its first `length` columns (see the module docstring).
+
+    keys / values: per layer, what that layer's attention reads at those columns (batch,
+    length, kv_head, d_head); masks: per layer type, the additive masks of the suffix's queries
+    over every column (batch, 1, pos - length, pos); embeds: the suffix's embeddings (batch,
+    pos - length, d_model); tokens: the suffix columns (absolute position ids kept)."""
+
+    length: int
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+    masks: dict[str, torch.Tensor]
+    embeds: torch.Tensor
+    tokens: Tokens
+
+    def cut(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
+        """A (rows, pos | 1, ...) tensor (ablation values, a node mask) at the suffix columns."""
+        if tensor is None or tensor.shape[1] == 1:
+            return tensor
+        return tensor[:, self.length :]
+
+    def shift(self, positions: torch.Tensor) -> torch.Tensor:
+        """Metric positions in suffix columns (masked loss entries below the prefix go to 0)."""
+        return (positions - self.length).clamp(min=0)
+
+    def keys_values(self, layer: int, k, v, copies: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer's cached keys and values before the suffix's own (copies stacked; k, v
+        (rows, pos, kv_head or head, d_head))."""
+        past = [self.keys[layer], self.values[layer]]
+        group = k.shape[2] // past[0].shape[2]
+        if group > 1:  # the engine gives each query head its own k / v (GQA: kv heads repeated)
+            past = [t.repeat_interleave(group, dim=2) for t in past]
+        if copies > 1:
+            past = [t.repeat(copies, *([1] * (t.dim() - 1))) for t in past]
+        return torch.cat([past[0], k], dim=1), torch.cat([past[1], v], dim=1)
+
+    def masks_for(self, copies: int) -> dict[str, torch.Tensor]:
+        if copies == 1:
+            return self.masks
+        return {kind: m.repeat(copies, 1, 1, 1) for kind, m in self.masks.items()}
+
+
+class _KeepKeysValues(Visitor):
+    """The plain forward, keeping each layer's keys and values at the first `length` columns."""
+
+    def __init__(self, length: int):
+        self.length = length
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def keys_values(self, block: Block, k: torch.Tensor, v: torch.Tensor) -> tuple:
+        self.keys.append(k[:, : self.length])
+        self.values.append(v[:, : self.length])
+        return k, v
+
+
+def build_prefix(model, clean: Tokens, length: int) -> Prefix | None:
+    """The clean run's prefix of `length` columns (None for 0: nothing to share)."""
+    if length <= 0:
+        return None
+    keep = _KeepKeysValues(length)
+    with torch.no_grad():
+        embeds = model.embed(clean)
+        masks = model.attention_masks(clean, embeds)
+        rotary = model.rotary_embeddings(clean, embeds)
+        resid = embeds
+        for block in model.blocks:
+            kind = block.layer_type
+            resid = block.forward(resid, masks[kind], rotary.get(kind), keep)
+    return Prefix(
+        length=length,
+        keys=tuple(keep.keys),
+        values=tuple(keep.values),
+        masks={kind: m[:, :, length:] for kind, m in masks.items()},
+        embeds=embeds[:, length:],
+        tokens=clean.columns(length, clean.seq_len),
+    )
+
+
+def counterfactual_prefix(model, clean: Tokens, corrupted: Tokens, positions, mask=None):
+    """The prefix a counterfactual-ablation batch shares with its corrupted prompts, or None."""
+    return build_prefix(model, clean, shared_length(clean, corrupted, positions, mask))

@@ -1,0 +1,172 @@
+"""The shared clean prefix (`patching.edge_prefix`): edge forwards that compute only the columns
+after the tokens every clean and corrupted prompt share equal the full forwards (every family,
+edge and node-position masks, stacked copies, loss positions, the real models), the prefix
+length is exactly the agreement, a too-long prefix is wrong (so the prefix is really read), and
+the evaluators that use it give the numbers of running every column."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from tests.discovery_fixtures import tiny_problem
+from tests.tiny_models import FAMILIES, tiny_model
+from wildcircuits.errors import WildcircuitsError
+from wildcircuits.evaluation.faithfulness import evaluate_circuits
+from wildcircuits.explanation.positions import PairEvaluator, pair_space
+from wildcircuits.graph.circuit import Circuit
+from wildcircuits.models import InstrumentedModel
+from wildcircuits.models.tokens import Tokens
+from wildcircuits.patching.edge_ablation import AblationCache
+from wildcircuits.patching.edge_prefix import build_prefix, counterfactual_prefix, shared_length
+from wildcircuits.patching.edges import EdgeForward
+
+TOL = {"atol": 1e-5, "rtol": 1e-5}
+SHARED = 4  # columns the corrupted prompts below share with the clean ones
+
+
+def _problem(model, shared: int = SHARED):
+    """tiny_problem with corrupted prompts that agree with the clean ones on `shared` columns
+    (padding included: row 1 is right-padded, row 2 left-padded)."""
+    problem = tiny_problem(model)
+    clean = problem.clean
+    ids = problem.corrupted.input_ids.clone()
+    ids[:, :shared] = clean.input_ids[:, :shared]
+    corrupted = Tokens(ids, clean.attention_mask, clean.position_ids, clean.last_index)
+    return replace(problem, corrupted=corrupted)
+
+
+def _masks(engine, problem, copies: int = 2, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    graph = engine.graph
+    edges = (torch.rand(graph.n_receivers, graph.n_senders, generator=generator) < 0.5) & (
+        graph.valid
+    )
+    shape = (copies * problem.batch, problem.clean.seq_len, graph.n_senders)
+    nodes = torch.rand(shape, generator=generator) < 0.4
+    return edges, nodes
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prefix_runs_equal_full_runs_and_the_prefix_is_really_read(family):
+    model = tiny_model(family)
+    engine = EdgeForward(model)
+    problem = _problem(model)
+    clean, at = problem.clean, problem.positions
+    values = engine.outputs(problem.corrupted)
+    prefix = counterfactual_prefix(model, clean, problem.corrupted, at)
+    assert prefix.length == SHARED
+    edges, nodes = _masks(engine, problem)
+    full = engine.run(clean, at, ablated=edges, ablation=values).logits
+    fast = engine.run(clean, at, ablated=edges, ablation=values, prefix=prefix).logits
+    torch.testing.assert_close(fast, full, **TOL)
+    stacked = dict(ablation=values, node_ablated=nodes, copies=2)
+    full_nodes = engine.run(clean, at, **stacked).logits
+    torch.testing.assert_close(
+        engine.run(clean, at, **stacked, prefix=prefix).logits, full_nodes, **TOL
+    )
+    assert (full - engine.run(clean, at).logits).abs().max() > 1e-3  # the ablation matters
+    # a prefix one column past the agreement holds clean keys where the runs differ: wrong
+    too_long = build_prefix(model, clean, SHARED + 1)
+    wrong = engine.run(clean, at, ablated=edges, ablation=values, prefix=too_long).logits
+    assert (wrong - full).abs().max() > 1e-4
+
+
+def test_loss_positions_shift_and_masked_entries_stay_valid():
+    model = tiny_model("llama")
+    engine = EdgeForward(model)
+    problem = _problem(model)
+    clean = problem.clean
+    positions = torch.tensor([[5, 6, 0], [4, 5, 0], [6, 7, 8]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    values = engine.outputs(problem.corrupted)
+    prefix = counterfactual_prefix(model, clean, problem.corrupted, positions, mask)
+    assert prefix.length == SHARED  # the masked 0 entries do not cap it
+    edges, _ = _masks(engine, problem)
+    full = engine.run(clean, positions, ablated=edges, ablation=values).logits
+    fast = engine.run(clean, positions, ablated=edges, ablation=values, prefix=prefix).logits
+    torch.testing.assert_close(fast[mask], full[mask], **TOL)
+
+
+def test_shared_length_is_the_agreement_capped_at_the_first_position():
+    model = tiny_model("llama")
+    problem = _problem(model)
+    clean, corrupted, at = problem.clean, problem.corrupted, problem.positions
+    assert shared_length(clean, corrupted, at) == SHARED
+    assert shared_length(clean, clean, at) == int(at.min())  # identical: every read column
+    assert shared_length(clean, clean, torch.tensor([2, 7, 8])) == 2
+    other = tiny_problem(model).corrupted  # differs at column 0 somewhere
+    assert shared_length(clean, other, at) == 0
+    assert counterfactual_prefix(model, clean, other, at) is None
+    padding = clean.attention_mask.clone()
+    padding[0, 2] = 0  # the same ids, other padding at column 2
+    moved = Tokens(corrupted.input_ids, padding, corrupted.position_ids, corrupted.last_index)
+    assert shared_length(clean, moved, at) == 2
+
+
+def test_prefix_refuses_what_could_change_its_columns():
+    model = tiny_model("gpt2")
+    engine = EdgeForward(model)
+    problem = _problem(model)
+    prefix = counterfactual_prefix(model, problem.clean, problem.corrupted, problem.positions)
+    for bad in ({"keep_outputs": True}, {"override": {1: torch.zeros(1)}}):
+        with pytest.raises(WildcircuitsError, match="shared prefix cannot be combined"):
+            engine.run(problem.clean, problem.positions, prefix=prefix, **bad)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma3_text"])
+def test_evaluators_give_the_numbers_of_running_every_column(family):
+    model = tiny_model(family)
+    engine = EdgeForward(model)
+    problem = _problem(model)
+    graph = engine.graph
+    generator = torch.Generator().manual_seed(3)
+    circuits = [
+        Circuit(graph, (torch.rand(graph.valid.shape, generator=generator) < p) & graph.valid)
+        for p in (0.2, 0.6, 0.9)
+    ]
+    fast = evaluate_circuits(model, problem, circuits, "counterfactual", engine=engine)
+    slow = evaluate_circuits(
+        model, problem, circuits, "counterfactual", engine=engine, share_prefix=False
+    )
+    for a, b in [
+        (fast.metric, slow.metric),
+        ((fast.m_full, fast.m_empty), (slow.m_full, slow.m_empty)),
+    ]:
+        assert a == pytest.approx(b, abs=1e-5)
+    pairs = list(pair_space(graph, problem).all_pairs())[::3]
+    kept = [pairs, pairs[::2], ()]
+    a = PairEvaluator(engine, problem, "counterfactual").metrics(kept)
+    b = PairEvaluator(engine, problem, "counterfactual", share_prefix=False).metrics(kept)
+    assert a == pytest.approx(b, abs=1e-5)
+    assert len(set(a)) == 3  # three different circuits, three different numbers
+
+
+def test_only_counterfactual_values_share_a_prefix():
+    model = tiny_model("llama")
+    engine = EdgeForward(model)
+    problem = _problem(model)
+    assert AblationCache(engine, problem, "counterfactual", 16).prefix(problem).length == SHARED
+    for spec in ("mean", "zero"):
+        assert AblationCache(engine, problem, spec, 16).prefix(problem) is None
+
+
+@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+def test_real_models_prefix_runs_equal_full_runs(name, request):
+    model = InstrumentedModel(*request.getfixturevalue(name))
+    engine = EdgeForward(model)
+    clean = model.tokenize(["When John and Mary went to the store, John gave a drink to"])
+    corrupted = model.tokenize(["When John and Mary went to the store, Mary gave a drink to"])
+    at, values = clean.last_index, engine.outputs(corrupted)
+    prefix = counterfactual_prefix(model, clean, corrupted, at)
+    assert 8 <= prefix.length < clean.seq_len - 3  # up to ", " before the second name
+    edges, nodes = _masks(engine, type("P", (), {"batch": 1, "clean": clean})(), copies=1)
+    full = engine.run(clean, at, ablated=edges, ablation=values).logits
+    fast = engine.run(clean, at, ablated=edges, ablation=values, prefix=prefix).logits
+    assert (fast - full).abs().max().item() <= 1e-4  # float32, other matmul shapes
+    full = engine.run(clean, at, ablation=values, node_ablated=nodes).logits
+    fast = engine.run(clean, at, ablation=values, node_ablated=nodes, prefix=prefix).logits
+    assert (fast - full).abs().max().item() <= 1e-4  # float32, other matmul shapes
+    assert (full - model.logits(clean, positions=at)).abs().max().item() > 0.1  # it matters
