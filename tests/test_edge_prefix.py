@@ -170,3 +170,33 @@ def test_real_models_prefix_runs_equal_full_runs(name, request):
     fast = engine.run(clean, at, ablation=values, node_ablated=nodes, prefix=prefix).logits
     assert (fast - full).abs().max().item() <= 1e-4  # float32, other matmul shapes
     assert (full - model.logits(clean, positions=at)).abs().max().item() > 0.1  # it matters
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", ["heads", "resid", "mlp_out", "k"])
+def test_activation_patching_with_the_prefix_equals_every_column(family, kind):
+    from wildcircuits.patching.activation import activation_patching
+
+    model = tiny_model(family)
+    problem = _problem(model)
+    for direction in ("denoise", "noise"):
+        runs = [
+            activation_patching(
+                model, problem, kind, direction, progress=False, max_rows=6, share_prefix=share
+            )
+            for share in (True, False)
+        ]
+        fast, slow = (torch.as_tensor(r.metric.values, dtype=torch.float64) for r in runs)
+        torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5, equal_nan=True)
+        assert float(slow.nan_to_num().abs().max()) > 0
+
+
+def test_instrumented_runs_refuse_positioned_sites_with_a_prefix():
+    from wildcircuits.errors import SiteError
+    from wildcircuits.patching.sites import Component, Site
+
+    model = tiny_model("llama")
+    problem = _problem(model)
+    prefix = counterfactual_prefix(model, problem.clean, problem.corrupted, problem.positions)
+    with pytest.raises(SiteError, match="shared prefix"):
+        model.run(prefix.tokens, capture=[Site(Component.RESID_PRE, 1, position=2)], prefix=prefix)

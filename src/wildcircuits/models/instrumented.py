@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -61,6 +62,7 @@ class _Request:
     grad: bool = False
     start_layer: int = 0
     start_resid: torch.Tensor | None = None
+    prefix: Any = None  # patching.edge_prefix.Prefix: columns before `tokens`, already run
 
 
 class _Pass(Visitor):
@@ -76,6 +78,11 @@ class _Pass(Visitor):
         for intervention in interventions:
             self.edits.setdefault(intervention.site.key, []).append(intervention)
         self.active = self.capture_keys | set(self.edits)
+        self.prefix = None
+
+    def keys_values(self, block, k: torch.Tensor, v: torch.Tensor) -> tuple:
+        """With a prefix, its cached keys and values come before this run's."""
+        return (k, v) if self.prefix is None else self.prefix.keys_values(block.layer, k, v)
 
     def wants(self, component: Component, layer: int | None) -> bool:
         return (component, layer) in self.active
@@ -198,6 +205,7 @@ class InstrumentedModel:
         grad: bool = False,
         start_layer: int = 0,
         start_resid: torch.Tensor | None = None,
+        prefix=None,
     ) -> RunResult:
         """One forward pass with captures and interventions, scoped to this call.
 
@@ -207,15 +215,20 @@ class InstrumentedModel:
         vocab)). start_layer / start_resid: begin at `resid_pre` of that layer with the given
         (batch, pos, d_model) residual, skipping the earlier layers. grad: keep the autograd graph
         (the embedding output requires grad, so any captured site can be differentiated).
+        prefix: a `patching.edge_prefix.Prefix` of this batch's first columns, which no
+        intervention here changes: `tokens` (stacked copies of `prefix.tokens` allowed),
+        `start_resid`, `positions` and every intervention's values are then the later columns'
+        only, and attention also reads the prefix's keys and values.
         """
         request = _Request(
             self.as_tokens(tokens), positions=positions, return_logits=return_logits, grad=grad,
-            start_layer=start_layer, start_resid=start_resid,
+            start_layer=start_layer, start_resid=start_resid, prefix=prefix,
         )  # fmt: skip
         capture = [parse_site(s) if isinstance(s, str) else s for s in capture]
         interventions = list(interventions)
         self._check(request, [*capture, *(i.site for i in interventions)])
         state = _Pass(capture, interventions)
+        state.prefix = prefix
         with torch.set_grad_enabled(grad):
             logits = self._forward(request, state)
         return RunResult(logits, state.captured)
@@ -236,6 +249,14 @@ class InstrumentedModel:
             raise SiteError(f"start_layer {start_layer} out of range 0..{self.n_layers - 1}")
         if (start_layer > 0) != (request.start_resid is not None):
             raise SiteError("start_layer > 0 needs start_resid (the resid_pre of that layer)")
+        if request.prefix is not None:
+            positioned = [s for s in sites if s.position is not None]
+            if positioned or any(s.component is Component.PATTERN for s in sites):
+                raise SiteError(
+                    f"{(positioned or sites)[0]}: with a shared prefix, sites cannot name a "
+                    "position or the attention pattern (their columns are not the run's); "
+                    "pass prefix=None"
+                )
 
     def _forward(self, request: _Request, state: _Pass) -> torch.Tensor | None:
         tokens, return_logits = request.tokens.to(self.device), request.return_logits
@@ -245,7 +266,10 @@ class InstrumentedModel:
             resid = request.start_resid.to(self.device)
         if request.grad and not resid.requires_grad:
             resid = resid.detach().requires_grad_(True)
-        masks = self.attention_masks(tokens, resid)
+        if request.prefix is None:
+            masks = self.attention_masks(tokens, resid)
+        else:
+            masks = request.prefix.masks_for(tokens.batch)
         rotary = self.rotary_embeddings(tokens, resid)
         last = self._last_layer_needed(state, return_logits)
         for block in self.blocks[request.start_layer : last + 1]:

@@ -67,6 +67,7 @@ from wildcircuits.patching.activation_plan import (
     plan,
     position_columns,
 )
+from wildcircuits.patching.edge_prefix import Prefix, counterfactual_prefix
 from wildcircuits.patching.hooks import Intervention, Mode
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
@@ -92,6 +93,7 @@ class _Runs:
     clean_metric: float
     corrupted_metric: float
     target_metric: float
+    prefix: Prefix | None = None  # the target run's shared first columns (`edge_prefix`)
 
 
 def activation_patching(
@@ -103,12 +105,17 @@ def activation_patching(
     layers: Sequence[int] | None = None,
     max_rows: int = 320,
     progress: bool = True,
+    share_prefix: bool = True,
 ) -> PatchingResult:
     """Patch every site of `kind` one at a time; return the effect and raw metric grids.
 
     Grids: resid / attn_out / mlp_out (layer, position); heads, q, pattern (layer, head);
     k, v (layer, kv_head); heads_by_pos (layer.head, position). Up to `max_rows` rows
     (patches x batch) run in one forward. `layers`: patch only these (other grid rows are NaN).
+    share_prefix: where every clean and corrupted prompt agree on their first columns, no patch
+    changes them: the patched forwards then run the later columns only, attention reading the
+    target run's cached keys and values (`patching.edge_prefix`; not for `pattern`, whose
+    values span every column). False runs every column.
     """
     from wildcircuits.inputs import check_choice, check_layers, check_size
 
@@ -122,7 +129,7 @@ def activation_patching(
         layers = check_layers("layers", layers, model.n_layers)
     component = COMPONENT[kind]
     columns = columns_for(model, problem, kind, positions)
-    runs = _cache_runs(model, problem, component, direction)
+    runs = _cache_runs(model, problem, component, direction, share_prefix)
     layers = plan(model, kind, columns, layers)
     replicas = max(1, max_rows // problem.batch)
     values = empty_values(model, kind, columns)
@@ -155,7 +162,9 @@ def columns_for(
     return position_columns(model, problem, PositionMode.ALL)
 
 
-def _cache_runs(model, problem: PatchingProblem, component: Component, direction) -> _Runs:
+def _cache_runs(
+    model, problem: PatchingProblem, component: Component, direction, share_prefix: bool
+) -> _Runs:
     layers = range(model.n_layers)
     sites = [Site(component, layer) for layer in layers]
     resid = [Site(Component.RESID_PRE, layer) for layer in layers]
@@ -166,6 +175,11 @@ def _cache_runs(model, problem: PatchingProblem, component: Component, direction
     source, target = (clean, corrupted) if denoise else (corrupted, clean)
     clean_metric = batch_mean(problem, clean.logits)
     corrupted_metric = batch_mean(problem, corrupted.logits)
+    prefix = None
+    if share_prefix and component is not Component.PATTERN:
+        prefix = counterfactual_prefix(
+            model, problem.clean, problem.corrupted, problem.positions, problem.position_mask
+        )
     return _Runs(
         target_tokens=problem.corrupted if denoise else problem.clean,
         source={layer: source[s] for layer, s in zip(layers, sites, strict=True)},
@@ -174,6 +188,7 @@ def _cache_runs(model, problem: PatchingProblem, component: Component, direction
         clean_metric=clean_metric,
         corrupted_metric=corrupted_metric,
         target_metric=corrupted_metric if denoise else clean_metric,
+        prefix=prefix,
     )
 
 
@@ -202,15 +217,22 @@ def _patched_means(model, problem, component, runs: _Runs, chunk, columns) -> li
     """Batch-mean metric of each patch in `chunk` (one layer), from one forward of k replicas."""
     layer, batch, k = chunk[0].layer, problem.batch, len(chunk)
     rows = torch.arange(batch, device=problem.positions.device).repeat(k)  # (k * batch,)
-    source = runs.source[layer]
+    source, prefix = runs.source[layer], runs.prefix
     mask = patch_mask(component, (k * batch, *source.shape[1:]), chunk, columns, batch)
-    start_resid = None if layer == 0 else runs.target_resid[layer].repeat(k, 1, 1)
+    resid = runs.target_resid.get(layer) if layer > 0 else None
+    tokens, positions = runs.target_tokens, problem.positions
+    if prefix is not None:  # every tensor at the later columns only
+        tokens = tokens.columns(prefix.length, tokens.seq_len)  # the target's own tokens
+        positions = prefix.shift(positions)
+        source, mask = prefix.cut(source), prefix.cut(mask)
+        resid = prefix.cut(resid)
     result = model.run(
-        runs.target_tokens.select(rows),
+        tokens.select(rows),
         interventions=[patch_intervention(Site(component, layer), source, mask, k)],
-        positions=problem.positions[rows],
+        positions=positions[rows],
         start_layer=layer,
-        start_resid=start_resid,
+        start_resid=None if resid is None else resid.repeat(k, 1, 1),
+        prefix=prefix,
     )
     scores = problem.score(result.logits, rows=rows).reshape(k, batch)  # (k, batch)
     return scores.double().mean(-1).tolist()

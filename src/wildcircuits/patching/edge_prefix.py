@@ -72,18 +72,25 @@ class Prefix:
         """Metric positions in suffix columns (masked loss entries below the prefix go to 0)."""
         return (positions - self.length).clamp(min=0)
 
-    def keys_values(self, layer: int, k, v, copies: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This layer's cached keys and values before the suffix's own (copies stacked; k, v
-        (rows, pos, kv_head or head, d_head))."""
+    @property
+    def batch(self) -> int:
+        return self.embeds.shape[0]
+
+    def keys_values(self, layer: int, k, v) -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer's cached keys and values before the suffix's own k, v (rows, pos,
+        kv_head or head, d_head); rows may be stacked copies of the batch (copy-major)."""
         past = [self.keys[layer], self.values[layer]]
         group = k.shape[2] // past[0].shape[2]
         if group > 1:  # the engine gives each query head its own k / v (GQA: kv heads repeated)
             past = [t.repeat_interleave(group, dim=2) for t in past]
+        copies = k.shape[0] // self.batch
         if copies > 1:
             past = [t.repeat(copies, *([1] * (t.dim() - 1))) for t in past]
         return torch.cat([past[0], k], dim=1), torch.cat([past[1], v], dim=1)
 
-    def masks_for(self, copies: int) -> dict[str, torch.Tensor]:
+    def masks_for(self, rows: int) -> dict[str, torch.Tensor]:
+        """The masks for `rows` rows (stacked copies of the batch, copy-major)."""
+        copies = rows // self.batch
         if copies == 1:
             return self.masks
         return {kind: m.repeat(copies, 1, 1, 1) for kind, m in self.masks.items()}

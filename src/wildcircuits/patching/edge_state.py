@@ -91,7 +91,7 @@ class EdgePass(Visitor):
         if prefix is None:
             masks = model.attention_masks(self.tokens, resid)
         else:
-            masks = prefix.masks_for(self.spec.copies)
+            masks = prefix.masks_for(self.tokens.batch)
         rotary = model.rotary_embeddings(self.tokens, resid)
         for block in model.blocks[first:]:
             if block.layer == stop:
@@ -189,7 +189,7 @@ class EdgePass(Visitor):
         """With a prefix, its cached keys and values come before this run's."""
         if self.spec.prefix is None:
             return k, v
-        return self.spec.prefix.keys_values(block.layer, k, v, self.spec.copies)
+        return self.spec.prefix.keys_values(block.layer, k, v)
 
     def mlp_input(self, block: Block, x: torch.Tensor) -> torch.Tensor:
         row = self.graph.mlp_receiver(block.layer)
