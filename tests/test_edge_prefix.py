@@ -111,9 +111,13 @@ def test_prefix_refuses_what_could_change_its_columns():
     engine = EdgeForward(model)
     problem = _problem(model)
     prefix = counterfactual_prefix(model, problem.clean, problem.corrupted, problem.positions)
-    for bad in ({"keep_outputs": True}, {"override": {1: torch.zeros(1)}}):
+    for bad in ({"extra": {1: torch.zeros(1)}}, {"override": {1: torch.zeros(1)}}):
         with pytest.raises(WildcircuitsError, match="shared prefix cannot be combined"):
             engine.run(problem.clean, problem.positions, prefix=prefix, **bad)
+    with pytest.raises(WildcircuitsError, match="shared prefix cannot be combined"):
+        engine.receiver_gradients(
+            problem.clean, problem.positions, lambda x: x.sum(), override={1: 0}, prefix=prefix
+        )
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gemma3_text"])
@@ -200,3 +204,29 @@ def test_instrumented_runs_refuse_positioned_sites_with_a_prefix():
     prefix = counterfactual_prefix(model, problem.clean, problem.corrupted, problem.positions)
     with pytest.raises(SiteError, match="shared prefix"):
         model.run(prefix.tokens, capture=[Site(Component.RESID_PRE, 1, position=2)], prefix=prefix)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3_text"])
+def test_attributions_with_the_prefix_equal_every_column(family, monkeypatch):
+    """EAP-IG-inputs edge scores and the explain step's pair attribution: the runs after the
+    shared columns give the scores of running every column (the shared columns' differences
+    are zero)."""
+    from wildcircuits.discovery import eap_ig
+    from wildcircuits.discovery.eap_ig import EAPIGConfig, eap_ig_inputs
+    from wildcircuits.explanation.positions import score_pairs
+
+    model = tiny_model(family)
+    problem = _problem(model)
+    fast_edges = eap_ig_inputs(model, problem, EAPIGConfig(steps=3)).scores
+    fast_pairs = score_pairs(model, problem, steps=3)
+    fast_plain = score_pairs(model, problem, steps=1)
+    monkeypatch.setattr(eap_ig, "counterfactual_prefix", lambda *args, **kwargs: None)
+    monkeypatch.setattr(AblationCache, "prefix", lambda self, chunk: None)
+    slow_edges = eap_ig_inputs(model, problem, EAPIGConfig(steps=3)).scores
+    torch.testing.assert_close(fast_edges, slow_edges, atol=1e-6, rtol=1e-5)
+    assert float(slow_edges.abs().max()) > 1e-4
+    for fast, slow in ((fast_pairs, score_pairs(model, problem, steps=3)),
+                       (fast_plain, score_pairs(model, problem, steps=1))):  # fmt: skip
+        assert {s.pair: s.attribution for s in fast} == pytest.approx(
+            {s.pair: s.attribution for s in slow}, abs=1e-6, rel=1e-5
+        )

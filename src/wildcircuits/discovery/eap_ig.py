@@ -36,6 +36,7 @@ from wildcircuits.discovery.common import (
 from wildcircuits.discovery.registry import DiscoveryError, register
 from wildcircuits.graph.circuit import EdgeScores
 from wildcircuits.models.instrumented import InstrumentedModel
+from wildcircuits.patching.edge_prefix import counterfactual_prefix
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 
@@ -99,25 +100,31 @@ def _chunk_scores(
     corrupted_embeds = model.embed(part.corrupted)
     objective = loss_objective(part, total_rows)
     outputs: dict[float, Tensor] = {}
+    # the columns every clean and corrupted prompt share add nothing to a score (their
+    # difference is zero): the runs cover the later columns only (`edge_prefix`)
+    prefix = counterfactual_prefix(
+        model, part.clean, part.corrupted, part.positions, part.position_mask
+    )
+    skip = 0 if prefix is None else prefix.length
     batch, pos = part.clean.input_ids.shape
     # (batch, pos, receiver, d_model), summed over steps in place
-    grads = clean_embeds.new_zeros(batch, pos, engine.graph.n_receivers, model.d_model)
+    grads = clean_embeds.new_zeros(batch, pos - skip, engine.graph.n_receivers, model.d_model)
     for alpha in weights:
         embeds = corrupted_embeds + alpha * (clean_embeds - corrupted_embeds)
         keep = alpha in (0.0, 1.0)  # an endpoint run: its sender outputs are needed anyway
         run = engine.receiver_gradients(
             part.clean, part.positions, objective, input_embeds=embeds, keep_outputs=keep,
-            accumulate=grads,
+            accumulate=grads, prefix=prefix,
         )  # fmt: skip
         if keep:
             outputs[alpha] = run.outputs
         del run
-    clean = outputs.get(1.0)
-    if clean is None:
-        clean = engine.outputs(part.clean, input_embeds=clean_embeds)
-    corrupted = outputs.get(0.0)
-    if corrupted is None:
-        corrupted = engine.outputs(part.clean, input_embeds=corrupted_embeds)
-    diff = masked_diff(corrupted, clean, part.clean.attention_mask)
-    del outputs, clean, corrupted
+    for alpha, embeds in ((1.0, clean_embeds), (0.0, corrupted_embeds)):
+        if alpha not in outputs:
+            run = engine.run(
+                part.clean, part.positions, keep_outputs=True, input_embeds=embeds, prefix=prefix
+            )
+            outputs[alpha] = run.outputs
+    diff = masked_diff(outputs[0.0], outputs[1.0], part.clean.attention_mask[:, skip:])
+    del outputs
     return contract(diff, grads) / len(weights)

@@ -201,13 +201,24 @@ def score_pairs(
     totals = torch.zeros(len(space.names), graph.n_senders, dtype=torch.float64)
     parts = problem.chunks(batch_size)
     for rows, part in tqdm(parts, desc="pair attribution", disable=not progress, file=sys.stderr):
-        values = cache.values(part)  # (batch | 1, pos | 1, sender, d_model)
-        clean, receiver_grads = _gradients(engine, part, problem.batch, steps)
-        diff = masked_diff(values, clean, part.clean.attention_mask)  # (b, pos, s, d)
+        # counterfactual: the columns every clean and corrupted prompt share have a zero
+        # difference, so the runs cover the later columns only (`edge_prefix`), the corrupted
+        # one too (the same computation as the clean run's: equal outputs stay equal)
+        prefix = cache.prefix(part)
+        if prefix is None:
+            values = cache.values(part)  # (batch | 1, pos | 1, sender, d_model)
+        else:
+            embeds = model.embed(part.corrupted)
+            values = engine.run(
+                part.clean, part.positions, keep_outputs=True, input_embeds=embeds, prefix=prefix
+            ).outputs
+        skip = 0 if prefix is None else prefix.length
+        clean, receiver_grads = _gradients(engine, part, problem.batch, steps, prefix)
+        diff = masked_diff(values, clean, part.clean.attention_mask[:, skip:])
         del values, clean
         grads = torch.einsum("bprd,rs->bpsd", receiver_grads, valid)  # dL/dz_u
         per_token = (diff * grads).sum(-1)  # (batch, pos, sender)
-        index = space.index[rows].to(per_token.device)
+        index = space.index[rows][:, skip:].to(per_token.device)
         one_hot = torch.nn.functional.one_hot(index.clamp(min=0), len(space.names))
         one_hot = one_hot * (index >= 0)[:, :, None]  # padding counts nowhere
         totals += torch.einsum("bpn,bps->ns", one_hot.to(per_token.dtype), per_token).cpu()
@@ -216,23 +227,29 @@ def score_pairs(
     return tuple(sorted(scores, key=lambda s: -abs(s.attribution)))
 
 
-def _gradients(engine: EdgeForward, part: PatchingProblem, total_rows: int, steps: int):
+def _gradients(engine: EdgeForward, part: PatchingProblem, total_rows: int, steps: int, prefix):
     """(clean sender outputs, receiver gradients (batch, pos, receiver, d_model) at the clean
-    run, or averaged over the interpolated runs when steps > 1)."""
+    run, or averaged over the interpolated runs when steps > 1); with a prefix, both at the
+    columns after it only."""
     objective = loss_objective(part, total_rows)
     if steps == 1:
-        run = engine.receiver_gradients(part.clean, part.positions, objective, keep_outputs=True)
+        run = engine.receiver_gradients(
+            part.clean, part.positions, objective, keep_outputs=True, prefix=prefix
+        )
         return run.outputs, run.receiver_grads
     model = engine.model
     clean_embeds, corrupted_embeds = model.embed(part.clean), model.embed(part.corrupted)
     batch, pos = part.clean.input_ids.shape
+    pos -= 0 if prefix is None else prefix.length
     grads = clean_embeds.new_zeros(batch, pos, engine.graph.n_receivers, model.d_model)
     for k in range(steps):
         embeds = corrupted_embeds + (k / steps) * (clean_embeds - corrupted_embeds)
         engine.receiver_gradients(
-            part.clean, part.positions, objective, input_embeds=embeds, accumulate=grads
-        )
-    return engine.outputs(part.clean), grads / steps
+            part.clean, part.positions, objective, input_embeds=embeds, accumulate=grads,
+            prefix=prefix,
+        )  # fmt: skip
+    clean = engine.run(part.clean, part.positions, keep_outputs=True, prefix=prefix).outputs
+    return clean, grads / steps
 
 
 # exact evaluation -------------------------------------------------------------------------------

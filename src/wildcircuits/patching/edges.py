@@ -91,15 +91,17 @@ class EdgeForward:
 
         prefix: the clean run of `tokens` at its first columns (`edge_prefix`), valid only when
         no ablation can change them (counterfactual values from the same batch's corrupted
-        prompts, which agree there); the run computes the other columns only, with `ablation`
-        and `node_ablated` given for every column as usual."""
+        prompts, which agree there); the run computes the other columns only, with `ablation`,
+        `node_ablated` and `input_embeds` given for every column as usual; kept outputs are the
+        later columns' only."""
         if prefix is not None:
-            if input_embeds is not None or override or extra or keep_outputs:
+            if override or extra:
                 raise WildcircuitsError(
-                    "a shared prefix cannot be combined with input_embeds, override, extra or "
-                    "keep_outputs (they can change the prefix's columns); pass prefix=None"
+                    "a shared prefix cannot be combined with override or extra (they can "
+                    "change the prefix's columns); pass prefix=None"
                 )
-            tokens, positions, input_embeds = prefix.tokens, prefix.shift(positions), prefix.embeds
+            tokens, positions = prefix.tokens, prefix.shift(positions)
+            input_embeds = prefix.embeds if input_embeds is None else prefix.cut(input_embeds)
             ablation, node_ablated = prefix.cut(ablation), prefix.cut(node_ablated)
         self._check_nodes(tokens, node_ablated, ablation, copies)
         edges = self._prepare(ablated, ablation, node_ablated)
@@ -124,6 +126,7 @@ class EdgeForward:
         keep_outputs: bool = False,
         start: Resume | None = None,
         accumulate: torch.Tensor | None = None,
+        prefix: Prefix | None = None,
     ) -> EdgeRun:
         """d objective(logits) / d (each receiver's input), one backward for all receivers.
 
@@ -134,10 +137,22 @@ class EdgeForward:
         `accumulate` ((batch, pos, receiver, d_model)), the gradients are added into it in place
         (no new (batch, pos, receiver, d_model) tensor; integrated gradients sum over steps) and
         it is returned as `receiver_grads`.
-        """
+
+        prefix (`edge_prefix`): the forward and the gradients cover the columns after it only
+        (gradients, kept outputs and `accumulate` are (batch, pos - prefix.length, ...)), which
+        is all an attribution needs where the ablation differs from the clean run at none of
+        the prefix's tokens (counterfactual): there every difference it multiplies is zero.
+        `input_embeds` is given for every column."""
+        if prefix is not None:
+            if override or start is not None:
+                raise WildcircuitsError(
+                    "a shared prefix cannot be combined with override or start; pass prefix=None"
+                )
+            tokens, positions = prefix.tokens, prefix.shift(positions)
+            input_embeds = prefix.embeds if input_embeds is None else prefix.cut(input_embeds)
         spec = EdgeSpec(
             tokens=tokens, positions=positions, grad=True, keep_outputs=keep_outputs,
-            input_embeds=input_embeds, override=override or {}, start=start,
+            input_embeds=input_embeds, override=override or {}, start=start, prefix=prefix,
         )  # fmt: skip
         state = EdgePass(self, spec)
         with torch.enable_grad():
