@@ -148,13 +148,59 @@ def test_evaluators_give_the_numbers_of_running_every_column(family):
     assert len(set(a)) == 3  # three different circuits, three different numbers
 
 
-def test_only_counterfactual_values_share_a_prefix():
+def _templated(model):
+    """_problem with two templates (rows 0, 1 and row 2) whose clean and corrupted prompts all
+    agree on the first SHARED columns within each template (row 2 is left-padded: the whole
+    batch agrees on none)."""
+    problem = _problem(model)
+    clean, corrupted = problem.clean.input_ids.clone(), problem.corrupted.input_ids.clone()
+    clean[1, :SHARED] = clean[0, :SHARED]
+    corrupted[:, :SHARED] = clean[:, :SHARED]
+    c, k = problem.clean, problem.corrupted
+    return replace(
+        problem,
+        clean=Tokens(clean, c.attention_mask, c.position_ids, c.last_index),
+        corrupted=Tokens(corrupted, k.attention_mask, k.position_ids, k.last_index),
+        groups=torch.tensor([0, 0, 1]),
+        group_names=("a", "b"),
+    )
+
+
+def test_which_ablations_share_a_prefix():
     model = tiny_model("llama")
     engine = EdgeForward(model)
     problem = _problem(model)
     assert AblationCache(engine, problem, "counterfactual", 16).prefix(problem).length == SHARED
-    for spec in ("mean", "zero"):
-        assert AblationCache(engine, problem, spec, 16).prefix(problem) is None
+    grouped = replace(problem, groups=torch.tensor([0, 0, 1]), group_names=("a", "b"))
+    for spec in ("mean", "zero", "mean:template"):  # random rows agree on no column
+        assert AblationCache(engine, grouped, spec, 16).prefix(grouped) is None
+    templated = _templated(model)
+    assert AblationCache(engine, templated, "mean:template", 16).prefix(templated).length == 4
+    for spec in ("mean", "mean:template:pooled", "zero"):  # the batch's padding differs
+        assert AblationCache(engine, templated, spec, 16).prefix(templated) is None
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma3_text"])
+def test_per_template_means_with_the_prefix_equal_every_column(family):
+    model = tiny_model(family)
+    engine = EdgeForward(model)
+    problem = _templated(model)
+    graph = engine.graph
+    generator = torch.Generator().manual_seed(5)
+    circuits = [
+        Circuit(graph, (torch.rand(graph.valid.shape, generator=generator) < p) & graph.valid)
+        for p in (0.3, 0.8)
+    ]
+    spec = "mean:template"
+    fast = evaluate_circuits(model, problem, circuits, spec, engine=engine)
+    slow = evaluate_circuits(model, problem, circuits, spec, engine=engine, share_prefix=False)
+    assert fast.metric == pytest.approx(slow.metric, abs=1e-5)
+    assert (fast.m_full, fast.m_empty) == pytest.approx((slow.m_full, slow.m_empty), abs=1e-5)
+    pairs = list(pair_space(graph, problem).all_pairs())[::2]
+    kept = [pairs, pairs[::3], ()]
+    a = PairEvaluator(engine, problem, spec).metrics(kept)
+    b = PairEvaluator(engine, problem, spec, share_prefix=False).metrics(kept)
+    assert a == pytest.approx(b, abs=1e-5) and len(set(b)) == 3
 
 
 @pytest.mark.parametrize("name", ["smollm2", "gemma3"])

@@ -30,7 +30,12 @@ from wildcircuits.patching.ablation_spec import (
     masked_mean,
     masked_totals,
 )
-from wildcircuits.patching.edge_prefix import Prefix, counterfactual_prefix
+from wildcircuits.patching.edge_prefix import (
+    Prefix,
+    agreement,
+    counterfactual_prefix,
+    worth_building,
+)
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 
@@ -105,6 +110,9 @@ class AblationCache:
         self.spec = AblationSpec.coerce(spec).require(EDGE_ABLATIONS, "the edge engine")
         self._fixed: Tensor | None = None  # (1, pos | 1, sender, d_model)
         self._grouped: Tensor | None = None  # (group, pos | 1, sender, d_model)
+        # per-position means: group (None: every row) -> leading columns on which the
+        # reference and clean prompts all agree (their mean there is the clean output)
+        self._agree: dict[int | None, int] = {}
         model = engine.model
         if self.spec.kind is AblationKind.ZERO:
             shape = (1, 1, engine.graph.n_senders, model.d_model)
@@ -119,9 +127,16 @@ class AblationCache:
             self._grouped = group_mean_outputs(
                 engine, reference, problem.groups, batch_size, self.spec.per_position
             )
+            if self.spec.per_position:
+                for group in problem.groups.unique().tolist():
+                    rows = (problem.groups == group).nonzero().flatten()
+                    parts = [reference.select(rows), problem.clean.select(rows)]
+                    self._agree[int(group)] = agreement(parts)
         elif self.spec.kind is AblationKind.MEAN:
             reference = self.spec.reference(problem)
             self._fixed = mean_outputs(engine, reference, batch_size, self.spec.per_position)
+            if self.spec.per_position:
+                self._agree[None] = agreement([reference, problem.clean])
 
     def values(
         self, part: PatchingProblem, start: int = 0
@@ -145,14 +160,26 @@ class AblationCache:
         return self._fixed[:, start : start + part.clean.seq_len]
 
     def prefix(self, chunk: PatchingProblem) -> Prefix | None:
-        """The clean prefix every edge forward over `chunk` may share (`edge_prefix`): only
-        under counterfactual ablation, whose values (`for_chunk`) come from the chunk's own
-        corrupted prompts; None otherwise, or when nothing is shared."""
-        if self._fixed is not None or self._grouped is not None:
+        """The clean prefix every edge forward over `chunk` (rows of this cache's problem) may
+        share (`edge_prefix`): under counterfactual ablation, whose values (`for_chunk`) come
+        from the chunk's own corrupted prompts, the columns they share with the clean ones;
+        under a per-position mean, the columns on which the reference and clean prompts (of
+        each row's template, for `mean:template`) all agree; None otherwise, or when too little
+        is shared."""
+        model = self.engine.model
+        if self._fixed is None and self._grouped is None:
+            return counterfactual_prefix(
+                model, chunk.clean, chunk.corrupted, chunk.positions, chunk.position_mask
+            )
+        if not self._agree:
             return None
-        return counterfactual_prefix(
-            self.engine.model, chunk.clean, chunk.corrupted, chunk.positions, chunk.position_mask
-        )
+        if None in self._agree:
+            length = self._agree[None]
+        else:
+            length = min(self._agree[int(g)] for g in chunk.groups.unique().tolist())
+        reads = chunk.positions if chunk.position_mask is None else chunk.positions[
+            chunk.position_mask.bool()]  # fmt: skip
+        return worth_building(model, chunk.clean, min(length, int(reads.min())))
 
     def for_chunk(self, chunk: PatchingProblem) -> tuple[Tensor, Tensor | None]:
         """(ablation values (batch | 1, pos | 1, sender, d_model), corrupted logits or None).
