@@ -49,6 +49,15 @@ def _masks(engine, problem, copies: int = 2, seed: int = 0):
     return edges, nodes
 
 
+def _circuits(graph, fractions, seed: int) -> list[Circuit]:
+    """Random edge circuits keeping about each fraction of the edges."""
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        Circuit(graph, (torch.rand(graph.valid.shape, generator=generator) < p) & graph.valid)
+        for p in fractions
+    ]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_prefix_runs_equal_full_runs_and_the_prefix_is_really_read(family):
     model = tiny_model(family)
@@ -126,11 +135,7 @@ def test_evaluators_give_the_numbers_of_running_every_column(family):
     engine = EdgeForward(model)
     problem = _problem(model)
     graph = engine.graph
-    generator = torch.Generator().manual_seed(3)
-    circuits = [
-        Circuit(graph, (torch.rand(graph.valid.shape, generator=generator) < p) & graph.valid)
-        for p in (0.2, 0.6, 0.9)
-    ]
+    circuits = _circuits(graph, (0.2, 0.6, 0.9), seed=3)
     fast = evaluate_circuits(model, problem, circuits, "counterfactual", engine=engine)
     slow = evaluate_circuits(
         model, problem, circuits, "counterfactual", engine=engine, share_prefix=False
@@ -186,11 +191,7 @@ def test_per_template_means_with_the_prefix_equal_every_column(family):
     engine = EdgeForward(model)
     problem = _templated(model)
     graph = engine.graph
-    generator = torch.Generator().manual_seed(5)
-    circuits = [
-        Circuit(graph, (torch.rand(graph.valid.shape, generator=generator) < p) & graph.valid)
-        for p in (0.3, 0.8)
-    ]
+    circuits = _circuits(graph, (0.3, 0.8), seed=5)
     spec = "mean:template"
     fast = evaluate_circuits(model, problem, circuits, spec, engine=engine)
     slow = evaluate_circuits(model, problem, circuits, spec, engine=engine, share_prefix=False)
