@@ -76,23 +76,15 @@ def finished(folder: Path, config: DiscoverConfig) -> str | None:
 def _agrees(run: Any, step: str, config: DiscoverConfig) -> bool:
     """`step` is done under `config`: every output is there as written, or (a cell reduced to
     KEPT) every output that is missing is one the catalogue does not read."""
-    from wildcircuits.pipeline.fingerprint import STEP_FIELDS, file_hash, fingerprint
+    from wildcircuits.pipeline.fingerprint import STEP_FIELDS, disagreement
 
     if run.is_done(step, config):
         return True
     record = run.manifest.steps.get(step)
-    if record is None or step not in STEP_FIELDS or record.state is not StepState.DONE:
+    if record is None or step not in STEP_FIELDS:
         return False
-    if record.fingerprint != fingerprint(step, config.to_dict(), run.manifest):
-        return False
-    for name in record.outputs:
-        path = run.path(name)
-        if not path.is_file():
-            if name in KEPT:
-                return False
-        elif record.hashes.get(name) != file_hash(path):
-            return False
-    return True
+    unread = [name for name in record.outputs if name not in KEPT]
+    return disagreement(step, config.to_dict(), run.manifest, run.root, unread) is None
 
 
 def run_cell(folder: Path | str, config: DiscoverConfig, progress: bool = False) -> str | None:

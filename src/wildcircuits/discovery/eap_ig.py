@@ -119,12 +119,12 @@ def _chunk_scores(
         if keep:
             outputs[alpha] = run.outputs
         del run
-    for alpha, embeds in ((1.0, clean_embeds), (0.0, corrupted_embeds)):
-        if alpha not in outputs:
-            run = engine.run(
-                part.clean, part.positions, keep_outputs=True, input_embeds=embeds, prefix=prefix
-            )
-            outputs[alpha] = run.outputs
-    diff = masked_diff(outputs[0.0], outputs[1.0], part.clean.attention_mask[:, skip:])
-    del outputs
+    clean = outputs.get(1.0)
+    if clean is None:
+        clean = engine.outputs(part.clean, input_embeds=clean_embeds, prefix=prefix)
+    corrupted = outputs.get(0.0)
+    if corrupted is None:
+        corrupted = engine.outputs(part.clean, input_embeds=corrupted_embeds, prefix=prefix)
+    diff = masked_diff(corrupted, clean, part.clean.attention_mask[:, skip:])
+    del outputs, clean, corrupted
     return contract(diff, grads) / len(weights)

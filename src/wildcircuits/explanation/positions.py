@@ -208,10 +208,7 @@ def score_pairs(
         if prefix is None:
             values = cache.values(part)  # (batch | 1, pos | 1, sender, d_model)
         else:
-            embeds = model.embed(part.corrupted)
-            values = engine.run(
-                part.clean, part.positions, keep_outputs=True, input_embeds=embeds, prefix=prefix
-            ).outputs
+            values = engine.outputs(part.clean, model.embed(part.corrupted), prefix)
         skip = 0 if prefix is None else prefix.length
         clean, receiver_grads = _gradients(engine, part, problem.batch, steps, prefix)
         diff = masked_diff(values, clean, part.clean.attention_mask[:, skip:])
@@ -248,8 +245,7 @@ def _gradients(engine: EdgeForward, part: PatchingProblem, total_rows: int, step
             part.clean, part.positions, objective, input_embeds=embeds, accumulate=grads,
             prefix=prefix,
         )  # fmt: skip
-    clean = engine.run(part.clean, part.positions, keep_outputs=True, prefix=prefix).outputs
-    return clean, grads / steps
+    return engine.outputs(part.clean, prefix=prefix), grads / steps
 
 
 # exact evaluation -------------------------------------------------------------------------------

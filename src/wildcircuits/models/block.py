@@ -56,10 +56,13 @@ class Visitor:
         """The residual stream the MLP reads (batch, pos, d_model), before its norm."""
         return x
 
+    #: The batch's first columns, already run (`patching.edge_prefix.Prefix`), or None.
+    prefix = None
+
     def keys_values(self, block: Block, k: torch.Tensor, v: torch.Tensor) -> tuple:
         """The keys and values attention reads, from this run's k, v (batch, pos, kv_head,
-        d_head): these themselves, or with earlier columns before them (a cached prefix)."""
-        return k, v
+        d_head): these themselves, or with the prefix's cached ones before them."""
+        return (k, v) if self.prefix is None else self.prefix.keys_values(block.layer, k, v)
 
 
 def project_qkv(adapter: ArchitectureAdapter, info: ModelInfo, attn: nn.Module, x: torch.Tensor):

@@ -68,7 +68,9 @@ class _Request:
 class _Pass(Visitor):
     """Per-call bookkeeping: which sites to capture and which to change (the block's visitor)."""
 
-    def __init__(self, capture: Sequence[Site], interventions: Sequence[Intervention]):
+    def __init__(
+        self, capture: Sequence[Site], interventions: Sequence[Intervention], prefix: Any = None
+    ):
         self.captured: dict[Site, torch.Tensor] = {}
         self.captures: dict[Key, list[Site]] = {}
         for site in capture:
@@ -78,11 +80,7 @@ class _Pass(Visitor):
         for intervention in interventions:
             self.edits.setdefault(intervention.site.key, []).append(intervention)
         self.active = self.capture_keys | set(self.edits)
-        self.prefix = None
-
-    def keys_values(self, block, k: torch.Tensor, v: torch.Tensor) -> tuple:
-        """With a prefix, its cached keys and values come before this run's."""
-        return (k, v) if self.prefix is None else self.prefix.keys_values(block.layer, k, v)
+        self.prefix = prefix
 
     def wants(self, component: Component, layer: int | None) -> bool:
         return (component, layer) in self.active
@@ -227,8 +225,7 @@ class InstrumentedModel:
         capture = [parse_site(s) if isinstance(s, str) else s for s in capture]
         interventions = list(interventions)
         self._check(request, [*capture, *(i.site for i in interventions)])
-        state = _Pass(capture, interventions)
-        state.prefix = prefix
+        state = _Pass(capture, interventions, prefix)
         with torch.set_grad_enabled(grad):
             logits = self._forward(request, state)
         return RunResult(logits, state.captured)

@@ -34,6 +34,7 @@ from wildcircuits.patching.edge_prefix import (
     Prefix,
     agreement,
     counterfactual_prefix,
+    first_read,
     worth_building,
 )
 from wildcircuits.patching.edges import EdgeForward
@@ -177,9 +178,8 @@ class AblationCache:
             length = self._agree[None]
         else:
             length = min(self._agree[int(g)] for g in chunk.groups.unique().tolist())
-        reads = chunk.positions if chunk.position_mask is None else chunk.positions[
-            chunk.position_mask.bool()]  # fmt: skip
-        return worth_building(model, chunk.clean, min(length, int(reads.min())))
+        reads = first_read(chunk.positions, chunk.position_mask)
+        return worth_building(model, chunk.clean, min(length, reads))
 
     def for_chunk(self, chunk: PatchingProblem) -> tuple[Tensor, Tensor | None]:
         """(ablation values (batch | 1, pos | 1, sender, d_model), corrupted logits or None).

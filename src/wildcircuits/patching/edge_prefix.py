@@ -44,10 +44,20 @@ def shared_length(
     same = (clean.input_ids == corrupted.input_ids) & (
         clean.attention_mask == corrupted.attention_mask
     )
-    differs = (~same.all(dim=0)).nonzero()
-    length = int(differs[0]) if len(differs) else clean.seq_len
+    return max(0, min(_leading(same.all(dim=0)), first_read(positions, position_mask)))
+
+
+def first_read(positions: torch.Tensor, position_mask: torch.Tensor | None = None) -> int:
+    """The first column a metric reads: positions (batch,), or (batch, k) with `position_mask`
+    marking the valid entries."""
     valid = positions if position_mask is None else positions[position_mask.bool()]
-    return max(0, min(length, int(valid.min())))
+    return int(valid.min())
+
+
+def _leading(same: torch.Tensor) -> int:
+    """The number of leading True entries of a (pos,) bool tensor."""
+    differs = (~same).nonzero()
+    return int(differs[0]) if len(differs) else same.shape[0]
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,12 @@ class Prefix:
         """Metric positions in suffix columns (masked loss entries below the prefix go to 0)."""
         return (positions - self.length).clamp(min=0)
 
+    def inputs(self, positions: torch.Tensor, input_embeds: torch.Tensor | None) -> tuple:
+        """(tokens, positions, input embeddings) of the suffix run, from a full batch's
+        positions and input embeddings (None: the clean embeddings)."""
+        embeds = self.embeds if input_embeds is None else self.cut(input_embeds)
+        return self.tokens, self.shift(positions), embeds
+
     @property
     def batch(self) -> int:
         return self.embeds.shape[0]
@@ -101,32 +117,35 @@ class Prefix:
 
 
 class _KeepKeysValues(Visitor):
-    """The plain forward, keeping each layer's keys and values at the first `length` columns."""
+    """The plain forward, keeping each layer's keys and values."""
 
-    def __init__(self, length: int):
-        self.length = length
+    def __init__(self):
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
 
     def keys_values(self, block: Block, k: torch.Tensor, v: torch.Tensor) -> tuple:
-        self.keys.append(k[:, : self.length])
-        self.values.append(v[:, : self.length])
+        self.keys.append(k)
+        self.values.append(v)
         return k, v
 
 
 def build_prefix(model, clean: Tokens, length: int) -> Prefix | None:
-    """The clean run's prefix of `length` columns (None for 0: nothing to share)."""
+    """The clean run's prefix of `length` columns (None for 0: nothing to share). Only those
+    columns are run (attention is causal: nothing later reaches them)."""
     if length <= 0:
         return None
-    keep = _KeepKeysValues(length)
+    keep = _KeepKeysValues()
+    head = clean.columns(0, length)
     with torch.no_grad():
         embeds = model.embed(clean)
         masks = model.attention_masks(clean, embeds)
-        rotary = model.rotary_embeddings(clean, embeds)
-        resid = embeds
+        resid = embeds[:, :length]
+        rotary = model.rotary_embeddings(head, resid)
         for block in model.blocks:
             kind = block.layer_type
-            resid = block.forward(resid, masks[kind], rotary.get(kind), keep)
+            resid = block.forward(
+                resid, masks[kind][:, :, :length, :length], rotary.get(kind), keep
+            )
     return Prefix(
         length=length,
         keys=tuple(keep.keys),
@@ -160,6 +179,4 @@ def agreement(rows: list[Tokens]) -> int:
     has the same token and padding."""
     ids = torch.cat([t.input_ids for t in rows])
     mask = torch.cat([t.attention_mask for t in rows])
-    same = (ids == ids[:1]).all(dim=0) & (mask == mask[:1]).all(dim=0)
-    differs = (~same).nonzero()
-    return int(differs[0]) if len(differs) else ids.shape[1]
+    return _leading((ids == ids[:1]).all(dim=0) & (mask == mask[:1]).all(dim=0))

@@ -76,6 +76,7 @@ class EdgePass(Visitor):
             None if spec.node_ablated is None else NodeAblation(spec.node_ablated, spec.ablation)
         )
         self.resume: Resume | None = None
+        self.prefix = spec.prefix  # attention reads its keys and values (`Visitor`)
 
     @property
     def outputs(self) -> torch.Tensor | None:
@@ -87,11 +88,10 @@ class EdgePass(Visitor):
         `self.resume` holds the state there)."""
         model, graph, stop = self.model, self.graph, self.spec.stop
         resid, first, positions = self._begin()
-        prefix = self.spec.prefix
-        if prefix is None:
+        if self.prefix is None:
             masks = model.attention_masks(self.tokens, resid)
         else:
-            masks = prefix.masks_for(self.tokens.batch)
+            masks = self.prefix.masks_for(self.tokens.batch)
         rotary = model.rotary_embeddings(self.tokens, resid)
         for block in model.blocks[first:]:
             if block.layer == stop:
@@ -184,12 +184,6 @@ class EdgePass(Visitor):
             value = self._sender(sender, self.override.get(sender, value))
             self._store(sender, value)
         return value
-
-    def keys_values(self, block: Block, k: torch.Tensor, v: torch.Tensor) -> tuple:
-        """With a prefix, its cached keys and values come before this run's."""
-        if self.spec.prefix is None:
-            return k, v
-        return self.spec.prefix.keys_values(block.layer, k, v)
 
     def mlp_input(self, block: Block, x: torch.Tensor) -> torch.Tensor:
         row = self.graph.mlp_receiver(block.layer)

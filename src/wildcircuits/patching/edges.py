@@ -100,8 +100,7 @@ class EdgeForward:
                     "a shared prefix cannot be combined with override or extra (they can "
                     "change the prefix's columns); pass prefix=None"
                 )
-            tokens, positions = prefix.tokens, prefix.shift(positions)
-            input_embeds = prefix.embeds if input_embeds is None else prefix.cut(input_embeds)
+            tokens, positions, input_embeds = prefix.inputs(positions, input_embeds)
             ablation, node_ablated = prefix.cut(ablation), prefix.cut(node_ablated)
         self._check_nodes(tokens, node_ablated, ablation, copies)
         edges = self._prepare(ablated, ablation, node_ablated)
@@ -148,8 +147,7 @@ class EdgeForward:
                 raise WildcircuitsError(
                     "a shared prefix cannot be combined with override or start; pass prefix=None"
                 )
-            tokens, positions = prefix.tokens, prefix.shift(positions)
-            input_embeds = prefix.embeds if input_embeds is None else prefix.cut(input_embeds)
+            tokens, positions, input_embeds = prefix.inputs(positions, input_embeds)
         spec = EdgeSpec(
             tokens=tokens, positions=positions, grad=True, keep_outputs=keep_outputs,
             input_embeds=input_embeds, override=override or {}, start=start, prefix=prefix,
@@ -182,10 +180,18 @@ class EdgeForward:
             grads.insert(0, grads[0].new_zeros(batch, pos, skipped, self.model.d_model))
         return torch.cat(grads, dim=2)
 
-    def outputs(self, tokens: Tokens, input_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Sender outputs of an unpatched run: (batch, pos, sender, d_model)."""
-        positions = tokens.last_index
-        return self.run(tokens, positions, keep_outputs=True, input_embeds=input_embeds).outputs
+    def outputs(
+        self,
+        tokens: Tokens,
+        input_embeds: torch.Tensor | None = None,
+        prefix: Prefix | None = None,
+    ) -> torch.Tensor:
+        """Sender outputs of an unpatched run: (batch, pos, sender, d_model); with a prefix
+        (`run`), at the columns after it only."""
+        run = self.run(
+            tokens, tokens.last_index, keep_outputs=True, input_embeds=input_embeds, prefix=prefix
+        )
+        return run.outputs
 
     def state_at(
         self,

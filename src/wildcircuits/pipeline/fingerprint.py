@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +76,14 @@ def fingerprint(step: str, config: Mapping[str, Any], manifest: Manifest) -> str
 
 
 def disagreement(
-    step: str, config: Mapping[str, Any], manifest: Manifest, root: Path
+    step: str,
+    config: Mapping[str, Any],
+    manifest: Manifest,
+    root: Path,
+    may_be_missing: Collection[str] = (),
 ) -> str | None:
     """Why `step`'s outputs in `root` do not agree with `config` (None when they do).
+    may_be_missing: outputs that may be absent (a present one must still have its hash).
 
     Upstream agreement is not checked here; `stale_steps` walks the steps in order."""
     record = _record(manifest, step)
@@ -93,6 +98,8 @@ def disagreement(
         return f"{step} was computed from other upstream outputs"
     for name in record.outputs:
         path = root / name
+        if not path.is_file() and name in may_be_missing:
+            continue
         if not path.is_file() or record.hashes.get(name) != file_hash(path):
             return f"{name} changed or is missing since the {step} step wrote it"
     return None
