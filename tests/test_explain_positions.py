@@ -235,8 +235,11 @@ def test_search_finds_exactly_the_planted_pairs():
     # the planted pairs rank first; every other attribution is exactly zero
     assert {s.pair for s in circuit.candidates[:2]} == PLANTED
     assert all(s.attribution == 0.0 for s in circuit.candidates[2:])
-    # one chunk: full + empty + 2 growth + 3 pruning tries, then 3 per held-out ablation
-    assert len(circuit.search) == 5 and circuit.forwards == 7 + 2 * 3
+    # one chunk: full + empty + 2 growth + 3 pruning tries, then 3 per held-out ablation;
+    # dropping the second planted pair leaves the top-1 circuit, evaluated in the growth,
+    # and dropping both the empty circuit
+    assert len(circuit.search) == 5 and circuit.forwards == 5 + 2 * 3
+    assert [s.evaluated for s in circuit.search] == [True, True, False, False, True]
     assert circuit.search[0].action == "top 1"
 
 
@@ -268,3 +271,65 @@ def test_integrated_attribution_keeps_the_planted_ranking_and_needs_counterfactu
     assert any(abs(s.attribution - plain[s.pair]) > 1e-4 for s in scores[:2])  # a new path
     with pytest.raises(WildcircuitsError, match="counterfactual ablation only"):
         score_pairs(model, problem, spec="mean", steps=4)
+
+
+class _Rule:
+    """A stand-in `PairEvaluator`: faithfulness is a fixed function of the kept set; counts
+    the sets it evaluates."""
+
+    def __init__(self, value):
+        self.value, self.calls = value, []
+
+    def traced(self, pairs, base=None):
+        self.calls.append(frozenset(pairs))
+        return self.value(frozenset(pairs)), None
+
+
+def _slow_prune(value, members, target):
+    """The pruning spelled out with one evaluation per try (the reference for `_Search`)."""
+    kept, blocks, tries = list(members), [list(reversed(members))], []
+    while blocks:
+        block = blocks.pop(0)
+        rest = [p for p in kept if p not in block]
+        f = value(frozenset(rest))
+        tries.append((len(rest), f))
+        if abs(1.0 - f) <= 1.0 - target:
+            kept = rest
+        elif len(block) > 1:
+            blocks[:0] = [block[: len(block) // 2], block[len(block) // 2 :]]
+    return kept, tries
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pruning_reuses_known_sets_and_equals_the_one_try_at_a_time_reference(seed):
+    from wildcircuits.explanation.position_search import _Search
+
+    members = [Pair(f"L{i}.H0", "END") for i in range(12)]
+    weights = torch.rand(12, generator=torch.Generator().manual_seed(seed))
+    needed = {p for p, w in zip(members, weights, strict=True) if w > 0.6}
+
+    def value(kept):  # not monotone: a non-needed member present costs a little
+        return len(kept & needed) / max(1, len(needed)) - 0.01 * len(kept - needed)
+
+    rule = _Rule(value)
+    search = _Search(rule, target=0.8, progress=False)
+    kept = search.prune(members)
+    slow_kept, tries = _slow_prune(value, members, 0.8)
+    assert kept == slow_kept
+    assert [(s.n_pairs, s.faithfulness) for s in search.steps] == tries
+    assert len(rule.calls) == len(set(rule.calls)) == search.evaluations  # each set once
+    assert search.evaluations == sum(s.evaluated for s in search.steps)
+    assert search.evaluations < len(tries) or seed  # seed 0 meets a known set at least
+
+
+def test_pruning_a_failed_block_whose_first_half_drops_reuses_the_block():
+    from wildcircuits.explanation.position_search import _Search
+
+    a, b, c, d = (Pair(f"L{i}.H0", "END") for i in range(4))
+    rule = _Rule(lambda kept: 1.0 if a in kept else 0.0)
+    search = _Search(rule, target=0.8, progress=False)
+    assert search.prune([a, b, c, d]) == [a]
+    # drop all (the empty circuit: known, no), drop d, c (yes), drop b, a = drop all (known:
+    # no), drop b (yes), drop a (known: no)
+    assert [s.evaluated for s in search.steps] == [False, True, False, True, False]
+    assert rule.calls == [frozenset({a, b}), frozenset({a})]

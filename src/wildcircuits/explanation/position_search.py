@@ -15,7 +15,10 @@
 
 Cost, counted as circuit evaluations over the problem's chunks (`PairEvaluator.forwards`):
 about 2 log2(prefix) for the growth and between log2 and 2x the members for the pruning, plus
-the held-out evaluations. `naive_forwards` is what the same search costs done naively: one
+the held-out evaluations. A set of pairs is evaluated once (a repeat reads the first value;
+its step says `evaluated=False`), and each evaluation resumes the latest circuit that reached
+the target at the first layer where they differ (`PairEvaluator.traced`), so a pruning try
+runs only the layers from its lowest dropped pair on. Both leave every value unchanged. `naive_forwards` is what the same search costs done naively: one
 exact evaluation per candidate pair (to rank them without the attribution pass), one per pair
 added one at a time up to the prefix, one per member tried in the pruning, and the same
 reference and held-out evaluations.
@@ -32,7 +35,7 @@ from tqdm.auto import tqdm
 
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.evaluation.faithfulness import normalized_faithfulness
-from wildcircuits.explanation.positions import PairEvaluator, score_pairs
+from wildcircuits.explanation.positions import PairEvaluator, Trace, score_pairs
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.names import Node, NodeKind, parse_display_node
 from wildcircuits.patching.ablation_spec import AblationKind, AblationSpec
@@ -51,19 +54,38 @@ INTEGRATED_STEPS = 5
 
 
 class _Search:
-    """Exact evaluations on the search problem, each recorded as a `SearchStep`."""
+    """Exact evaluations on the search problem, each recorded as a `SearchStep`.
+
+    A set of pairs evaluated before is not evaluated again (the pruning meets one whenever a
+    failed block's first half is dropped: dropping the second half then removes the whole
+    failed block; and its first try, dropping every member, is the empty circuit). Each run
+    resumes the latest circuit that reached the target (`PairEvaluator.traced`) at the first
+    layer where the two differ: a pruning try drops a few pairs from exactly that circuit, so
+    the layers below them are not run again."""
 
     def __init__(self, evaluator: PairEvaluator, target: float, progress: bool):
         self.evaluator, self.target = evaluator, target
         self.steps: list[SearchStep] = []
+        # the empty circuit's faithfulness is 0 by definition (m_empty is measured)
+        self.known: dict[frozenset[Pair], float] = {frozenset(): 0.0}
+        self.evaluations = 0  # circuits evaluated (steps whose set of pairs was new)
+        self.base: Trace | None = None  # the latest circuit that reached the target
         self.bar = tqdm(
             desc="position search", unit="circuit", disable=not progress, file=sys.stderr
         )
 
     def reaches(self, pairs: Sequence[Pair], action: str) -> bool:
-        (value,) = self.evaluator.faithfulness([pairs])
-        self.steps.append(SearchStep(len(pairs), value, action))
-        self.bar.update()
+        key = frozenset(pairs)
+        known = key in self.known
+        if not known:
+            value, trace = self.evaluator.traced(pairs, self.base)
+            self.known[key] = value
+            if faithful(value, self.target):
+                self.base = trace
+            self.evaluations += 1
+            self.bar.update()
+        value = self.known[key]
+        self.steps.append(SearchStep(len(pairs), value, action, evaluated=not known))
         return faithful(value, self.target)
 
     def smallest_prefix(self, ranked: Sequence[Pair]) -> int:
@@ -145,7 +167,7 @@ def find_position_circuit(
     # per member pruned
     n_chunks = len(run.evaluator.chunks)
     forwards = run.evaluator.forwards
-    naive = forwards + n_chunks * (len(ranked) + 2 * size - len(run.steps))
+    naive = forwards + n_chunks * (len(ranked) + 2 * size - run.evaluations)
     faithfulness, spent = _evaluate_heldout(engine, heldout, [spec, *extras], pairs, batch_size)
     forwards, naive = forwards + spent, naive + spent
     return PositionCircuit(

@@ -29,7 +29,7 @@ from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.names import Node, NodeKind, Shape, parse_display_node
 from wildcircuits.patching.ablation_spec import AblationKind, AblationSpec
 from wildcircuits.patching.edge_ablation import AblationCache
-from wildcircuits.patching.edges import EdgeForward
+from wildcircuits.patching.edges import EdgeForward, Resume
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.results.explain import Pair, PairScore
 
@@ -312,6 +312,45 @@ class PairEvaluator:
         """Normalized faithfulness of each circuit: (m - m_empty) / (m_full - m_empty)."""
         m_full, m_empty = self.m_full, self.m_empty
         return [normalized_faithfulness(m, m_full, m_empty) for m in self.metrics(circuits)]
+
+    def traced(self, pairs: Iterable[Pair], base: Trace | None = None) -> tuple[float, Trace]:
+        """(normalized faithfulness of one circuit, its `Trace`). With `base` (another
+        circuit's trace on this evaluator), each chunk's run resumes from base's residual
+        stream at the first layer where the two circuits keep different pairs: nothing
+        before that layer differs, so the result is the full run's (`metrics`)."""
+        kept = self.space.kept(pairs)
+        layer = 0 if base is None else self._first_difference(base.kept, kept)
+        total, states = 0.0, []
+        parts = zip(self.chunks, self.values, self.prefixes, strict=True)
+        for i, ((rows, chunk), values, prefix) in enumerate(parts):
+            earlier = {} if layer == 0 else {k: v for k, v in base.states[i].items() if k < layer}
+            start = None if layer == 0 else Resume(layer, base.states[i][layer], None)
+            run = self.engine.run(
+                chunk.clean, chunk.positions, ablation=values,
+                node_ablated=self.space.mask(kept, rows), prefix=prefix, start=start, record=True,
+            )  # fmt: skip
+            states.append(earlier | run.states)
+            total += float(self.problem.score(run.logits, rows).double().sum())
+            self.forwards += 1
+        metric = total / self.problem.batch
+        return normalized_faithfulness(metric, self.m_full, self.m_empty), Trace(kept, states)
+
+    def _first_difference(self, a: torch.Tensor, b: torch.Tensor) -> int:
+        """The first layer with a sender kept at some position in one of the (slot, sender)
+        masks and not the other (the last layer where none is: it is then run again)."""
+        senders = (a ^ b).any(0).nonzero().flatten().tolist()
+        last = self.engine.model.n_layers - 1
+        return min([self.engine.graph.senders[s].layer for s in senders], default=last)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One circuit's runs on a `PairEvaluator`'s chunks, kept so that circuits differing from it
+    only at later layers resume them: kept (slot, sender) bool; states: per chunk, layer -> the
+    residual stream entering it."""
+
+    kept: torch.Tensor
+    states: list[dict[int, torch.Tensor]]
 
 
 def pair_metrics(

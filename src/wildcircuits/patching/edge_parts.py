@@ -19,24 +19,28 @@ import torch
 class EdgeRun:
     """logits: (batch, vocab) at the requested positions; outputs: (batch, pos, sender, d_model)
     sender outputs of this run (None unless asked); receiver_grads: (batch, pos, receiver,
-    d_model) gradient of the objective w.r.t. each receiver's input (gradient runs only)."""
+    d_model) gradient of the objective w.r.t. each receiver's input (gradient runs only);
+    states: layer -> the residual stream (copies * batch, pos, d_model) entering each layer
+    this run computed (runs with `record` only; `Resume` them where only later layers differ)."""
 
     logits: torch.Tensor
     outputs: torch.Tensor | None = None
     receiver_grads: torch.Tensor | None = None
+    states: dict[int, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
 class Resume:
     """A run's state at the start of `layer`: resid (batch, pos, d_model) entering the layer and
-    outputs (batch, pos, sender, d_model) with every sender before the layer filled in.
+    outputs (batch, pos, sender, d_model) with every sender before the layer filled in (None
+    for runs that keep no sender outputs: node-position masks without ablated edges).
 
     Edges into receivers at `layer` or later do not change anything before it, so candidate
     circuits that differ only there can all start from one `Resume` (ACDC)."""
 
     layer: int
     resid: torch.Tensor
-    outputs: torch.Tensor
+    outputs: torch.Tensor | None
 
 
 def shared_projection(w, group: int):

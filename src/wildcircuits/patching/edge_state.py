@@ -43,7 +43,8 @@ class EdgeSpec:
     state at the start of that layer (n_layers: before the logits) and return no logits.
     prefix: the batch's clean columns before `tokens` (`edge_prefix`): attention also reads
     their keys and values, and the masks are the full batch's (tokens, embeddings, ablation
-    values and positions are then the suffix's).
+    values and positions are then the suffix's). record: keep the residual stream entering
+    every layer run (`EdgePass.states`).
     """
 
     tokens: Tokens
@@ -60,6 +61,7 @@ class EdgeSpec:
     stop: int | None = None
     copies: int = 1
     prefix: Prefix | None = None
+    record: bool = False
 
 
 class EdgePass(Visitor):
@@ -76,6 +78,7 @@ class EdgePass(Visitor):
             None if spec.node_ablated is None else NodeAblation(spec.node_ablated, spec.ablation)
         )
         self.resume: Resume | None = None
+        self.states: dict[int, torch.Tensor] = {}  # layer -> resid entering it (spec.record)
         self.prefix = spec.prefix  # attention reads its keys and values (`Visitor`)
 
     @property
@@ -97,6 +100,8 @@ class EdgePass(Visitor):
             if block.layer == stop:
                 self.resume = Resume(stop, resid, self.outputs)
                 return None
+            if self.spec.record:
+                self.states[block.layer] = resid
             kind = block.layer_type
             resid = block.forward(resid, masks[kind], rotary.get(kind), self)
         if stop == model.n_layers:  # the state the logits receiver reads from

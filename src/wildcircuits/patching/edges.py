@@ -75,6 +75,8 @@ class EdgeForward:
         copies: int = 1,
         extra: Mapping[int, torch.Tensor] | None = None,
         prefix: Prefix | None = None,
+        start: Resume | None = None,
+        record: bool = False,
     ) -> EdgeRun:
         """One forward with the edges marked in `ablated` (receiver, sender) ablated to
         `ablation` (batch or 1, pos, sender, d_model) sender outputs. No gradients.
@@ -93,7 +95,18 @@ class EdgeForward:
         no ablation can change them (counterfactual values from the same batch's corrupted
         prompts, which agree there); the run computes the other columns only, with `ablation`,
         `node_ablated` and `input_embeds` given for every column as usual; kept outputs are the
-        later columns' only."""
+        later columns' only.
+
+        start: resume from that state of a run of the same batch (and prefix) that agrees with
+        this one on everything before `start.layer` (then `input_embeds` is not read); one
+        batch's state, stacked for `copies`. record: keep the residual stream entering each
+        layer run (`EdgeRun.states`; `Resume(layer, states[layer], None)` resumes a
+        node-position run there)."""
+        if start is not None and start.outputs is None and (keep_outputs or ablated is not None):
+            raise WildcircuitsError(
+                "this resume state has no sender outputs (a node-position run's): it cannot "
+                "resume a run that keeps outputs or ablates edges"
+            )
         if prefix is not None:
             if override or extra:
                 raise WildcircuitsError(
@@ -108,12 +121,13 @@ class EdgeForward:
             tokens=tokens, positions=positions, ablated=edges,
             ablation=ablation, node_ablated=node_ablated, keep_outputs=keep_outputs,
             input_embeds=input_embeds, override=override or {}, copies=copies,
-            extra=extra or {}, prefix=prefix,
+            extra=extra or {}, prefix=prefix, start=start, record=record,
         )  # fmt: skip
         with torch.no_grad():
             edge_pass = EdgePass(self, spec)
             logits = edge_pass.forward()
-        return EdgeRun(logits, edge_pass.outputs if keep_outputs else None)
+        outputs = edge_pass.outputs if keep_outputs else None
+        return EdgeRun(logits, outputs, states=edge_pass.states if record else None)
 
     def receiver_gradients(
         self,

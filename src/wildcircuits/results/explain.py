@@ -54,11 +54,14 @@ class AblationFaithfulness:
 
 @dataclass(frozen=True)
 class SearchStep:
-    """One point of the search: how many pairs, and the faithfulness then (search split)."""
+    """One point of the search: how many pairs, and the faithfulness then (search split);
+    evaluated: False where the same set of pairs was evaluated at an earlier step (its value is
+    that step's, and no forward was run)."""
 
     n_pairs: int
     faithfulness: float
     action: str  # "add L3.H2@END" / "drop L3.H2@END"
+    evaluated: bool = True
 
 
 @dataclass(frozen=True)
