@@ -223,16 +223,17 @@ def test_each_kept_set_is_evaluated_once_one_stacked_call_per_step():
     calls: list[list[frozenset[Pair]]] = []
     row_metrics = evaluator.row_metrics
 
-    def recording(circuits):
+    def recording(circuits, bases=()):
+        assert len(bases) == 2  # M's and C's traces: every set resumes one of them
         calls.append([frozenset(c) for c in circuits])
-        return row_metrics(circuits)
+        return row_metrics(circuits, bases)
 
     evaluator.row_metrics = recording
     result = criteria(evaluator, WITH_DEAD, n_boot=N_BOOT, progress=False)
     evaluated = [s for call in calls for s in call]
     assert len(evaluated) == len(set(evaluated))  # never twice
     assert len(calls) == 1 + 3 + 1 + 1  # fixed points, greedy steps, minimality (start, 1 step)
-    assert result.forwards == len(evaluated) * len(evaluator.chunks)
+    assert result.forwards == (2 + len(evaluated)) * len(evaluator.chunks)  # + the traces
     asked = result.naive_forwards // ((N_BOOT + 1) * len(evaluator.chunks))
     assert result.naive_forwards == asked * (N_BOOT + 1) * len(evaluator.chunks)
     assert asked > 1.5 * len(evaluated)  # the memo saves real work, even without resamples

@@ -80,7 +80,7 @@ def test_the_resume_reads_the_base_state():
     pairs = pair_space(evaluator.engine.graph, evaluator.problem).all_pairs()
     top = max(_layer_of(p) for p in pairs)
     _, base = evaluator.traced(pairs)
-    shifted = Trace(base.kept, [{k: v + 1.0 for k, v in s.items()} for s in base.states])
+    shifted = Trace(base.kept, [{k: v + 1.0 for k, v in s.items()} for s in base.states], base.rows)
     late = [p for p in pairs if _layer_of(p) != top]
     (full,) = evaluator.faithfulness([late])
     assert evaluator.traced(late, shifted)[0] != pytest.approx(full, abs=1e-3)
@@ -99,3 +99,26 @@ def test_a_node_position_resume_state_refuses_runs_that_keep_outputs():
             chunk.clean, chunk.positions, ablation=values, keep_outputs=True, start=start,
             node_ablated=evaluator.space.mask(evaluator.space.kept([]), rows),
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma3_text"])
+@pytest.mark.parametrize("share", [False, True])
+def test_stacked_circuits_resumed_from_two_bases_equal_their_full_runs(family, share):
+    evaluator = _evaluator(family, share, batch_size=3)  # one chunk: 21 copies a forward
+    pairs = pair_space(evaluator.engine.graph, evaluator.problem).all_pairs()
+    generator = torch.Generator().manual_seed(1)
+    circuit = [p for p in pairs if torch.rand(1, generator=generator) < 0.5]
+    sets = [[p for p in pairs if p != drop] for drop in pairs]  # M minus one pair
+    sets += [[p for p in circuit if p != drop] for drop in circuit]  # C minus one pair
+    sets += [[], None, circuit, [p for p in pairs if p not in circuit]]
+    full = evaluator.row_metrics(sets)
+    forwards = evaluator.forwards
+    bases = [evaluator.traced(pairs)[1], evaluator.traced(circuit)[1]]
+    resumed = evaluator.row_metrics(sets, bases)
+    torch.testing.assert_close(resumed, full, atol=1e-6, rtol=1e-6)
+    assert evaluator.forwards - forwards == 2 + len(sets)  # a resumed circuit counts as one
+    assert torch.allclose(bases[1].rows, full[-2], atol=1e-6)
+    # most sets resume some base after layer 0
+    starts = [evaluator._closest(evaluator.space.kept(s), bases) for s in sets]
+    assert sum(layer > 0 for _, layer in starts) > len(sets) // 2
+    assert {base for base, layer in starts if layer > 0} == {0, 1}

@@ -18,7 +18,8 @@ about 2 log2(prefix) for the growth and between log2 and 2x the members for the 
 the held-out evaluations. A set of pairs is evaluated once (a repeat reads the first value;
 its step says `evaluated=False`), and each evaluation resumes the latest circuit that reached
 the target at the first layer where they differ (`PairEvaluator.traced`), so a pruning try
-runs only the layers from its lowest dropped pair on. Both leave every value unchanged. `naive_forwards` is what the same search costs done naively: one
+runs only the layers from its lowest dropped pair on. Both leave every value unchanged.
+`naive_forwards` is what the same search costs done naively: one
 exact evaluation per candidate pair (to rank them without the attribution pass), one per pair
 added one at a time up to the prefix, one per member tried in the pruning, and the same
 reference and held-out evaluations.

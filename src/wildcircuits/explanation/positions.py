@@ -287,26 +287,44 @@ class PairEvaluator:
         """Batch-mean metric of each circuit (None: every pair kept)."""
         return self.row_metrics(circuits).mean(1).tolist()
 
-    def row_metrics(self, circuits: Sequence[Iterable[Pair] | None]) -> torch.Tensor:
+    def row_metrics(
+        self, circuits: Sequence[Iterable[Pair] | None], bases: Sequence[Trace] = ()
+    ) -> torch.Tensor:
         """(n_circuits, batch) float64: the metric of every row under each circuit (None: every
-        pair kept), circuits stacked as copies of each chunk (at most MAX_ROWS rows a forward)."""
+        pair kept), circuits stacked as copies of each chunk (at most MAX_ROWS rows a forward).
+        bases: traces of circuits on this evaluator (`traced`); each circuit resumes the base it
+        agrees with longest, from the first layer where they differ (circuits are stacked in
+        that order, each forward from its group's lowest layer). The values are the full runs'."""
         kept = [self.space.kept(c) for c in circuits]
+        starts = [self._closest(k, bases) for k in kept]  # (base index | None, layer)
+        order = sorted(range(len(kept)), key=lambda j: (starts[j][0] is not None, starts[j]))
         rows_out = torch.zeros(len(kept), self.problem.batch, dtype=torch.float64)
         parts = zip(self.chunks, self.values, self.prefixes, strict=True)
-        for (rows, chunk), values, prefix in parts:
+        for i, ((rows, chunk), values, prefix) in enumerate(parts):
             step = max(1, MAX_ROWS // chunk.batch)
-            for first in range(0, len(kept), step):
-                group = kept[first : first + step]
-                mask = torch.cat([self.space.mask(k, rows) for k in group])
+            for group in _groups(order, starts, step):
+                base, layer = min(starts[j] for j in group)
+                mask = torch.cat([self.space.mask(kept[j], rows) for j in group])
+                start = None if base is None else Resume(layer, bases[base].states[i][layer], None)
                 run = self.engine.run(
                     chunk.clean, chunk.positions, ablation=values, node_ablated=mask,
-                    copies=len(group), prefix=prefix,
+                    copies=len(group), prefix=prefix, start=start,
                 )  # fmt: skip
                 logits = run.logits.unflatten(0, (len(group), chunk.batch))
-                for i, copy in enumerate(logits):
-                    rows_out[first + i, rows] = self.problem.score(copy, rows).double().cpu()
+                for j, copy in zip(group, logits, strict=True):
+                    rows_out[j, rows] = self.problem.score(copy, rows).double().cpu()
                 self.forwards += len(group)
         return rows_out
+
+    def _closest(self, kept: torch.Tensor, bases: Sequence[Trace]) -> tuple[int | None, int]:
+        """(the base agreeing with `kept` up to the latest layer, that layer); (None, 0) when
+        there is no base or none agrees on a single layer."""
+        best: tuple[int | None, int] = (None, 0)
+        for index, base in enumerate(bases):
+            layer = self._first_difference(base.kept, kept)
+            if layer > best[1]:
+                best = (index, layer)
+        return best
 
     def faithfulness(self, circuits: Sequence[Iterable[Pair] | None]) -> list[float]:
         """Normalized faithfulness of each circuit: (m - m_empty) / (m_full - m_empty)."""
@@ -320,7 +338,8 @@ class PairEvaluator:
         before that layer differs, so the result is the full run's (`metrics`)."""
         kept = self.space.kept(pairs)
         layer = 0 if base is None else self._first_difference(base.kept, kept)
-        total, states = 0.0, []
+        rows_out = torch.zeros(self.problem.batch, dtype=torch.float64)
+        states = []
         parts = zip(self.chunks, self.values, self.prefixes, strict=True)
         for i, ((rows, chunk), values, prefix) in enumerate(parts):
             earlier = {} if layer == 0 else {k: v for k, v in base.states[i].items() if k < layer}
@@ -330,10 +349,10 @@ class PairEvaluator:
                 node_ablated=self.space.mask(kept, rows), prefix=prefix, start=start, record=True,
             )  # fmt: skip
             states.append(earlier | run.states)
-            total += float(self.problem.score(run.logits, rows).double().sum())
+            rows_out[rows] = self.problem.score(run.logits, rows).double().cpu()
             self.forwards += 1
-        metric = total / self.problem.batch
-        return normalized_faithfulness(metric, self.m_full, self.m_empty), Trace(kept, states)
+        value = normalized_faithfulness(float(rows_out.mean()), self.m_full, self.m_empty)
+        return value, Trace(kept, states, rows_out)
 
     def _first_difference(self, a: torch.Tensor, b: torch.Tensor) -> int:
         """The first layer with a sender kept at some position in one of the (slot, sender)
@@ -347,10 +366,24 @@ class PairEvaluator:
 class Trace:
     """One circuit's runs on a `PairEvaluator`'s chunks, kept so that circuits differing from it
     only at later layers resume them: kept (slot, sender) bool; states: per chunk, layer -> the
-    residual stream entering it."""
+    residual stream entering it; rows: (batch,) float64 its metric per row."""
 
     kept: torch.Tensor
     states: list[dict[int, torch.Tensor]]
+    rows: torch.Tensor
+
+
+def _groups(order: list[int], starts: list[tuple[int | None, int]], step: int) -> list[list[int]]:
+    """Consecutive circuit indices in groups of at most `step` with one base each (a stacked
+    forward resumes one base)."""
+    groups: list[list[int]] = []
+    for j in order:
+        last = groups[-1] if groups else None
+        if last is not None and len(last) < step and starts[last[-1]][0] == starts[j][0]:
+            last.append(j)
+        else:
+            groups.append([j])
+    return groups
 
 
 def pair_metrics(

@@ -13,7 +13,8 @@ M is every pair, C the hypothesis's circuit (`Hypothesis.pairs`).
   even the best K gives less than `MINIMALITY_FLAG` x |F(M)| is flagged (possibly unnecessary).
 Every number carries a paired bootstrap interval over prompts (the same resampled prompts for
 every estimate of one call). Each kept set is evaluated once per call (a memo keyed by the set)
-and the candidate sets of one search step go to the evaluator in one stacked call.
+and the candidate sets of one search step go to the evaluator in one stacked call, each resumed
+from C's or M's run at the first layer where it differs from it (`PairEvaluator.row_metrics`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from wildcircuits.errors import GraphError
 from wildcircuits.evaluation.bootstrap import N_BOOT, bootstrap
 from wildcircuits.explanation.hypothesis import Hypothesis
-from wildcircuits.explanation.positions import PairEvaluator
+from wildcircuits.explanation.positions import PairEvaluator, Trace
 from wildcircuits.results.explain import Pair
 from wildcircuits.results.verify import Criteria, Estimate, KnockoutPoint, MemberMinimality
 
@@ -64,13 +65,21 @@ class _Memo:
         self.evaluator, self.bar = evaluator, bar
         self.rows: dict[KeptSet, Tensor] = {} if rows is None else rows
         self.requests = 0
+        self.bases: list[Trace] = []
+
+    def trace(self, kept: KeptSet) -> None:
+        """Run `kept` once keeping its residual streams: every later set resumes the base it
+        agrees with longest (`PairEvaluator.row_metrics(bases=)`); its rows join the memo."""
+        _, trace = self.evaluator.traced(kept)
+        self.bases.append(trace)
+        self.rows.setdefault(kept, trace.rows)
 
     def evaluate(self, sets: Sequence[KeptSet]) -> None:
         """One search step: every set not seen yet, in one stacked evaluator call."""
         self.requests += len(sets)
         missing = list(dict.fromkeys(s for s in sets if s not in self.rows))
         if missing:
-            rows = self.evaluator.row_metrics(missing)  # (n_missing, batch) float64
+            rows = self.evaluator.row_metrics(missing, self.bases)  # (n_missing, batch)
             self.rows.update(zip(missing, rows, strict=True))
         self.bar.update(1)
 
@@ -246,6 +255,9 @@ def criteria(
     steps = 2 + greedy_steps + minimality_steps
     with tqdm(total=steps, desc="criteria", disable=not progress, file=sys.stderr) as bar:
         run = _Run(_Memo(evaluator, bar, rows), circuit, n_boot, seed)
+        # every knockout set is C or M minus a few members: resumed from the layer they start
+        run.memo.trace(run.everything)
+        run.memo.trace(run.kept)
         fixed = [("empty", "K = {}", ())]
         fixed += [
             ("class", f"class {c.name}", tuple(dict.fromkeys(c.members)))
