@@ -18,7 +18,7 @@ from wildcircuits.evaluation.bootstrap import (
     percentile_interval,
     resample_rows,
 )
-from wildcircuits.explanation.positions import PairEvaluator
+from wildcircuits.explanation.pair_evaluator import PairEvaluator
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.results.explain import Pair
 

@@ -17,7 +17,7 @@ from tests.planted_models import planted_induction_model
 from tests.scrub_fixtures import BRIEF, TRUE, template_problem
 from wildcircuits.errors import GraphError
 from wildcircuits.explanation.hypothesis import ClaimedClass, Hypothesis
-from wildcircuits.explanation.positions import PairEvaluator
+from wildcircuits.explanation.pair_evaluator import PairEvaluator
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.results.explain import Pair
 from wildcircuits.verification.criteria import MINIMALITY_FLAG, criteria

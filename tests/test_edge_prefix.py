@@ -15,7 +15,8 @@ from tests.discovery_fixtures import tiny_problem
 from tests.tiny_models import FAMILIES, tiny_model
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.evaluation.faithfulness import evaluate_circuits
-from wildcircuits.explanation.positions import PairEvaluator, pair_space
+from wildcircuits.explanation.pair_evaluator import PairEvaluator
+from wildcircuits.explanation.positions import pair_space
 from wildcircuits.graph.circuit import Circuit
 from wildcircuits.models import InstrumentedModel
 from wildcircuits.models.tokens import Tokens

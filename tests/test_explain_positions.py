@@ -15,15 +15,9 @@ from tests.discovery_fixtures import double_model, tiny_problem
 from tests.tiny_models import VOCAB, tiny_model
 from wildcircuits.discovery.common import loss_value
 from wildcircuits.errors import GraphError, WildcircuitsError
+from wildcircuits.explanation.pair_evaluator import PairEvaluator, pair_metrics
 from wildcircuits.explanation.position_search import find_position_circuit
-from wildcircuits.explanation.positions import (
-    PairEvaluator,
-    pair_metrics,
-    pair_space,
-    parse_pair,
-    position_index,
-    score_pairs,
-)
+from wildcircuits.explanation.positions import pair_space, parse_pair, position_index, score_pairs
 from wildcircuits.graph.nodes_circuit import NodeCircuit
 from wildcircuits.models import wrap_hf_model
 from wildcircuits.models.tokens import tokens_from_ids

@@ -135,7 +135,8 @@ def test_faithfulness_equals_the_unrolled_problem(ablation):
 
 
 def test_node_position_ablation_equals_the_unrolled_problem_and_the_pair_evaluator():
-    from wildcircuits.explanation.positions import LOSS, PairEvaluator, position_index
+    from wildcircuits.explanation.pair_evaluator import PairEvaluator
+    from wildcircuits.explanation.positions import LOSS, position_index
     from wildcircuits.results.explain import Pair
 
     model, problem = _case("planted")

@@ -13,7 +13,8 @@ import torch
 from tests.discovery_fixtures import tiny_problem
 from tests.tiny_models import FAMILIES, tiny_model
 from wildcircuits.errors import WildcircuitsError
-from wildcircuits.explanation.positions import PairEvaluator, Trace, pair_space
+from wildcircuits.explanation.pair_evaluator import PairEvaluator, Trace
+from wildcircuits.explanation.positions import pair_space
 from wildcircuits.models.tokens import Tokens
 from wildcircuits.patching.edges import EdgeForward, Resume
 

@@ -15,7 +15,7 @@ import torch
 from tests.planted_models import induction_problem, planted_induction_model
 from tests.scrub_fixtures import EVERY, INDUCTION
 from wildcircuits.errors import WildcircuitsError
-from wildcircuits.explanation.positions import PairEvaluator
+from wildcircuits.explanation.pair_evaluator import PairEvaluator
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.results.explain import Pair
 from wildcircuits.verification.stat_tests import (

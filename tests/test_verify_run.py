@@ -188,7 +188,7 @@ def test_an_empty_hypothesis_is_a_clear_error():
 
 
 def test_the_statistical_tests_reuse_the_sets_the_criteria_measured():
-    from wildcircuits.explanation.positions import PairEvaluator
+    from wildcircuits.explanation.pair_evaluator import PairEvaluator
     from wildcircuits.patching.edges import EdgeForward
     from wildcircuits.verification.criteria import criteria
     from wildcircuits.verification.stat_tests import run_stat_tests

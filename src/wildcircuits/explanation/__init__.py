@@ -2,8 +2,9 @@
 class diagram and a drafted hypothesis file.
 
 Pipeline of this package, each module one stage:
-- `positions`: score (component, named position) pairs and find the smallest set of pairs whose
-  circuit reaches a target faithfulness (attribution ranking, exact greedy, pruning);
+- `positions`, `pair_evaluator`, `position_search`: score (component, named position) pairs,
+  evaluate sets of them exactly, and find the smallest set of pairs whose circuit reaches a
+  target faithfulness (attribution ranking, exact greedy, pruning);
 - `classes`, `evidence`, `backup`: group the compact circuit's heads into functional classes from
   measured evidence, and find the backup heads;
 - `class_paths`: path patching between classes (every arrow of the class diagram) and the

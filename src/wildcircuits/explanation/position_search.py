@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.evaluation.faithfulness import normalized_faithfulness
-from wildcircuits.explanation.positions import PairEvaluator, Trace, score_pairs
+from wildcircuits.explanation.pair_evaluator import PairEvaluator, Trace
+from wildcircuits.explanation.positions import score_pairs
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.names import Node, NodeKind, parse_display_node
 from wildcircuits.patching.ablation_spec import AblationKind, AblationSpec

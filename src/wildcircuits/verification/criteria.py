@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from wildcircuits.errors import GraphError
 from wildcircuits.evaluation.bootstrap import N_BOOT, bootstrap
 from wildcircuits.explanation.hypothesis import Hypothesis
-from wildcircuits.explanation.positions import PairEvaluator, Trace
+from wildcircuits.explanation.pair_evaluator import PairEvaluator, Trace
 from wildcircuits.results.explain import Pair
 from wildcircuits.results.verify import Criteria, Estimate, KnockoutPoint, MemberMinimality
 

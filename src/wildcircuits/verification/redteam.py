@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 from wildcircuits.errors import WildcircuitsError
 from wildcircuits.explanation.hypothesis import LOGITS, Hypothesis
-from wildcircuits.explanation.positions import PairEvaluator
+from wildcircuits.explanation.pair_evaluator import PairEvaluator
 from wildcircuits.patching.edges import EdgeForward
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.results.explain import Pair

@@ -257,7 +257,7 @@ def _timed(seconds: dict[str, float], name: str, work):
 def _grow(inputs, hypothesis, settings, engine, say, progress):
     """The criteria at the first round whose F(C) / F(M) interval is narrow enough, or the last
     one that fits the budget, `max_n` and the task's size."""
-    from wildcircuits.explanation.positions import PairEvaluator
+    from wildcircuits.explanation.pair_evaluator import PairEvaluator
     from wildcircuits.verification.criteria import criteria as run_criteria
 
     n, rounds, spent, last = settings.n, [], 0.0, None  # last: (evaluator, criteria, rows)

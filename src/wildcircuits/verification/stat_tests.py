@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from wildcircuits.errors import WildcircuitsError
-from wildcircuits.explanation.positions import PairEvaluator
+from wildcircuits.explanation.pair_evaluator import PairEvaluator
 from wildcircuits.results.explain import Pair
 from wildcircuits.results.verify import StatTest
 
