@@ -19,10 +19,9 @@ the held-out evaluations. A set of pairs is evaluated once (a repeat reads the f
 its step says `evaluated=False`), and each evaluation resumes the latest circuit that reached
 the target at the first layer where they differ (`PairEvaluator.traced`), so a pruning try
 runs only the layers from its lowest dropped pair on. Both leave every value unchanged.
-`naive_forwards` is what the same search costs done naively: one
-exact evaluation per candidate pair (to rank them without the attribution pass), one per pair
-added one at a time up to the prefix, one per member tried in the pruning, and the same
-reference and held-out evaluations.
+`naive_forwards` is what the same search costs done naively: one exact evaluation per candidate
+pair (to rank them without the attribution pass), one per pair added one at a time up to the
+prefix, one per member tried in the pruning, and the same reference and held-out evaluations.
 """
 
 from __future__ import annotations
