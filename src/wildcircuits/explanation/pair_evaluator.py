@@ -79,22 +79,27 @@ class PairEvaluator:
         starts = [self._closest(k, bases) for k in kept]  # (base index | None, layer)
         order = sorted(range(len(kept)), key=lambda j: (starts[j][0] is not None, starts[j]))
         rows_out = torch.zeros(len(kept), self.problem.batch, dtype=torch.float64)
-        parts = zip(self.chunks, self.values, self.prefixes, strict=True)
-        for i, ((rows, chunk), values, prefix) in enumerate(parts):
+        for i, (rows, chunk) in enumerate(self.chunks):
             step = max(1, MAX_ROWS // chunk.batch)
             for group in _groups(order, starts, step):
                 base, layer = min(starts[j] for j in group)
-                mask = torch.cat([self.space.mask(kept[j], rows) for j in group])
-                start = None if base is None else Resume(layer, bases[base].states[i][layer], None)
-                run = self.engine.run(
-                    chunk.clean, chunk.positions, ablation=values, node_ablated=mask,
-                    copies=len(group), prefix=prefix, start=start,
-                )  # fmt: skip
+                start = None if base is None else bases[base].resume(i, layer)
+                run = self._run(i, [kept[j] for j in group], start)
                 logits = run.logits.unflatten(0, (len(group), chunk.batch))
                 for j, copy in zip(group, logits, strict=True):
                     rows_out[j, rows] = self.problem.score(copy, rows).double().cpu()
-                self.forwards += len(group)
         return rows_out
+
+    def _run(self, chunk: int, kept: Sequence[torch.Tensor], start: Resume | None, record=False):
+        """One engine forward of chunk `chunk` with the (slot, sender) masks `kept` stacked as
+        copies, resumed from `start`; counted in `forwards`."""
+        rows, part = self.chunks[chunk]
+        mask = torch.cat([self.space.mask(k, rows) for k in kept])
+        self.forwards += len(kept)
+        return self.engine.run(
+            part.clean, part.positions, ablation=self.values[chunk], node_ablated=mask,
+            copies=len(kept), prefix=self.prefixes[chunk], start=start, record=record,
+        )  # fmt: skip
 
     def _closest(self, kept: torch.Tensor, bases: Sequence[Trace]) -> tuple[int | None, int]:
         """(the base agreeing with `kept` up to the latest layer, that layer); (None, 0) when
@@ -120,17 +125,11 @@ class PairEvaluator:
         layer = 0 if base is None else self._first_difference(base.kept, kept)
         rows_out = torch.zeros(self.problem.batch, dtype=torch.float64)
         states = []
-        parts = zip(self.chunks, self.values, self.prefixes, strict=True)
-        for i, ((rows, chunk), values, prefix) in enumerate(parts):
+        for i, (rows, _) in enumerate(self.chunks):
             earlier = {} if layer == 0 else {k: v for k, v in base.states[i].items() if k < layer}
-            start = None if layer == 0 else Resume(layer, base.states[i][layer], None)
-            run = self.engine.run(
-                chunk.clean, chunk.positions, ablation=values,
-                node_ablated=self.space.mask(kept, rows), prefix=prefix, start=start, record=True,
-            )  # fmt: skip
+            run = self._run(i, [kept], None if layer == 0 else base.resume(i, layer), record=True)
             states.append(earlier | run.states)
             rows_out[rows] = self.problem.score(run.logits, rows).double().cpu()
-            self.forwards += 1
         value = normalized_faithfulness(float(rows_out.mean()), self.m_full, self.m_empty)
         return value, Trace(kept, states, rows_out)
 
@@ -151,6 +150,10 @@ class Trace:
     kept: torch.Tensor
     states: list[dict[int, torch.Tensor]]
     rows: torch.Tensor
+
+    def resume(self, chunk: int, layer: int) -> Resume:
+        """The state entering `layer` on chunk `chunk` (a node-position run: no outputs)."""
+        return Resume(layer, self.states[chunk][layer], None)
 
 
 def _groups(order: list[int], starts: list[tuple[int | None, int]], step: int) -> list[list[int]]:

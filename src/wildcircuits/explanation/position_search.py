@@ -69,7 +69,6 @@ class _Search:
         self.steps: list[SearchStep] = []
         # the empty circuit's faithfulness is 0 by definition (m_empty is measured)
         self.known: dict[frozenset[Pair], float] = {frozenset(): 0.0}
-        self.evaluations = 0  # circuits evaluated (steps whose set of pairs was new)
         self.base: Trace | None = None  # the latest circuit that reached the target
         self.bar = tqdm(
             desc="position search", unit="circuit", disable=not progress, file=sys.stderr
@@ -83,11 +82,15 @@ class _Search:
             self.known[key] = value
             if faithful(value, self.target):
                 self.base = trace
-            self.evaluations += 1
             self.bar.update()
         value = self.known[key]
         self.steps.append(SearchStep(len(pairs), value, action, evaluated=not known))
         return faithful(value, self.target)
+
+    @property
+    def evaluations(self) -> int:
+        """Circuits evaluated (steps whose set of pairs was new)."""
+        return sum(step.evaluated for step in self.steps)
 
     def smallest_prefix(self, ranked: Sequence[Pair]) -> int:
         """The smallest prefix size seen reaching the target (len(ranked) if none does)."""

@@ -240,13 +240,11 @@ class EdgeForward:
         those receivers' inputs. Valid when `ablated` agrees with the run that made `start` on
         every receiver before `start.layer`. `start`, `tokens`, `positions` and `ablation` are
         for one batch; with `copies` > 1 the run stacks that many copies of it (copy-major),
-        which differ only through `extra`. `start` is read, never written."""
-        spec = EdgeSpec(
-            tokens=tokens, positions=positions, ablated=self._prepare(ablated, ablation),
-            ablation=ablation, keep_outputs=True, extra=extra or {}, start=start, copies=copies,
-        )  # fmt: skip
-        with torch.no_grad():
-            return EdgePass(self, spec).forward()
+        which differ only through `extra`. `start` is read, never written. (`run(start=)`.)"""
+        run = self.run(
+            tokens, positions, ablated, ablation, extra=extra, copies=copies, start=start
+        )
+        return run.logits
 
     def _prepare(self, ablated, ablation, node_ablated=None):
         if (ablated is None and node_ablated is None) != (ablation is None):
