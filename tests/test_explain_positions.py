@@ -171,8 +171,13 @@ def planted_model():
 
 
 def planted_problem(model, batch: int = 6, seed: int = 0) -> PatchingProblem:
+    """Two templates (rows alternate): a template's rows share every token but X, so the
+    mean over a template (`mean:template`) equals the clean run everywhere X cannot reach, and
+    the planted circuit is the same under counterfactual and mean ablation."""
     generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, VOCAB, (batch, LENGTH), generator=generator)
+    groups = torch.arange(batch) % 2
+    ids = torch.randint(3, VOCAB, (2, LENGTH), generator=generator)[groups]
+    ids[:, X] = torch.randint(3, VOCAB, (batch,), generator=generator)
     other = ids.clone()
     other[:, X] = (ids[:, X] + torch.randint(1, VOCAB - 3, (batch,), generator=generator)) % (
         VOCAB - 3
@@ -188,7 +193,7 @@ def planted_problem(model, batch: int = 6, seed: int = 0) -> PatchingProblem:
         targets=targets,
         named_positions=named,
         provenance={"split": "planted"},
-        groups=torch.arange(batch) % 2,
+        groups=groups,
     )
 
 
@@ -229,11 +234,15 @@ def test_search_finds_exactly_the_planted_pairs():
     # the planted pairs rank first; every other attribution is exactly zero
     assert {s.pair for s in circuit.candidates[:2]} == PLANTED
     assert all(s.attribution == 0.0 for s in circuit.candidates[2:])
-    # one chunk: full + empty + 2 growth + 3 pruning tries, then 3 per held-out ablation;
-    # dropping the second planted pair leaves the top-1 circuit, evaluated in the growth,
-    # and dropping both the empty circuit
-    assert len(circuit.search) == 5 and circuit.forwards == 5 + 2 * 3
+    assert mean.faithfulness == pytest.approx(1.0, abs=1e-5)  # templated: the same circuit
+    assert circuit.search_target == pytest.approx(0.975)
+    # one chunk: full + empty + 2 growth + 3 pruning tries under counterfactual; under
+    # mean:template full + empty + the one set the counterfactual passed (top 2); then 3 per
+    # held-out ablation. Dropping the second planted pair leaves the top-1 circuit, evaluated
+    # in the growth, and dropping both the empty circuit
+    assert len(circuit.search) == 5 and circuit.forwards == 5 + 3 + 2 * 3
     assert [s.evaluated for s in circuit.search] == [True, True, False, False, True]
+    assert [len(s.extra) for s in circuit.search] == [0, 1, 0, 0, 0]
     assert circuit.search[0].action == "top 1"
 
 
@@ -306,7 +315,7 @@ def test_pruning_reuses_known_sets_and_equals_the_one_try_at_a_time_reference(se
         return len(kept & needed) / max(1, len(needed)) - 0.01 * len(kept - needed)
 
     rule = _Rule(value)
-    search = _Search(rule, target=0.8, progress=False)
+    search = _Search([rule], target=0.8, progress=False)
     kept = search.prune(members)
     slow_kept, tries = _slow_prune(value, members, 0.8)
     assert kept == slow_kept
@@ -316,12 +325,38 @@ def test_pruning_reuses_known_sets_and_equals_the_one_try_at_a_time_reference(se
     assert search.evaluations < len(tries) or seed  # seed 0 meets a known set at least
 
 
+def test_a_set_reaches_only_under_every_ablation_and_the_extra_is_evaluated_after_the_first():
+    from wildcircuits.explanation.position_search import _Search
+
+    a, b, c, d = (Pair(f"L{i}.H0", "END") for i in range(4))
+    first = _Rule(lambda kept: 1.0 if a in kept else 0.0)  # counterfactual: only a matters
+    extra = _Rule(lambda kept: 1.0 if {a, c} <= kept else 0.5)  # mean: a and c are needed
+    search = _Search([first, extra], target=0.8, progress=False)
+    assert search.prune([a, b, c, d]) == [a, c]
+    # the extra ablation sees only the sets the first one passes
+    assert set(extra.calls) == {s for s in first.calls if a in s}
+    assert any(c not in kept for kept in extra.calls)  # c kept because the extra missed
+    for step in search.steps:
+        assert len(step.extra) == (1 if step.faithfulness == 1.0 else 0)
+    alone = _Search([first], target=0.8, progress=False)
+    assert alone.prune([a, b, c, d]) == [a]  # what the first ablation alone would keep
+
+
+def test_the_search_target_keeps_a_margin_for_the_heldout_split():
+    from wildcircuits.explanation.position_search import SEARCH_SLACK, faithful, search_target
+
+    assert search_target(0.8) == pytest.approx(1.0 - SEARCH_SLACK * 0.2)
+    assert 0.8 < search_target(0.8) < 1.0 and search_target(1.0) == 1.0
+    assert faithful(0.85, 0.8) and not faithful(0.85, search_target(0.8))
+    assert faithful(1.15, 0.8) and not faithful(1.21, 0.8)  # symmetric about the full model
+
+
 def test_pruning_a_failed_block_whose_first_half_drops_reuses_the_block():
     from wildcircuits.explanation.position_search import _Search
 
     a, b, c, d = (Pair(f"L{i}.H0", "END") for i in range(4))
     rule = _Rule(lambda kept: 1.0 if a in kept else 0.0)
-    search = _Search(rule, target=0.8, progress=False)
+    search = _Search([rule], target=0.8, progress=False)
     assert search.prune([a, b, c, d]) == [a]
     # drop all (the empty circuit: known, no), drop d, c (yes), drop b, a = drop all (known:
     # no), drop b (yes), drop a (known: no)

@@ -77,6 +77,27 @@ def test_resume_with_a_changed_config_recomputes_affected_steps_only(
     assert calls == ["report"]
 
 
+def test_a_new_method_version_recomputes_that_step_and_what_reads_it(
+    tiny_setup, tmp_path, monkeypatch
+):
+    from wildcircuits.pipeline import fingerprint as fingerprint_module
+
+    model, task = tiny_setup
+    run = tmp_path / "run"
+    discover(_config(model, task), run, progress=False)
+    versions = {**fingerprint_module.METHOD_VERSIONS, "explain": 99}
+    monkeypatch.setattr(fingerprint_module, "METHOD_VERSIONS", versions)
+    manifest = Manifest.load(run / "manifest.json")
+    stale = stale_steps(read_run(run).config.to_dict(), manifest, run)
+    assert set(stale) == {"explain", "verify"}
+    assert "method_version: 2 -> 99" in stale["explain"]
+    calls = _counting(monkeypatch)
+    discover(_config(model, task), run, resume=True, progress=False)
+    assert calls == ["explain", "verify", "report"]
+    assert Manifest.load(run / "manifest.json").steps["explain"].inputs["method_version"] == 99
+    _agrees(run)
+
+
 def test_a_subset_of_steps_with_another_seed_is_hidden_in_the_report(tiny_setup, tmp_path):
     model, task = tiny_setup
     run = tmp_path / "run"

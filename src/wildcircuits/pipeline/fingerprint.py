@@ -1,8 +1,9 @@
 """Fingerprints: what each step's outputs were computed from, and checking that they agree.
 
-A step's fingerprint is the SHA-256 of the config fields it depends on (`STEP_FIELDS`) and the
-content hashes of the outputs of the steps it reads (`STEP_UPSTREAM`). The manifest records, per
-step, the fingerprint, the fields it was computed from (`inputs`) and the SHA-256 of every output
+A step's fingerprint is the SHA-256 of the config fields it depends on (`STEP_FIELDS`), its
+method version (`METHOD_VERSIONS`) and the content hashes of the outputs of the steps it reads
+(`STEP_UPSTREAM`). The manifest records, per step, the fingerprint, the fields and version it
+was computed from (`inputs`) and the SHA-256 of every output
 file (`hashes`, JSON and non-JSON alike). An output agrees with a run folder's config when its
 step's recorded fingerprint equals the one computed from config.json and the recorded upstream
 hashes, the file's bytes still hash to the recorded value, and every upstream step agrees.
@@ -35,6 +36,13 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "summarise": _DATA,
 }
 
+#: step -> the version of its method, for a step whose method changed in a way that changes its
+#: outputs (it enters `step_inputs` as `method_version`, so older outputs are recomputed on
+#: --resume and the reason names it). explain 2: the compact-circuit search requires a margin
+#: and every ablation (`position_search.SEARCH_SLACK`). A step not listed is at version 1 and
+#: carries no entry, so its fingerprints are those written before versions existed.
+METHOD_VERSIONS: dict[str, int] = {"explain": 2}
+
 #: step -> the steps whose outputs it reads (their output hashes enter its fingerprint).
 STEP_UPSTREAM: dict[str, tuple[str, ...]] = {
     "behaviour": (),
@@ -58,8 +66,12 @@ def file_hash(path: Path) -> str:
 
 
 def step_inputs(step: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config fields `step` depends on, as plain JSON values."""
-    return {name: _plain(config.get(name)) for name in STEP_FIELDS.get(step, ())}
+    """The config fields `step` depends on, as plain JSON values, and its `METHOD_VERSIONS`
+    entry where it has one."""
+    inputs = {name: _plain(config.get(name)) for name in STEP_FIELDS.get(step, ())}
+    if step in METHOD_VERSIONS:
+        inputs["method_version"] = METHOD_VERSIONS[step]
+    return inputs
 
 
 def fingerprint(step: str, config: Mapping[str, Any], manifest: Manifest) -> str:

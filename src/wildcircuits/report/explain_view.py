@@ -41,11 +41,17 @@ def _summary(circuit: PositionCircuit, classes: Sequence[HeadClass], paths) -> s
     )
     heads = len({p.node for c in classes for p in c.members})
     reached = "reaches" if circuit.reached else "does not reach"
+    searched = (
+        ""
+        if circuit.search_target is None
+        else f" (searched at {fmt(circuit.search_target, 2)} under every ablation)"
+    )
     return (
         f"<p>{len(classes)} classes of {heads} components; {len(paths)} measured paths. "
         f"The compact circuit has {circuit.n_heads} heads and {circuit.n_mlps} MLPs "
-        f"({len(circuit.pairs)} component-position pairs) and {esc(reached)} the target "
-        f"faithfulness {fmt(circuit.target, 2)}: {esc(faith) or 'n/a'}.</p>"
+        f"({len(circuit.pairs)} component-position pairs) and {esc(reached)} the held-out "
+        f"target faithfulness {fmt(circuit.target, 2)}{esc(searched)}: "
+        f"{esc(faith) or 'n/a'}.</p>"
     )
 
 

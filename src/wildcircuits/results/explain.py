@@ -54,21 +54,27 @@ class AblationFaithfulness:
 
 @dataclass(frozen=True)
 class SearchStep:
-    """One point of the search: how many pairs, and the faithfulness then (search split);
-    evaluated: False where the same set of pairs was evaluated at an earlier step (its value is
-    that step's, and no forward was run)."""
+    """One point of the search: how many pairs, and the faithfulness then (search split, search
+    ablation); extra: the values under the extra ablations, in order, up to the first that
+    missed the search target (empty where the search ablation missed it); evaluated: False
+    where the same set of pairs was evaluated at an earlier step (its values are that step's,
+    and no forward was run)."""
 
     n_pairs: int
     faithfulness: float
     action: str  # "add L3.H2@END" / "drop L3.H2@END"
     evaluated: bool = True
+    extra: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
 class PositionCircuit:
     """The smallest set of pairs found whose circuit reaches `target` faithfulness.
 
-    reached: whether the target was reached on the held-out split; faithfulness: one entry per
+    reached: whether every held-out faithfulness is within 1 - target of 1; search_target:
+    what the search required on its own split under every ablation
+    (`position_search.search_target`; None in files written before it had a margin: the search
+    then required `target` under the first ablation alone); faithfulness: one entry per
     ablation (counterfactual first); candidates: the ranked pairs the search drew from;
     forwards: patched forwards run (search + evaluation); naive_forwards: what one forward per
     candidate pair at each search step would have cost; seconds: wall time of the search."""
@@ -84,6 +90,7 @@ class PositionCircuit:
     forwards: int = 0
     naive_forwards: int = 0
     seconds: float = 0.0
+    search_target: float | None = None
 
 
 @dataclass(frozen=True)
