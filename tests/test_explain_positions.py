@@ -342,6 +342,21 @@ def test_a_set_reaches_only_under_every_ablation_and_the_extra_is_evaluated_afte
     assert alone.prune([a, b, c, d]) == [a]  # what the first ablation alone would keep
 
 
+def test_a_target_no_prefix_reaches_returns_every_candidate_without_pruning():
+    from wildcircuits.explanation.position_search import _Search
+
+    ranked = [Pair(f"L{i}.H0", "END") for i in range(10)]
+    first = _Rule(lambda kept: len(kept) / 10)  # reaches 0.9 from 9 pairs on
+    extra = _Rule(lambda kept: 1.5)  # overshoots whatever is kept
+    search = _Search([first, extra], target=0.9, progress=False)
+    assert search.circuit(ranked) == ranked and not search.pruned
+    # growth only: 1, 2, 4, 8, then every candidate; the extra sees the one set that passes
+    assert [s.n_pairs for s in search.steps] == [1, 2, 4, 8, 10]
+    assert extra.calls == [frozenset(ranked)]
+    reachable = _Search([first], target=0.9, progress=False)
+    assert len(reachable.circuit(ranked)) == 9 and reachable.pruned
+
+
 def test_the_search_target_keeps_a_margin_for_the_heldout_split():
     from wildcircuits.explanation.position_search import SEARCH_SLACK, faithful, search_target
 

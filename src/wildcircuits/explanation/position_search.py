@@ -14,7 +14,8 @@ the target itself.
    prefix the bisection sees, not a proven minimum).
 3. Prune: try removing members, least attributed first, in blocks (halving a block whose removal
    drops below the target, down to single pairs): every pair left was, when tried alone, needed
-   to keep the target.
+   to keep the target. When not even every candidate reaches the target, the search stops
+   there: the result is every candidate, unpruned.
 4. Evaluate the result on the held-out problem under the search ablation and every extra one.
 
 Cost, counted as circuit evaluations over the problem's chunks (`PairEvaluator.forwards`):
@@ -86,6 +87,7 @@ class _Search:
         self.known: dict[frozenset[Pair], tuple[float, ...]] = {frozenset(): (0.0,)}
         # per evaluator, the latest circuit that reached the target
         self.bases: list[Trace | None] = [None] * len(self.evaluators)
+        self.prefix, self.pruned = 0, False  # set by `circuit`
         self.bar = tqdm(
             desc="position search", unit="circuit", disable=not progress, file=sys.stderr
         )
@@ -142,6 +144,16 @@ class _Search:
                 low = middle
         return high
 
+    def circuit(self, ranked: Sequence[Pair]) -> list[Pair]:
+        """Grow, then prune (module docstring). When no prefix reaches the target, every
+        candidate is returned unpruned: a pruning keeps only removals that keep the target, so
+        from a set that misses it every try would be evaluated and none kept."""
+        self.prefix = self.smallest_prefix(ranked)
+        self.pruned = self._reached(self.known[frozenset(ranked[: self.prefix])])
+        if not self.pruned:
+            return list(ranked)
+        return self.prune(list(ranked[: self.prefix]))
+
     def prune(self, members: list[Pair]) -> list[Pair]:
         """Drop blocks of members (least attributed first) whose removal keeps the target."""
         kept = list(members)
@@ -196,8 +208,7 @@ def find_position_circuit(
     evaluators = [PairEvaluator(engine, search, a, batch_size) for a in (spec, *extras)]
     run = _Search(evaluators, search_target(target), progress)
     ranked = [score.pair for score in candidates]
-    size = run.smallest_prefix(ranked)
-    pairs = run.prune(ranked[:size])
+    pairs = run.circuit(ranked)
     run.bar.close()
     order = {pair: i for i, pair in enumerate(ranked)}
     pairs = sorted(pairs, key=order.__getitem__)
@@ -205,7 +216,8 @@ def find_position_circuit(
     # per member pruned
     n_chunks = len(search.chunks(batch_size))
     forwards = sum(evaluator.forwards for evaluator in evaluators)
-    naive = forwards + n_chunks * (len(ranked) + 2 * size - run.evaluations)
+    tried = run.prefix * (2 if run.pruned else 1)
+    naive = forwards + n_chunks * (len(ranked) + tried - run.evaluations)
     faithfulness, spent = _evaluate_heldout(engine, heldout, [spec, *extras], pairs, batch_size)
     forwards, naive = forwards + spent, naive + spent
     return PositionCircuit(
