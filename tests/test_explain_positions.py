@@ -236,6 +236,7 @@ def test_search_finds_exactly_the_planted_pairs():
     assert all(s.attribution == 0.0 for s in circuit.candidates[2:])
     assert mean.faithfulness == pytest.approx(1.0, abs=1e-5)  # templated: the same circuit
     assert circuit.search_target == pytest.approx(0.975)
+    assert circuit.searched_under == ("counterfactual", "mean:template")
     # one chunk: full + empty + 2 growth + 3 pruning tries under counterfactual; under
     # mean:template full + empty + the one set the counterfactual passed (top 2); then 3 per
     # held-out ablation. Dropping the second planted pair leaves the top-1 circuit, evaluated
@@ -355,6 +356,24 @@ def test_a_target_no_prefix_reaches_returns_every_candidate_without_pruning():
     assert extra.calls == [frozenset(ranked)]
     reachable = _Search([first], target=0.9, progress=False)
     assert len(reachable.circuit(ranked)) == 9 and reachable.pruned
+
+
+def test_where_no_prefix_reaches_under_every_ablation_the_first_alone_finds_the_circuit():
+    from wildcircuits.explanation.position_search import _Search
+
+    ranked = [Pair(f"L{i}.H0", "END") for i in range(8)]
+    needed = set(ranked[:3])
+    first = _Rule(lambda kept: len(kept & needed) / 3)
+    extra = _Rule(lambda kept: 1.5)  # overshoots whatever is kept
+    search = _Search([first, extra], target=0.9, progress=False)
+    assert search.circuit_or_fallback(ranked, "counterfactual") == ranked[:3]
+    assert search.searched_under == 1 and search.pruned
+    assert len(first.calls) == len(set(first.calls))  # the first pass's values are reused
+    again = [s for s in search.steps if s.action.endswith("[counterfactual alone]")]
+    assert again and not any(s.evaluated for s in again[:3])  # growth: known sets
+    never = _Search([_Rule(lambda kept: 0.5), extra], target=0.9, progress=False)
+    assert never.circuit_or_fallback(ranked, "counterfactual") == ranked
+    assert never.searched_under == 0
 
 
 def test_the_search_target_keeps_a_margin_for_the_heldout_split():

@@ -3,7 +3,10 @@
 A set reaches the target on the search prompts when its faithfulness under the search ablation
 and under every extra one (e.g. `mean:template`, the IOI paper's knockout) lies within
 `SEARCH_SLACK` x (1 - target) of 1: a margin for the held-out prompts, where it is judged at
-the target itself.
+the target itself. Where no prefix of the ranking reaches that under every ablation (e.g. the
+candidates overshoot the model under mean ablation), the search runs again under the search
+ablation alone, so the explanation still has a compact circuit (`searched_under` says which);
+the held-out split still judges it under every ablation.
 
 1. Rank every candidate pair by |attribution| (`positions.score_pairs`; under counterfactual
    ablation integrated over `INTEGRATED_STEPS` input interpolations, one forward-backward each
@@ -88,6 +91,8 @@ class _Search:
         # per evaluator, the latest circuit that reached the target
         self.bases: list[Trace | None] = [None] * len(self.evaluators)
         self.prefix, self.pruned = 0, False  # set by `circuit`
+        self.required = len(self.evaluators)  # the first `required` ablations must reach
+        self.label = ""  # appended to every step's action
         self.bar = tqdm(
             desc="position search", unit="circuit", disable=not progress, file=sys.stderr
         )
@@ -95,20 +100,20 @@ class _Search:
     def _evaluate(self, pairs: Sequence[Pair]) -> tuple[float, ...]:
         """The values under each ablation in turn, up to the first that misses the target."""
         values, traces = [], []
-        for evaluator, base in zip(self.evaluators, self.bases, strict=True):
+        for evaluator, base in zip(self.evaluators[: self.required], self.bases, strict=False):
             value, trace = evaluator.traced(pairs, base)
             values.append(value)
             traces.append(trace)
             if not faithful(value, self.target):
                 break
         else:
-            self.bases = traces
+            self.bases[: self.required] = traces
         self.bar.update()
         return tuple(values)
 
     def _reached(self, values: tuple[float, ...]) -> bool:
-        n = len(self.evaluators)
-        return len(values) == n and all(faithful(v, self.target) for v in values)
+        n = self.required
+        return len(values) >= n and all(faithful(v, self.target) for v in values[:n])
 
     def reaches(self, pairs: Sequence[Pair], action: str) -> bool:
         key = frozenset(pairs)
@@ -117,7 +122,9 @@ class _Search:
             self.known[key] = self._evaluate(pairs)
         values = self.known[key]
         self.steps.append(
-            SearchStep(len(pairs), values[0], action, evaluated=not known, extra=values[1:])
+            SearchStep(
+                len(pairs), values[0], action + self.label, evaluated=not known, extra=values[1:]
+            )
         )
         return self._reached(values)
 
@@ -153,6 +160,23 @@ class _Search:
         if not self.pruned:
             return list(ranked)
         return self.prune(list(ranked[: self.prefix]))
+
+    def circuit_or_fallback(self, ranked: Sequence[Pair], name: str) -> list[Pair]:
+        """`circuit` under every ablation; where no prefix reaches the target under all of them,
+        `circuit` again under the first (`name`) alone, reusing every value already measured
+        (its steps say "[name alone]"), so the explanation still has a compact circuit. The
+        held-out split judges the result under every ablation all the same."""
+        pairs = self.circuit(ranked)
+        if self.pruned or self.required == 1:
+            return pairs
+        self.required, self.label = 1, f" [{name} alone]"
+        return self.circuit(ranked)
+
+    @property
+    def searched_under(self) -> int:
+        """How many ablations (first first) the returned circuit reached the target under on
+        the search split (0: it is every candidate, and not even the first reached)."""
+        return self.required if self.pruned else 0
 
     def prune(self, members: list[Pair]) -> list[Pair]:
         """Drop blocks of members (least attributed first) whose removal keeps the target."""
@@ -208,7 +232,7 @@ def find_position_circuit(
     evaluators = [PairEvaluator(engine, search, a, batch_size) for a in (spec, *extras)]
     run = _Search(evaluators, search_target(target), progress)
     ranked = [score.pair for score in candidates]
-    pairs = run.circuit(ranked)
+    pairs = run.circuit_or_fallback(ranked, spec.format())
     run.bar.close()
     order = {pair: i for i, pair in enumerate(ranked)}
     pairs = sorted(pairs, key=order.__getitem__)
@@ -225,6 +249,7 @@ def find_position_circuit(
         target=target,
         reached=all(faithful(f.faithfulness, target) for f in faithfulness),
         search_target=run.target,
+        searched_under=tuple(e.spec.format() for e in evaluators[: run.searched_under]),
         faithfulness=tuple(faithfulness),
         n_heads=_count(pairs, NodeKind.HEAD),
         n_mlps=_count(pairs, NodeKind.MLP),

@@ -39,9 +39,10 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
 #: step -> the version of its method, for a step whose method changed in a way that changes its
 #: outputs (it enters `step_inputs` as `method_version`, so older outputs are recomputed on
 #: --resume and the reason names it). explain 2: the compact-circuit search requires a margin
-#: and every ablation (`position_search.SEARCH_SLACK`). A step not listed is at version 1 and
+#: and every ablation (`position_search.SEARCH_SLACK`); 3: where no prefix reaches that, the
+#: search ablation alone. A step not listed is at version 1 and
 #: carries no entry, so its fingerprints are those written before versions existed.
-METHOD_VERSIONS: dict[str, int] = {"explain": 2}
+METHOD_VERSIONS: dict[str, int] = {"explain": 3}
 
 #: step -> the steps whose outputs it reads (their output hashes enter its fingerprint).
 STEP_UPSTREAM: dict[str, tuple[str, ...]] = {

@@ -41,11 +41,10 @@ def _summary(circuit: PositionCircuit, classes: Sequence[HeadClass], paths) -> s
     )
     heads = len({p.node for c in classes for p in c.members})
     reached = "reaches" if circuit.reached else "does not reach"
-    searched = (
-        ""
-        if circuit.search_target is None
-        else f" (searched at {fmt(circuit.search_target, 2)} under every ablation)"
-    )
+    searched = ""
+    if circuit.search_target is not None:
+        under = ", ".join(circuit.searched_under or ()) or "no ablation: every candidate kept"
+        searched = f" (searched at {fmt(circuit.search_target, 2)}; reached there under {under})"
     return (
         f"<p>{len(classes)} classes of {heads} components; {len(paths)} measured paths. "
         f"The compact circuit has {circuit.n_heads} heads and {circuit.n_mlps} MLPs "

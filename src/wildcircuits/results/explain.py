@@ -74,7 +74,10 @@ class PositionCircuit:
     reached: whether every held-out faithfulness is within 1 - target of 1; search_target:
     what the search required on its own split under every ablation
     (`position_search.search_target`; None in files written before it had a margin: the search
-    then required `target` under the first ablation alone); faithfulness: one entry per
+    then required `target` under the first ablation alone); searched_under: the ablations the
+    circuit reached the search target under on the search split (every one, or the first
+    alone where no prefix reached it under all; empty: not even the first, the circuit is every
+    candidate; None: not recorded); faithfulness: one entry per
     ablation (counterfactual first); candidates: the ranked pairs the search drew from;
     forwards: patched forwards run (search + evaluation); naive_forwards: what one forward per
     candidate pair at each search step would have cost; seconds: wall time of the search."""
@@ -91,6 +94,7 @@ class PositionCircuit:
     naive_forwards: int = 0
     seconds: float = 0.0
     search_target: float | None = None
+    searched_under: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
