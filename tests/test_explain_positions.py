@@ -278,11 +278,12 @@ def test_integrated_attribution_keeps_the_planted_ranking_and_needs_counterfactu
 
 
 class _Rule:
-    """A stand-in `PairEvaluator`: faithfulness is a fixed function of the kept set; counts
-    the sets it evaluates."""
+    """A stand-in `PairEvaluator`: faithfulness is a fixed function of the kept set under
+    ablation `spec`; counts the sets it evaluates."""
 
-    def __init__(self, value):
+    def __init__(self, value, spec="counterfactual"):
         self.value, self.calls = value, []
+        self.spec = AblationSpec.coerce(spec)
 
     def traced(self, pairs, base=None):
         self.calls.append(frozenset(pairs))
@@ -331,7 +332,9 @@ def test_a_set_reaches_only_under_every_ablation_and_the_extra_is_evaluated_afte
 
     a, b, c, d = (Pair(f"L{i}.H0", "END") for i in range(4))
     first = _Rule(lambda kept: 1.0 if a in kept else 0.0)  # counterfactual: only a matters
-    extra = _Rule(lambda kept: 1.0 if {a, c} <= kept else 0.5)  # mean: a and c are needed
+    extra = _Rule(
+        lambda kept: 1.0 if {a, c} <= kept else 0.5, "mean:template"
+    )  # mean: a and c are needed
     search = _Search([first, extra], target=0.8, progress=False)
     assert search.prune([a, b, c, d]) == [a, c]
     # the extra ablation sees only the sets the first one passes
@@ -348,7 +351,7 @@ def test_a_target_no_prefix_reaches_returns_every_candidate_without_pruning():
 
     ranked = [Pair(f"L{i}.H0", "END") for i in range(10)]
     first = _Rule(lambda kept: len(kept) / 10)  # reaches 0.9 from 9 pairs on
-    extra = _Rule(lambda kept: 1.5)  # overshoots whatever is kept
+    extra = _Rule(lambda kept: 1.5, "mean:template")  # overshoots whatever is kept
     search = _Search([first, extra], target=0.9, progress=False)
     assert search.circuit(ranked) == ranked and not search.pruned
     # growth only: 1, 2, 4, 8, then every candidate; the extra sees the one set that passes
@@ -364,16 +367,16 @@ def test_where_no_prefix_reaches_under_every_ablation_the_first_alone_finds_the_
     ranked = [Pair(f"L{i}.H0", "END") for i in range(8)]
     needed = set(ranked[:3])
     first = _Rule(lambda kept: len(kept & needed) / 3)
-    extra = _Rule(lambda kept: 1.5)  # overshoots whatever is kept
+    extra = _Rule(lambda kept: 1.5, "mean:template")  # overshoots whatever is kept
     search = _Search([first, extra], target=0.9, progress=False)
-    assert search.circuit_or_fallback(ranked, "counterfactual") == ranked[:3]
-    assert search.searched_under == 1 and search.pruned
+    assert search.circuit_or_fallback(ranked) == ranked[:3]
+    assert search.searched_under == ("counterfactual",) and search.pruned
     assert len(first.calls) == len(set(first.calls))  # the first pass's values are reused
     again = [s for s in search.steps if s.action.endswith("[counterfactual alone]")]
     assert again and not any(s.evaluated for s in again[:3])  # growth: known sets
     never = _Search([_Rule(lambda kept: 0.5), extra], target=0.9, progress=False)
-    assert never.circuit_or_fallback(ranked, "counterfactual") == ranked
-    assert never.searched_under == 0
+    assert never.circuit_or_fallback(ranked) == ranked
+    assert never.searched_under == ()
 
 
 def test_the_search_target_keeps_a_margin_for_the_heldout_split():

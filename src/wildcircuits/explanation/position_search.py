@@ -100,14 +100,15 @@ class _Search:
     def _evaluate(self, pairs: Sequence[Pair]) -> tuple[float, ...]:
         """The values under each ablation in turn, up to the first that misses the target."""
         values, traces = [], []
-        for evaluator, base in zip(self.evaluators[: self.required], self.bases, strict=False):
+        n = self.required
+        for evaluator, base in zip(self.evaluators[:n], self.bases[:n], strict=True):
             value, trace = evaluator.traced(pairs, base)
             values.append(value)
             traces.append(trace)
             if not faithful(value, self.target):
                 break
         else:
-            self.bases[: self.required] = traces
+            self.bases[:n] = traces
         self.bar.update()
         return tuple(values)
 
@@ -161,22 +162,23 @@ class _Search:
             return list(ranked)
         return self.prune(list(ranked[: self.prefix]))
 
-    def circuit_or_fallback(self, ranked: Sequence[Pair], name: str) -> list[Pair]:
+    def circuit_or_fallback(self, ranked: Sequence[Pair]) -> list[Pair]:
         """`circuit` under every ablation; where no prefix reaches the target under all of them,
-        `circuit` again under the first (`name`) alone, reusing every value already measured
-        (its steps say "[name alone]"), so the explanation still has a compact circuit. The
-        held-out split judges the result under every ablation all the same."""
+        `circuit` again under the first alone, reusing every value already measured (its steps
+        say "[ABLATION alone]"), so the explanation still has a compact circuit. The held-out
+        split judges the result under every ablation all the same."""
         pairs = self.circuit(ranked)
         if self.pruned or self.required == 1:
             return pairs
-        self.required, self.label = 1, f" [{name} alone]"
+        self.required, self.label = 1, f" [{self.evaluators[0].spec.format()} alone]"
         return self.circuit(ranked)
 
     @property
-    def searched_under(self) -> int:
-        """How many ablations (first first) the returned circuit reached the target under on
-        the search split (0: it is every candidate, and not even the first reached)."""
-        return self.required if self.pruned else 0
+    def searched_under(self) -> tuple[str, ...]:
+        """The ablations (formatted) the returned circuit reached the target under on the
+        search split (empty: it is every candidate, and not even the first reached)."""
+        n = self.required if self.pruned else 0
+        return tuple(evaluator.spec.format() for evaluator in self.evaluators[:n])
 
     def prune(self, members: list[Pair]) -> list[Pair]:
         """Drop blocks of members (least attributed first) whose removal keeps the target."""
@@ -232,13 +234,13 @@ def find_position_circuit(
     evaluators = [PairEvaluator(engine, search, a, batch_size) for a in (spec, *extras)]
     run = _Search(evaluators, search_target(target), progress)
     ranked = [score.pair for score in candidates]
-    pairs = run.circuit_or_fallback(ranked, spec.format())
+    pairs = run.circuit_or_fallback(ranked)
     run.bar.close()
     order = {pair: i for i, pair in enumerate(ranked)}
     pairs = sorted(pairs, key=order.__getitem__)
     # naive: the same references, one evaluation per candidate (ranking), per pair added and
     # per member pruned
-    n_chunks = len(search.chunks(batch_size))
+    n_chunks = len(evaluators[0].chunks)
     forwards = sum(evaluator.forwards for evaluator in evaluators)
     tried = run.prefix * (2 if run.pruned else 1)
     naive = forwards + n_chunks * (len(ranked) + tried - run.evaluations)
@@ -249,7 +251,7 @@ def find_position_circuit(
         target=target,
         reached=all(faithful(f.faithfulness, target) for f in faithfulness),
         search_target=run.target,
-        searched_under=tuple(e.spec.format() for e in evaluators[: run.searched_under]),
+        searched_under=run.searched_under,
         faithfulness=tuple(faithfulness),
         n_heads=_count(pairs, NodeKind.HEAD),
         n_mlps=_count(pairs, NodeKind.MLP),

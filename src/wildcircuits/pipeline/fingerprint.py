@@ -3,10 +3,10 @@
 A step's fingerprint is the SHA-256 of the config fields it depends on (`STEP_FIELDS`), its
 method version (`METHOD_VERSIONS`) and the content hashes of the outputs of the steps it reads
 (`STEP_UPSTREAM`). The manifest records, per step, the fingerprint, the fields and version it
-was computed from (`inputs`) and the SHA-256 of every output
-file (`hashes`, JSON and non-JSON alike). An output agrees with a run folder's config when its
-step's recorded fingerprint equals the one computed from config.json and the recorded upstream
-hashes, the file's bytes still hash to the recorded value, and every upstream step agrees.
+was computed from (`inputs`) and the SHA-256 of every output file (`hashes`, JSON and non-JSON
+alike). An output agrees with a run folder's config when its step's recorded fingerprint equals
+the one computed from config.json and the recorded upstream hashes, the file's bytes still hash
+to the recorded value, and every upstream step agrees.
 
 `device` and `steps` are in no fingerprint: a run may be resumed on another device or with
 another subset of steps. Nothing here imports torch (the report uses it).
@@ -40,8 +40,8 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
 #: outputs (it enters `step_inputs` as `method_version`, so older outputs are recomputed on
 #: --resume and the reason names it). explain 2: the compact-circuit search requires a margin
 #: and every ablation (`position_search.SEARCH_SLACK`); 3: where no prefix reaches that, the
-#: search ablation alone. A step not listed is at version 1 and
-#: carries no entry, so its fingerprints are those written before versions existed.
+#: search ablation alone. A step not listed is at version 1 and carries no entry, so its
+#: fingerprints are those written before versions existed.
 METHOD_VERSIONS: dict[str, int] = {"explain": 3}
 
 #: step -> the steps whose outputs it reads (their output hashes enter its fingerprint).
