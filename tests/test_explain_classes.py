@@ -23,7 +23,7 @@ from wildcircuits.explanation.classes import (
     measure_evidence,
 )
 from wildcircuits.explanation.evidence import direct_effects, head_evidence, members
-from wildcircuits.explanation.pair_paths import path_evidence
+from wildcircuits.explanation.pair_paths import path_evidence, position_groups
 from wildcircuits.explanation.sentences import with_arrows
 from wildcircuits.localise.dla import direct_logit_attribution
 from wildcircuits.patching.hooks import Intervention, Mode
@@ -84,6 +84,26 @@ def test_classify_measures_member_paths_only_for_pairs_the_first_rules_leave_ope
             assert value == pytest.approx(values[key], abs=1e-6), (name, key)
 
 
+def test_writers_at_the_metric_position_get_no_member_paths_without_name_movers():
+    """Rule 8 labels a head at END writing >= 5% of the logit difference before rule 9 reads
+    its paths, so with no name movers (rule 6) its member paths are never measured; every
+    other unlabelled head gets all 3 slots into each position's heads."""
+    model = tiny_model("llama")
+    problem = _tiny_problem(model)
+    evidence = measure_evidence(model, problem, TINY_PAIRS, progress=False)
+    writes = {"L1.H3@END"}  # direct fraction 0.07; L2.H1@END: -0.015
+    for pair in TINY_PAIRS:
+        values = evidence[pair.name]
+        keys = {k for k in values if k.startswith("path_to_heads@")}
+        if pair.name in writes:
+            assert abs(values["direct_fraction"]) >= THRESHOLDS.direct and keys == set()
+        elif ".H" in pair.node:
+            assert abs(values["direct_fraction"]) < THRESHOLDS.direct or pair.position != "END"
+            assert len(keys) == 3 * 4, pair.name  # q, k, v x heads@{S1+1, S2, other, END}
+        else:
+            assert keys == set()  # MLPs are never path senders here
+
+
 def test_planted_backup_knocks_out_the_induction_head_and_finds_no_backup():
     model, problem = planted_induction_model(), induction_problem()
     pairs = [Pair("L0.H0", "S1+1"), Pair("L1.H0", "S2")]
@@ -124,8 +144,9 @@ TINY_PAIRS = [
 ]
 
 
-def _slow_path(model, problem, sender, receiver, slot) -> float:
-    """Steps 1-3 of pair_paths' module doc as plain full forwards, one sender and receiver."""
+def _slow_path(model, problem, sender, receivers, slot) -> float:
+    """Steps 1-3 of pair_paths' module doc as plain full forwards, one sender into one
+    receiver group's slot (None: the logits)."""
     layers = range(model.n_layers)
     z_sites = [Site(Component.Z, i) for i in layers]
     mlp_sites = [Site(Component.MLP_OUT, i) for i in layers]
@@ -147,48 +168,65 @@ def _slow_path(model, problem, sender, receiver, slot) -> float:
             value = bad[Site(Component.MLP_OUT, layer)]
             step2.append(Intervention(Site(Component.MLP_OUT, layer), Mode.REPLACE,
                                       lambda cur, v=value: torch.where(mask, v, cur)))  # fmt: skip
-    if receiver is None:
+    if receivers is None:
         run = model.run(problem.clean, interventions=step2, positions=problem.positions)
-        patched = float(problem.score(run.logits).mean())
-    else:
-        component = {"q": Component.Q, "k": Component.K, "v": Component.V}[slot]
-        site = Site(component, receiver.node.layer)
-        recorded = model.run(problem.clean, capture=[site], interventions=step2)[site]
-        index = receiver.node.head // (model.n_heads // model.n_kv_heads if slot != "q" else 1)
-        keep = torch.zeros(recorded.shape[:2] + (model.n_heads, 1), dtype=torch.bool)
-        keep[:, :, receiver.node.head] = receiver.mask[..., None]
-        clean_z = clean[Site(Component.Z, receiver.node.layer)]
-        step3 = [
-            Intervention(Site(component, receiver.node.layer, index), Mode.REPLACE,
-                         recorded[:, :, index]),
-            Intervention(Site(Component.Z, receiver.node.layer), Mode.REPLACE,
-                         lambda cur: torch.where(keep, cur, clean_z)),
-        ]  # fmt: skip
-        run = model.run(problem.clean, interventions=step3, positions=problem.positions)
-        patched = float(problem.score(run.logits).mean())
-    return (m_clean - patched) / (m_clean - m_bad)
+        return (m_clean - float(problem.score(run.logits).mean())) / (m_clean - m_bad)
+    component = {"q": Component.Q, "k": Component.K, "v": Component.V}[slot]
+    sites = [Site(component, i) for i in layers]
+    recorded = model.run(problem.clean, capture=sites, interventions=step2)
+    # Per (layer, head index of the slot): the tokens taken from step 2. q at the receiver's
+    # own tokens; k / v (its KV head) at every token up to the last of them.
+    where: dict[tuple[int, int], torch.Tensor] = {}
+    for r in receivers:
+        at = r.mask.clone()
+        if slot != "q":
+            for row in range(at.shape[0]):
+                last = int(at[row].nonzero().max()) if at[row].any() else -1
+                at[row, : last + 1] = True
+        index = r.node.head // (model.n_heads // model.n_kv_heads) if slot != "q" else r.node.head
+        key = (r.node.layer, index)
+        where[key] = where[key] | at if key in where else at
+    step3 = []
+    for (layer, index), at in where.items():
+        value = recorded[Site(component, layer)][:, :, index]
+
+        def patch(cur, v=value, a=at):
+            return torch.where(a[..., None], v, cur)
+
+        step3.append(Intervention(Site(component, layer, index), Mode.REPLACE, patch))
+    run = model.run(problem.clean, interventions=step3, positions=problem.positions)
+    return (m_clean - float(problem.score(run.logits).mean())) / (m_clean - m_bad)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_path_evidence_matches_the_slow_reference(family):
+    """Into the logits, into the heads at each position, and into a group across positions and
+    layers (as the name movers are for rule 6)."""
     model = tiny_model(family)
     problem = _tiny_problem(model)
     checked = members(model, problem, TINY_PAIRS)
+    by_name = {m.pair.name: m for m in checked}
+    groups = position_groups(checked)
+    assert sorted(groups) == ["heads@END", "heads@S1+1", "heads@S2", "heads@other"]
+    groups["mixed"] = [by_name["L1.H0@S2"], by_name["L2.H1@END"]]
     with torch.no_grad():
-        fast = path_evidence(model, problem, checked, max_rows=6, progress=False)  # 2 per chunk
-        by_name = {m.pair.name: m for m in checked}
-        nonzero = 0
+        fast = path_evidence(model, problem, checked, max_rows=6, progress=False, groups=groups)
+        nonzero = mixed = 0
         for sender in checked:
+            keys = set(fast[sender.pair.name])
+            assert len(keys) == 1 + 3 * len(groups)  # every group slot, measured or exactly 0
             for key, value in fast[sender.pair.name].items():
                 if key == "path_to_logits":
-                    receiver, slot = None, "logits"
+                    receivers, slot = None, "logits"
                 else:
                     name, slot = key[len("path_to_") :].rsplit("_", 1)
-                    receiver = by_name[name]
-                slow = _slow_path(model, problem, sender, receiver, slot)
+                    receivers = groups[name]
+                slow = _slow_path(model, problem, sender, receivers, slot)
                 assert value == pytest.approx(slow, abs=1e-4), (sender.pair.name, key)
-                nonzero += abs(slow) > 1e-3
-    assert nonzero >= 6  # the comparison is not between zeros
+                if receivers is not None:
+                    nonzero += abs(slow) > 1e-3
+                    mixed += abs(slow) > 1e-3 and name == "mixed"
+    assert nonzero >= 10 and mixed >= 4  # the comparison is not between zeros
 
 
 def test_logits_path_of_an_end_pair_equals_whole_head_path_patching():
@@ -245,13 +283,13 @@ def test_ioi_rules_give_the_papers_classes_and_leave_misfits_unexplained():
     evidence = {
         "L9.H1@END": _ev(attention_to_IO=0.6, direct_fraction=0.3, copying=0.8),
         "L9.H2@END": _ev(attention_to_IO=0.5, direct_fraction=-0.2, copying=-0.7),
-        "L7.H3@END": _ev(attention_to_S2=0.4, **{"path_to_L9.H1@END_q": 0.1}),
+        "L7.H3@END": _ev(attention_to_S2=0.4, **{"path_to_name mover_q": 0.1}),
         "L5.H0@S2": _ev(attention_to_S1p1=0.5, attention_to_S1=0.1),
         "L3.H0@S2": _ev(attention_to_S1=0.7),
         "L2.H0@S1+1": _ev(attention_to_S1=0.9),
         "L10.H0@END": _ev(attention_to_IO=0.2),
         "L8.H0@END": _ev(attention_to_IO=0.6, direct_fraction=0.2, copying=0.0),
-        "L6.H0@S2": _ev(attention_to_S1=0.1, **{"path_to_L7.H3@END_k": 0.05}),
+        "L6.H0@S2": _ev(attention_to_S1=0.1, **{"path_to_heads@END_k": 0.05}),
         "L4.H4@IO": _ev(attention_to_IO=0.9),
         "L1.mlp@S2": {"direct_fraction": 0.0, "path_to_logits": 0.0},
     }
@@ -276,8 +314,8 @@ def test_descriptive_classes_on_a_task_without_ioi_positions():
     evidence = {
         "L9.H1@END": {"attention_to_YY": 0.7, "direct_fraction": 0.4, "copying": 0.9},
         "L9.H2@END": {"attention_to_YY": 0.1, "direct_fraction": -0.1},
-        "L6.H0@YY": {"attention_to_YY": 0.5, "path_to_L9.H1@END_v": 0.2},
-        "L3.H0@END": {"attention_to_YY": 0.6, "path_to_L9.H1@END_q": 0.01},
+        "L6.H0@YY": {"attention_to_YY": 0.5, "path_to_heads@END_v": 0.2},
+        "L3.H0@END": {"attention_to_YY": 0.6, "path_to_heads@END_q": 0.01},
     }
     pairs = [Pair(*name.split("@")) for name in evidence]
     labels = label_pairs(pairs, evidence, "END")

@@ -379,6 +379,27 @@ def test_where_no_prefix_reaches_under_every_ablation_the_first_alone_finds_the_
     assert never.searched_under == ()
 
 
+def test_where_no_prefix_reaches_the_margin_the_first_alone_at_the_target_finds_the_circuit():
+    from wildcircuits.explanation.position_search import _Search
+
+    ranked = [Pair(f"L{i}.H0", "END") for i in range(8)]
+    needed = set(ranked[:3])
+    first = _Rule(lambda kept: 0.85 * len(kept & needed) / 3)  # at most 0.85: misses 0.9
+    extra = _Rule(lambda kept: 1.5, "mean:template")
+    search = _Search([first, extra], target=0.9, progress=False, fallback_target=0.8)
+    assert search.circuit_or_fallback(ranked) == ranked[:3]
+    assert search.pruned and search.target == 0.8 and search.searched_under == ("counterfactual",)
+    assert len(first.calls) == len(set(first.calls))  # no set evaluated twice over the stages
+    last = [s for s in search.steps if s.action.endswith("[counterfactual alone, at 0.8]")]
+    assert last and not any(s.evaluated for s in last[:3])  # its growth reads known values
+    never = _Search([_Rule(lambda kept: 0.5), extra], target=0.9, progress=False,
+                    fallback_target=0.8)  # fmt: skip
+    assert never.circuit_or_fallback(ranked) == ranked and never.searched_under == ()
+    # without a fallback target (or one not below the target) there is no third stage
+    none = _Search([_Rule(lambda kept: 0.85 * len(kept & needed) / 3)], target=0.9, progress=False)
+    assert none.circuit_or_fallback(ranked) == ranked and not none.pruned
+
+
 def test_the_search_target_keeps_a_margin_for_the_heldout_split():
     from wildcircuits.explanation.position_search import SEARCH_SLACK, faithful, search_target
 

@@ -125,8 +125,10 @@ def path_jobs(
     nodes = {c.name: [parse_display_node(p.node) for p in c.members] for c in classes}
     jobs = []
     for receiver in classes:
-        for slot, receivers, positions in _receiver_slots(model, receiver):
-            masks = tuple(_slot_mask(index == names.index(p), slot) for p in positions)
+        parts = [(parse_display_node(p.node), p.position) for p in receiver.members]
+        inputs = receiver_inputs(model, [(n, index == names.index(p)) for n, p in parts])
+        for slot, receivers, masks in inputs:
+            positions = [p for n, p in parts if (n.kind is NodeKind.MLP) == (slot is Slot.IN)]
             senders = tuple(
                 c.name
                 for c in classes
@@ -181,20 +183,24 @@ def _check_classes(model, classes: Sequence[HeadClass], names: Sequence[str]) ->
                 )
 
 
-def _receiver_slots(model, receiver: HeadClass):
-    """(slot, receivers, positions) per slot the class receives through; a k / v receiver is
-    the member's KV head (grouped-query attention: shared by its query heads)."""
+def receiver_inputs(
+    model: InstrumentedModel, members: Sequence[tuple[Node, Tensor]]
+) -> list[tuple[Slot, tuple[Receiver, ...], tuple[Tensor, ...]]]:
+    """(slot, receivers, (batch, pos) masks) per slot that heads / MLPs (each with the mask of
+    its position's tokens) receive through: q, k, v of the heads, `in` of the MLPs. A k / v
+    receiver is the head's KV head (grouped-query attention: shared by its query heads)."""
     group = model.n_heads // model.n_kv_heads
-    heads = [(parse_display_node(p.node), p.position) for p in receiver.members]
-    mlps = [(n, pos) for n, pos in heads if n.kind is NodeKind.MLP]
-    heads = [(n, pos) for n, pos in heads if n.kind is NodeKind.HEAD]
+    heads = [(n, at) for n, at in members if n.kind is NodeKind.HEAD]
+    mlps = [(n, at) for n, at in members if n.kind is NodeKind.MLP]
     out = []
     for slot in HEAD_SLOTS if heads else ():
         kv = slot is not Slot.Q
-        nodes = [head_node(n.layer, n.head // group) if kv else n for n, _ in heads]
-        out.append((slot, tuple(Receiver(n, slot) for n in nodes), [p for _, p in heads]))
+        receivers = tuple(Receiver(head_node(n.layer, n.head // group) if kv else n, slot)
+                          for n, _ in heads)  # fmt: skip
+        out.append((slot, receivers, tuple(_slot_mask(at, slot) for _, at in heads)))
     if mlps:
-        out.append((Slot.IN, tuple(Receiver(n) for n, _ in mlps), [p for _, p in mlps]))
+        receivers = tuple(Receiver(n) for n, _ in mlps)
+        out.append((Slot.IN, receivers, tuple(_slot_mask(at, Slot.IN) for _, at in mlps)))
     return out
 
 
@@ -268,4 +274,5 @@ __all__ = [
     "describe_algorithm",
     "forward_counts",
     "path_jobs",
+    "receiver_inputs",
 ]

@@ -9,16 +9,16 @@ attention to N >= a; first match wins):
 4. duplicate token: at S2, attends to S1.
 5. previous token: at S1+1, attends to S1.
 6. S-inhibition: at END, attends to S1 and S2 together (summed attention >= a), and its path
-   effects into the name movers' q sum to >= p.
+   effect into the name movers' q (patched together) is >= p.
 7. backup name mover: at END, and `backup.find_backup` (name movers knocked out) finds its
    direct effect rises.
 Descriptive classes (any task; M = the metric position's name, e.g. END):
 8. "writes the answer at M" / "writes against the answer at M": at M, |direct_fraction| >= d.
-9. "moves <N> to <R> <slot>": its largest path effect into member heads at position R through
-   slot (summed over those receivers) is >= p; N is the named position it attends to most if
-   that attention is >= a, else "other positions".
-Path effects into member heads (rules 6 and 9) are measured only for the head pairs rules 1-5
-leave unlabelled (`measure_evidence`).
+9. "moves <N> to <R> <slot>": its largest path effect into the member heads at position R
+   (patched together) through slot is >= p; N is the named position it attends to most if that
+   attention is >= a, else "other positions".
+Path effects into member heads (rules 6 and 9) are measured only for the head pairs those rules
+may label (`measure_evidence`).
 A head matching none is unexplained (never forced into a class). MLP pairs form one class per
 position, "MLPs at <position>" (paper_class None).
 """
@@ -29,6 +29,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from wildcircuits.explanation.evidence import head_evidence, position_masks
+from wildcircuits.explanation.pair_paths import group_position, path_key
 from wildcircuits.explanation.thresholds import THRESHOLDS, ClassThresholds
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.names import parse_display_node
@@ -86,13 +87,11 @@ def paper_label(pair: Pair, values: Mapping[str, float], t: ClassThresholds) -> 
 
 
 def receiver_paths(values: Mapping[str, float]) -> dict[tuple[str, str], float]:
-    """Path effects into member heads summed per (receiver position, slot)."""
+    """Path effects into the member heads at each position, per (receiver position, slot)."""
     out: dict[tuple[str, str], float] = {}
     for key, value in values.items():
-        if key.startswith("path_to_") and key != "path_to_logits":
-            name, slot = key[len("path_to_") :].rsplit("_", 1)
-            position = name.rsplit("@", 1)[1]
-            out[(position, slot)] = out.get((position, slot), 0.0) + value
+        if (where := group_position(key)) is not None:
+            out[where] = value
     return out
 
 
@@ -149,7 +148,7 @@ def _s_inhibition(pair: Pair, values, movers: Sequence[str], t: ClassThresholds)
     if pair.position != "END" or not movers:
         return False
     attention = _get(values, "attention_to_S1") + _get(values, "attention_to_S2")
-    into_movers = sum(values.get(f"path_to_{m}_q", 0.0) for m in movers)
+    into_movers = values.get(path_key(NAME_MOVER, "q"), 0.0)
     return attention >= t.attention and into_movers >= t.path
 
 
@@ -190,17 +189,32 @@ def measure_evidence(
     thresholds: ClassThresholds = THRESHOLDS,
     progress: bool = True,
 ) -> Evidence:
-    """`head_evidence` of the pairs, with path patching into the member heads only from the
-    head pairs rules 1-5 leave unlabelled: only rules 6 and 9 read those numbers (a class's
-    sentence states the class diagram's measured arrows, `sentences.with_arrows`), so the
-    other senders' step-3 forwards, most of the cost, are never run."""
+    """`head_evidence` of the pairs, with path patching into member heads only from the head
+    pairs that rules 6 and 9 may label, the only rules that read those numbers (a class's
+    sentence states the class diagram's measured arrows, `sentences.with_arrows`): pairs rules
+    1-5 leave unlabelled, except those rule 8 labels when rule 6 cannot apply first. Receivers:
+    the member heads at each position (rule 9) and the name movers (rule 6), each group
+    patched jointly (`pair_paths`)."""
     from wildcircuits.explanation.evidence import path_only_evidence
 
     evidence = head_evidence(model, problem, pairs, progress, slots=())  # logits paths only
     heads = [p for p in pairs if parse_display_node(p.node).kind.value == "head"]
-    unlabelled = [p for p in heads if paper_label(p, evidence[p.name], thresholds) is None]
-    if unlabelled:
-        found = path_only_evidence(model, problem, pairs, unlabelled, progress)
+    labels = {p.name: paper_label(p, evidence[p.name], thresholds) for p in heads}
+    movers = tuple(p for p in heads if labels[p.name] == NAME_MOVER)
+    metric = metric_position(problem)
+
+    def needs_paths(pair: Pair) -> bool:
+        if labels[pair.name] is not None:
+            return False
+        if pair.position == "END" and movers:
+            return True  # rule 6 may label it
+        direct = abs(_get(evidence[pair.name], "direct_fraction"))
+        return not (pair.position == metric and direct >= thresholds.direct)  # else rule 8
+
+    senders = [p for p in heads if needs_paths(p)]
+    if senders:
+        extra = {NAME_MOVER: movers} if movers else {}
+        found = path_only_evidence(model, problem, pairs, senders, progress, extra_groups=extra)
         for name, values in found.items():
             evidence[name].update(values)
     return evidence

@@ -19,13 +19,14 @@ For every pair (a head or MLP at a named position, `results.explain.Pair`), on t
   paper applies the OV circuit to the output of GPT-2's first MLP, a stand-in for what a late
   head reads; the residual stream itself is what it reads. Tasks with no such token (e.g.
   greater-than) use the token embeddings (`ov_logits`).
-- `path_to_logits`, `path_to_<pair>_<slot>`: position-wise path patching (`explain.pair_paths`)
-  from the pair into the logits and into each other member head's q / k / v.
+- `path_to_logits`, `path_to_heads@<R>_<slot>`: position-wise path patching
+  (`explain.pair_paths`) from the pair into the logits and into the q / k / v of the member
+  heads at position R, together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -126,19 +127,25 @@ def path_only_evidence(
     *,
     slots: Sequence[str] = ("q", "k", "v"),
     max_rows: int = 256,
+    extra_groups: Mapping[str, Sequence[Pair]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """`path_to_<pair>_<slot>` of each of `senders` into every head of `pairs` (no logits, no
-    other evidence): the second phase of `classes.classify`."""
-    from wildcircuits.explanation.pair_paths import path_evidence
+    """`path_to_<group>_<slot>` of each of `senders` into the member heads at each position
+    (`heads@<R>`) and into each of `extra_groups` (name -> head pairs of `pairs`), no logits,
+    no other evidence: the second phase of `classes.classify`."""
+    from wildcircuits.explanation.pair_paths import path_evidence, position_groups
 
     checked = members(model, problem, pairs)
-    wanted = {p.name for p in senders}
-    chosen = [m for m in checked if m.pair.name in wanted]
-    if len(chosen) != len(wanted):
-        raise UnknownNameError("path senders must be pairs of the circuit itself")
+    by_name = {m.pair.name: m for m in checked}
+    wanted = [p.name for p in senders] + [p.name for g in (extra_groups or {}).values() for p in g]
+    if any(name not in by_name for name in wanted):
+        raise UnknownNameError("path senders and receivers must be pairs of the circuit itself")
+    chosen = [m for m in checked if m.pair.name in {p.name for p in senders}]
+    groups = position_groups(checked)
+    for name, group in (extra_groups or {}).items():
+        groups[name] = [by_name[p.name] for p in group]
     with torch.no_grad():
         found = path_evidence(model, problem, checked, slots, max_rows, progress, chosen,
-                              logits=False)  # fmt: skip
+                              logits=False, groups=groups)  # fmt: skip
     return {m.pair.name: found[m.pair.name] for m in chosen}
 
 

@@ -1,53 +1,84 @@
-"""Position-wise path patching between circuit pairs (the `path_to_*` evidence numbers).
+"""Position-wise path patching from circuit pairs (the `path_to_*` evidence numbers).
 
-The IOI paper's path patching (`patching.path`), with senders and receivers at positions:
-1. Corrupted run: cache every head's z and MLP output (and the clean run's z and residuals).
-2. Clean run with the sender's output replaced by its corrupted value at the sender's position
-   only, every other head frozen to its clean z; MLPs and norms recomputed. Record the
-   receiver layer's q / k / v (or, for `logits`, read the metric here: step 3 is step 2).
-3. Clean run from the receiver's layer with its q / k / v replaced by step 2's, and that layer's
-   z frozen to clean everywhere except the receiver head at the receiver's position (so only
-   the receiver pair's output changes, however q / k / v is shared); the rest recomputed.
+The IOI paper's path patching (`patching.path`), with senders at positions: the sender pair's
+output (a head's z, an MLP's output) is replaced by its corrupted value at the pair's own tokens
+only, every other head frozen to its clean z, MLPs and norms recomputed.
+- `path_to_logits`: into the final residual stream (step 3 is step 2).
+- `path_to_<group>_<slot>`: into a receiver group's q / k / v together, as the class diagram
+  measures an arrow into a class (`class_paths.receiver_inputs`): q at each receiver's own
+  tokens, k / v at every token up to them (a k / v receiver is the KV head). The groups:
+  `heads@<R>`, every member head at position R (`position_group`); and, for rule 6 of
+  `classes`, the name-mover class (its class name). Patching the group jointly, as the IOI
+  paper path-patches the S-inhibition heads into the name movers' queries together, costs one
+  step 3 per group slot instead of one per member head.
 Score: (m_clean - m_patched) / (m_clean - m_corrupted), batch means (0 = none, 1 = the whole
 clean-vs-corrupted difference; negative when the sender's clean output opposes the metric).
 
 Zero by construction (reported as exactly 0, no forward run): only attention moves information
-between positions and every other head is frozen, so a sender reaches q at the receiver's
-position only from that same position, k / v only from that position or earlier ones, and the
-logits only from the metric position; and only from an earlier layer.
+between positions and every other head is frozen, so a sender reaches a q at a receiver's tokens
+only from those same tokens, a k / v only from those tokens or earlier ones, and the logits only
+from the metric position; and only from an earlier layer.
 
 Cost: senders run side by side in one batched forward (the clean batch repeated once per
-sender, `max_rows` rows at most): for the logits, step 2 once per chunk of pairs; for the head
-receivers (only the `senders` asked for: the classes need them only for the heads no
-attention / direct-effect rule labels), step 2 once per chunk of senders, capturing q / k / v
-at every receiver layer, then step 3 once per receiver slot, from the receiver's layer, with
-the rows of every sender of the chunk that can reach it.
+sender, `max_rows` rows at most): for the logits one forward per chunk of senders; for the
+groups one step 2 per chunk of senders, recording every group's inputs, then one step 3 per
+group slot with the rows of the chunk's senders that reach it (`patching.path.path_patch_jobs`).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from wildcircuits.errors import InputError
+from wildcircuits.explanation.class_paths import receiver_inputs
 from wildcircuits.explanation.evidence import Member
 from wildcircuits.models.instrumented import InstrumentedModel
-from wildcircuits.patching.hooks import Intervention, Mode
-from wildcircuits.patching.path import PathCache, normalized_effect, path_cache
-from wildcircuits.patching.path_steps import repeated_batch, step2_interventions
+from wildcircuits.names import LOGITS, Receiver
+from wildcircuits.patching.path import (
+    PathCache,
+    normalized_effect,
+    path_cache,
+    path_patch_jobs,
+    path_patch_sets,
+)
+from wildcircuits.patching.path_steps import ReceiverJob
 from wildcircuits.patching.problem import PatchingProblem
 from wildcircuits.patching.sites import Component, Site
 from wildcircuits.tasks.metrics import at_positions
 
-SLOT_COMPONENT = {"q": Component.Q, "k": Component.K, "v": Component.V}
+GROUP_PREFIX = "heads@"
 
 
-def path_key(receiver: Member | None, slot: str = "logits") -> str:
-    """The evidence key of a path into `receiver`'s slot (`path_to_logits` for None)."""
-    return "path_to_logits" if receiver is None else f"path_to_{receiver.pair.name}_{slot}"
+def position_group(position: str) -> str:
+    """The receiver group of every member head at a position: `heads@END`."""
+    return f"{GROUP_PREFIX}{position}"
+
+
+def path_key(receiver: str | None, slot: str = "logits") -> str:
+    """The evidence key of a path into a receiver group's slot (`path_to_logits` for None)."""
+    return "path_to_logits" if receiver is None else f"path_to_{receiver}_{slot}"
+
+
+def group_position(key: str) -> tuple[str, str] | None:
+    """(position, slot) of a `path_to_heads@<R>_<slot>` key; None for any other key."""
+    prefix = path_key(GROUP_PREFIX, "")[:-1]  # path_to_heads@
+    if not key.startswith(prefix):
+        return None
+    position, slot = key[len(prefix) :].rsplit("_", 1)
+    return position, slot
+
+
+def position_groups(checked: Sequence[Member]) -> dict[str, list[Member]]:
+    """`heads@<R>` -> the member heads at position R, for every position with a head."""
+    out: dict[str, list[Member]] = {}
+    for m in checked:
+        if m.is_head:
+            out.setdefault(position_group(m.pair.position), []).append(m)
+    return out
 
 
 def reaches(sender: Member, receiver: Member | None, slot: str, end: Tensor) -> bool:
@@ -73,148 +104,83 @@ def path_evidence(
     progress: bool = True,
     senders: Sequence[Member] | None = None,
     logits: bool = True,
+    groups: Mapping[str, Sequence[Member]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """`path_to_logits` of every pair (unless `logits` is False) and `path_to_<pair>_<slot>` of
-    every pair in `senders` (None: all of `checked`) into each head of `checked` (keyed by
-    sender pair name)."""
-    unknown = [s for s in slots if s not in SLOT_COMPONENT]
+    """`path_to_logits` of every pair of `checked` (unless `logits` is False) and
+    `path_to_<group>_<slot>` of every pair in `senders` (None: all of `checked`) into each
+    receiver group (None: `position_groups(checked)`; members must be checked heads), keyed
+    by sender pair name."""
+    unknown = [s for s in slots if s not in ("q", "k", "v")]
     if unknown or max_rows < 1:
         raise InputError(
             f"slots {list(slots)} / max_rows {max_rows}: slots are q, k, v; max_rows >= 1"
         )
     senders = list(checked) if senders is None else list(senders)
+    groups = position_groups(checked) if groups is None else groups
     if any(m not in checked for m in senders):
         raise InputError("every path-evidence sender must be one of the checked pairs")
+    if any(m not in checked or not m.is_head for g in groups.values() for m in g):
+        raise InputError("every path-evidence receiver must be one of the checked heads")
     cache = path_cache(model, problem)
-    to_heads = [(r, s) for r in checked if r.is_head for s in slots]
-    out = {m.pair.name: {} for m in checked}
-    jobs = [(checked, [(None, "logits")] if logits else []), (senders, to_heads)]
-    for group, receivers in jobs:
-        for receiver, slot in receivers:  # zero unless measured below
-            for m in group:
-                if m is not receiver:
-                    out[m.pair.name][path_key(receiver, slot)] = 0.0
+    out: dict[str, dict[str, float]] = {m.pair.name: {} for m in checked}
     per_chunk = max(1, max_rows // problem.batch)
-    chunks = [
-        (group[i : i + per_chunk], receivers)
-        for group, receivers in jobs
-        if receivers
-        for i in range(0, len(group), per_chunk)
-    ]
-    for chunk, receivers in _progress(chunks, progress):
-        for receiver, slot, live, metrics in _chunk_metrics(
-            model, problem, cache, chunk, receivers
-        ):
-            for k, metric in zip(live, metrics.tolist(), strict=True):
-                out[chunk[k].pair.name][path_key(receiver, slot)] = normalized_effect(metric, cache)
+    split = lambda items: [items[i : i + per_chunk] for i in range(0, len(items), per_chunk)]  # noqa: E731
+    chunks = [("logits", c) for c in split(list(checked))] if logits else []
+    if slots and groups:
+        chunks += [("groups", c) for c in split(senders)]
+    for kind, chunk in _progress(chunks, progress):
+        if kind == "logits":
+            _to_logits(model, problem, cache, chunk, out, max_rows)
+        else:
+            _to_groups(model, problem, cache, chunk, groups, slots, out, max_rows)
     return out
 
 
-def _chunk_metrics(model, problem, cache: PathCache, chunk: Sequence[Member], receivers):
-    """(receiver, slot, indices of the chunk's senders that reach it, their metrics) for every
-    receiver some sender of the chunk reaches. One step-2 forward for the logits and one for
-    every head receiver (capturing q / k / v at each receiver layer); then one step-3 forward
-    per head receiver slot with the rows of the senders that reach it."""
-    end = problem.positions
-    targets = []
-    for receiver, slot in receivers:
-        live = [
-            k for k, m in enumerate(chunk) if m is not receiver and reaches(m, receiver, slot, end)
-        ]
-        if live:
-            targets.append((receiver, slot, live))
-    to_logits = [t for t in targets if t[0] is None]
-    heads = [t for t in targets if t[0] is not None]
-    for receiver, slot, live in to_logits:
-        senders = [chunk[k] for k in live]
-        yield receiver, slot, live, _step2(model, problem, cache, senders, [], model.n_layers)
-    if not heads:
+def _to_logits(model, problem, cache: PathCache, chunk: Sequence[Member], out, max_rows: int):
+    live = [m for m in chunk if reaches(m, None, "logits", problem.positions)]
+    for m in chunk:
+        out[m.pair.name][path_key(None)] = 0.0
+    if live:
+        metrics = path_patch_sets(model, problem, cache, [_sender(m) for m in live],
+                                  [Receiver(LOGITS)], None, max_rows)  # fmt: skip
+        for m, per_row in zip(live, metrics, strict=True):
+            out[m.pair.name][path_key(None)] = normalized_effect(float(per_row.mean()), cache)
+
+
+def _to_groups(model, problem, cache, chunk, groups, slots, out, max_rows: int):
+    """One step 2 for the chunk's senders, one step 3 per group slot some of them reach."""
+    jobs, keys = [], []
+    for name, receivers in groups.items():
+        inputs = receiver_inputs(model, [(m.node, m.mask) for m in receivers])
+        for slot, sites, masks in inputs:
+            if slot.value not in slots:
+                continue
+            key = path_key(name, slot.value)
+            live = []
+            for k, m in enumerate(chunk):
+                out[m.pair.name][key] = 0.0
+                if any(reaches(m, r, slot.value, problem.positions) for r in receivers):
+                    live.append(k)
+            if live:
+                jobs.append(ReceiverJob(sites, masks, tuple(live)))
+                keys.append(key)
+    if not jobs:
         return
-    sites = sorted({Site(SLOT_COMPONENT[s], r.node.layer) for r, s, _ in heads}, key=str)
-    stop = max(r.node.layer for r, _, _ in heads) + 1
-    recorded = _step2(model, problem, cache, chunk, sites, stop)
-    for receiver, slot, live in heads:
-        value = recorded[Site(SLOT_COMPONENT[slot], receiver.node.layer)]
-        value = value.view(len(chunk), problem.batch, *value.shape[1:])[live].flatten(0, 1)
-        yield receiver, slot, live, _step3(model, problem, cache, receiver, slot, value, len(live))
+    metrics = path_patch_jobs(model, problem, cache, [_sender(m) for m in chunk], jobs, max_rows)
+    for job, key, per_set in zip(jobs, keys, metrics, strict=True):
+        for k, per_row in zip(job.sets, per_set, strict=True):
+            out[chunk[k].pair.name][key] = normalized_effect(float(per_row.mean()), cache)
 
 
-def _sender_patches(cache: PathCache, senders: Sequence[Member], start: int, stop: int):
-    """Step 2: layers start..stop-1 frozen to clean z; sender k (rows k*batch...) corrupted
-    at its own positions only (`patching.path_steps.step2_interventions`, one masked sender
-    per set)."""
-    sets = [[(_site(s), s.mask)] for s in senders]
-    return step2_interventions(cache, sets, start, stop)
-
-
-def _site(member: Member) -> Site:
+def _sender(member: Member) -> list[tuple[Site, Tensor]]:
+    """A sender set of one pair: its z / MLP output, patched at its own tokens only."""
     node = member.node
-    return (
+    site = (
         Site(Component.Z, node.layer, node.head)
         if member.is_head
         else Site(Component.MLP_OUT, node.layer)
     )
-
-
-def _step2(model, problem, cache: PathCache, senders: Sequence[Member], sites, stop: int):
-    """Step 2 for each sender alone: the batch-mean metric (sets,) when `sites` is empty (the
-    logits receiver; stop = n_layers), else the captured receiver-layer values."""
-    n_sets, batch = len(senders), problem.batch
-    rows, tokens, positions = repeated_batch(problem, n_sets)
-    start = min(s.node.layer for s in senders)
-    run = model.run(
-        tokens,
-        capture=sites,
-        interventions=_sender_patches(cache, senders, start, stop),
-        positions=positions,
-        return_logits=not sites,
-        start_layer=start,
-        start_resid=cache.clean_resid[start].repeat(n_sets, 1, 1) if start else None,
-    )
-    if sites:
-        return run
-    return problem.score(run.logits, rows=rows).reshape(n_sets, batch).mean(1)
-
-
-def _step3(
-    model, problem, cache: PathCache, receiver: Member, slot: str, value: Tensor, n_sets: int
-):
-    """Step 3: batch-mean metric (sets,) with the receiver slot's input set to `value`."""
-    rows, tokens, positions = repeated_batch(problem, n_sets)
-    layer = receiver.node.layer
-    run = model.run(
-        tokens,
-        interventions=[
-            _slot_patch(model, receiver, slot, value),
-            _freeze_others(cache, receiver, n_sets),
-        ],
-        positions=positions,
-        start_layer=layer,
-        start_resid=cache.clean_resid[layer].repeat(n_sets, 1, 1) if layer else None,
-    )
-    return problem.score(run.logits, rows=rows).reshape(n_sets, problem.batch).mean(1)
-
-
-def _slot_patch(model: InstrumentedModel, receiver: Member, slot: str, value: Tensor):
-    """Replace the receiver's q (its head) or k / v (its KV head) by step 2's value."""
-    head = receiver.node.head
-    if slot != "q":
-        head //= model.n_heads // model.n_kv_heads  # the KV head its query head reads
-    site = Site(SLOT_COMPONENT[slot], receiver.node.layer, head)
-    return Intervention(site, Mode.REPLACE, value[:, :, head])
-
-
-def _freeze_others(cache: PathCache, receiver: Member, n_sets: int) -> Intervention:
-    """The receiver layer's z: clean except the receiver head at the receiver's positions."""
-    layer, head = receiver.node.layer, receiver.node.head
-    clean = cache.clean_z[layer].repeat(n_sets, 1, 1, 1)  # (set*batch, pos, head, d_head)
-    keep = torch.zeros(clean.shape[:3] + (1,), dtype=torch.bool, device=clean.device)
-    keep[:, :, head] = receiver.mask.to(clean.device).repeat(n_sets, 1)[..., None]
-
-    def patch(current: Tensor) -> Tensor:
-        return torch.where(keep, current, clean)
-
-    return Intervention(Site(Component.Z, layer), Mode.REPLACE, patch)
+    return [(site, member.mask)]
 
 
 def _progress(items: list, enabled: bool):
@@ -223,3 +189,13 @@ def _progress(items: list, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(items, desc="path evidence", file=sys.stderr, leave=False)
+
+
+__all__ = [
+    "group_position",
+    "path_evidence",
+    "path_key",
+    "position_group",
+    "position_groups",
+    "reaches",
+]

@@ -40,9 +40,11 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
 #: outputs (it enters `step_inputs` as `method_version`, so older outputs are recomputed on
 #: --resume and the reason names it). explain 2: the compact-circuit search requires a margin
 #: and every ablation (`position_search.SEARCH_SLACK`); 3: where no prefix reaches that, the
-#: search ablation alone. A step not listed is at version 1 and carries no entry, so its
-#: fingerprints are those written before versions existed.
-METHOD_VERSIONS: dict[str, int] = {"explain": 3}
+#: search ablation alone; 4: and where not even that, the search ablation alone at the target
+#: itself; a head's path evidence into member heads is measured into the heads at each
+#: position together (`explanation.pair_paths`). A step not listed is at
+#: version 1 and carries no entry, so its fingerprints are those written before versions existed.
+METHOD_VERSIONS: dict[str, int] = {"explain": 4}
 
 #: step -> the steps whose outputs it reads (their output hashes enter its fingerprint).
 STEP_UPSTREAM: dict[str, tuple[str, ...]] = {
