@@ -252,17 +252,22 @@ def test_gemma3_builtin_is_text_only(gemma3) -> None:
 
 
 @pytest.mark.parametrize("model_id", ["smollm2-135m-instruct", "gemma3-270m"])
-def test_cached_builtin_reload_under_two_seconds(request, model_id: str) -> None:
+def test_cached_builtin_reload_never_converts_again(request, monkeypatch, model_id: str) -> None:
+    """A second load reads the converted cache entry: no conversion runs (one costs ~50 s of
+    CPU). The 2-second reload target is measured in benchmarks/loading.py, not here."""
+    from wildcircuits.models import cache
+
     request.getfixturevalue("smollm2" if model_id.startswith("smollm2") else "gemma3")
-    wall, cpu = time.perf_counter(), time.process_time()
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("a cached built-in model was converted again")
+
+    monkeypatch.setattr(cache, "build_entry", no_conversion)
+    cpu = time.process_time()
     _, _, info = load_pretrained(model_id)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    cpu = time.process_time() - cpu
     assert info.model_id == model_id
-    # CPU time, not wall time: the target is 2 s on an idle machine, and wall time on a shared,
-    # overloaded CI box says more about the neighbours (Gemma3: ~1.0 s CPU, 1.1 s wall when idle,
-    # 2.8 s wall at load average 10 on 2 cores). Re-conversion would cost ~50 s of CPU.
-    assert cpu < 2.0, f"cached load used {cpu:.2f} s of CPU ({wall:.2f} s wall)"
-    assert wall < 10.0, f"cached load took {wall:.2f} s wall"
+    assert cpu < 20.0, f"cached load used {cpu:.2f} s of CPU"  # far below a conversion
 
 
 def test_multimodal_gemma3_folder_gives_text_only_model(tmp_path: Path) -> None:
