@@ -222,16 +222,17 @@ def _senders(c: HeadClass, names: Sequence[str], index: Tensor) -> list[tuple[Si
     both."""
     at: dict[Site, Tensor] = {}
     for pair in c.members:
-        node = parse_display_node(pair.node)
-        head = node.kind is NodeKind.HEAD
-        site = (
-            Site(Component.Z, node.layer, node.head)
-            if head
-            else Site(Component.MLP_OUT, node.layer)
-        )
+        site = output_site(parse_display_node(pair.node))
         tokens = index == names.index(pair.position)  # (batch, pos)
         at[site] = at[site] | tokens if site in at else tokens
     return list(at.items())
+
+
+def output_site(node: Node) -> Site:
+    """What a head or MLP sends: a head's z, an MLP's output."""
+    if node.kind is NodeKind.HEAD:
+        return Site(Component.Z, node.layer, node.head)
+    return Site(Component.MLP_OUT, node.layer)
 
 
 def _metric_position(problem: PatchingProblem, names: Sequence[str], index: Tensor) -> str:
@@ -273,6 +274,7 @@ __all__ = [
     "class_paths",
     "describe_algorithm",
     "forward_counts",
+    "output_site",
     "path_jobs",
     "receiver_inputs",
 ]

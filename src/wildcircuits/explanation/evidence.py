@@ -139,7 +139,8 @@ def path_only_evidence(
     wanted = [p.name for p in senders] + [p.name for g in (extra_groups or {}).values() for p in g]
     if any(name not in by_name for name in wanted):
         raise UnknownNameError("path senders and receivers must be pairs of the circuit itself")
-    chosen = [m for m in checked if m.pair.name in {p.name for p in senders}]
+    sending = {p.name for p in senders}
+    chosen = [m for m in checked if m.pair.name in sending]
     groups = position_groups(checked)
     for name, group in (extra_groups or {}).items():
         groups[name] = [by_name[p.name] for p in group]

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from wildcircuits.errors import InputError
-from wildcircuits.explanation.class_paths import receiver_inputs
+from wildcircuits.explanation.class_paths import output_site, receiver_inputs
 from wildcircuits.explanation.evidence import Member
 from wildcircuits.models.instrumented import InstrumentedModel
 from wildcircuits.names import LOGITS, Receiver
@@ -47,7 +47,7 @@ from wildcircuits.patching.path import (
 )
 from wildcircuits.patching.path_steps import ReceiverJob
 from wildcircuits.patching.problem import PatchingProblem
-from wildcircuits.patching.sites import Component, Site
+from wildcircuits.patching.sites import Site
 from wildcircuits.tasks.metrics import at_positions
 
 GROUP_PREFIX = "heads@"
@@ -125,15 +125,26 @@ def path_evidence(
     out: dict[str, dict[str, float]] = {m.pair.name: {} for m in checked}
     per_chunk = max(1, max_rows // problem.batch)
     split = lambda items: [items[i : i + per_chunk] for i in range(0, len(items), per_chunk)]  # noqa: E731
+    targets = _group_targets(model, groups, slots)
     chunks = [("logits", c) for c in split(list(checked))] if logits else []
-    if slots and groups:
+    if targets:
         chunks += [("groups", c) for c in split(senders)]
     for kind, chunk in _progress(chunks, progress):
         if kind == "logits":
             _to_logits(model, problem, cache, chunk, out, max_rows)
         else:
-            _to_groups(model, problem, cache, chunk, groups, slots, out, max_rows)
+            _to_groups(model, problem, cache, chunk, targets, out, max_rows)
     return out
+
+
+def _group_targets(model, groups: Mapping[str, Sequence[Member]], slots: Sequence[str]):
+    """(evidence key, slot, receiver members, their receiver inputs, masks) per group slot."""
+    targets = []
+    for name, receivers in groups.items():
+        for slot, sites, masks in receiver_inputs(model, [(m.node, m.mask) for m in receivers]):
+            if slot.value in slots:
+                targets.append((path_key(name, slot.value), slot.value, receivers, sites, masks))
+    return targets
 
 
 def _to_logits(model, problem, cache: PathCache, chunk: Sequence[Member], out, max_rows: int):
@@ -147,23 +158,18 @@ def _to_logits(model, problem, cache: PathCache, chunk: Sequence[Member], out, m
             out[m.pair.name][path_key(None)] = normalized_effect(float(per_row.mean()), cache)
 
 
-def _to_groups(model, problem, cache, chunk, groups, slots, out, max_rows: int):
+def _to_groups(model, problem, cache, chunk, targets, out, max_rows: int):
     """One step 2 for the chunk's senders, one step 3 per group slot some of them reach."""
     jobs, keys = [], []
-    for name, receivers in groups.items():
-        inputs = receiver_inputs(model, [(m.node, m.mask) for m in receivers])
-        for slot, sites, masks in inputs:
-            if slot.value not in slots:
-                continue
-            key = path_key(name, slot.value)
-            live = []
-            for k, m in enumerate(chunk):
-                out[m.pair.name][key] = 0.0
-                if any(reaches(m, r, slot.value, problem.positions) for r in receivers):
-                    live.append(k)
-            if live:
-                jobs.append(ReceiverJob(sites, masks, tuple(live)))
-                keys.append(key)
+    for key, slot, receivers, sites, masks in targets:
+        live = []
+        for k, m in enumerate(chunk):
+            out[m.pair.name][key] = 0.0
+            if any(reaches(m, r, slot, problem.positions) for r in receivers):
+                live.append(k)
+        if live:
+            jobs.append(ReceiverJob(sites, masks, tuple(live)))
+            keys.append(key)
     if not jobs:
         return
     metrics = path_patch_jobs(model, problem, cache, [_sender(m) for m in chunk], jobs, max_rows)
@@ -174,13 +180,7 @@ def _to_groups(model, problem, cache, chunk, groups, slots, out, max_rows: int):
 
 def _sender(member: Member) -> list[tuple[Site, Tensor]]:
     """A sender set of one pair: its z / MLP output, patched at its own tokens only."""
-    node = member.node
-    site = (
-        Site(Component.Z, node.layer, node.head)
-        if member.is_head
-        else Site(Component.MLP_OUT, node.layer)
-    )
-    return [(site, member.mask)]
+    return [(output_site(member.node), member.mask)]
 
 
 def _progress(items: list, enabled: bool):
