@@ -107,6 +107,17 @@ WRONG = {
 }
 
 
+#: `TRUE`'s two heads claimed as one class, "induction mechanism" (depending on the union of
+#: their positions): a class whose members compose (the induction head's key reads the
+#: previous-token head), which a class run must keep inside the class.
+ONE_UNIT = Hypothesis(
+    "planted induction", "planted-induction",
+    (ClaimedClass("induction mechanism", None, (*_pairs("L0.H0", EVERY), *INDUCTION),
+                  Dependence(EVERY)),),
+    (ClaimedPath("induction mechanism", LOGITS, PathSlot.LOGITS, ("S2",)),),
+)  # fmt: skip
+
+
 @functools.cache
 def template_problem(n: int = 64, seed: int = 0) -> PatchingProblem:
     """`induction_problem(n)` with one template per layout: rows grouped by their S1 index

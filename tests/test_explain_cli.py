@@ -34,7 +34,7 @@ from wildcircuits.results.explain import (
     PositionCircuit,
 )
 
-STEPS = ("behaviour", "discover", "evaluate", "explain")
+STEPS = ("behaviour", "discover", "evaluate", "explain", "hypothesis")
 
 
 class Fakes:
@@ -156,7 +156,9 @@ def test_the_pipeline_step_explains_the_selected_circuit(fakes, tiny_setup, tmp_
     info = read_run(run)
     assert stale_steps(info.config.to_dict(), info.manifest, run) == {}
     record = info.manifest.steps["explain"]
-    assert record.outputs == ("explanation.json", "hypothesis.yaml") and record.fingerprint
+    assert record.outputs == ("explanation.json",) and record.fingerprint
+    record = info.manifest.steps["hypothesis"]
+    assert record.outputs == ("hypothesis.yaml",) and record.fingerprint
     shape = Shape(circuit["cfg"]["n_layers"], circuit["cfg"]["n_heads"])
     hypothesis = load_hypothesis(run / "hypothesis.yaml", shape, ("END", "other"))
     assert hypothesis.task == task and set(hypothesis.pairs()) == set(explanation.circuit.pairs)
@@ -172,18 +174,24 @@ def test_resume_skips_explain_until_the_circuit_changes(fakes, tiny_setup, tmp_p
     assert calls == []
     (tmp_path / "run" / "hypothesis.yaml").write_text("edited by hand\n")
     discover(config, tmp_path / "run", resume=True, progress=False)
-    assert calls == ["explain"]  # its output changed since it was written
+    assert calls == ["hypothesis"]  # its output changed since it was written
+    calls.clear()
+    (tmp_path / "run" / "explanation.json").write_text("{}")
+    discover(config, tmp_path / "run", resume=True, progress=False)
+    assert calls == ["explain", "hypothesis"]  # the draft reads explanation.json
     calls.clear()
     discover(config.with_(random_seeds=(7,)), tmp_path / "run", resume=True, progress=False)
-    assert calls == ["evaluate", "explain"]
+    assert calls == ["evaluate", "explain", "hypothesis"]
 
 
 def test_the_cli_recomputes_a_finished_run(fakes, tiny_setup, tmp_path, capsys):
     model, task = tiny_setup
     run = discover(_config(model, task, steps=STEPS), tmp_path / "run", progress=False)
     (run / "explanation.json").unlink()
+    (run / "hypothesis.yaml").unlink()
     assert main(["explain", str(run), "--quiet"]) == 0
-    assert f"wrote {run / 'explanation.json'}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"wrote {run / 'explanation.json'}" in out and f"wrote {run / 'hypothesis.yaml'}" in out
     assert Explanation.load(run / "explanation.json").classes
     info = read_run(run)
     assert stale_steps(info.config.to_dict(), info.manifest, run) == {}

@@ -62,12 +62,18 @@ def test_the_draft_claims_what_the_explanation_measured(draft):
         ("name mover", "logits", "logits"),
     ]
     mover = draft.class_named("name mover")
-    # attends to IO (0.71 >= 0.3, S2 at 0.1 is not); its query is fed by claimed paths
-    assert mover.depends_on == Dependence(("IO",), ("S-inhibition", "MLPs at END"))
-    # no path into its query: it also depends on its own position's token
-    assert draft.class_named("S-inhibition").depends_on == Dependence(
-        ("S2", "END"), ("duplicate token",)
+    # attends to IO (0.71 >= 0.3, S2 at 0.1 is not); its query is fed by claimed paths, so
+    # not its own position for itself; then the tokens the classes it reads depend on
+    # (S-inhibition's S2 and END, and through duplicate token S1; MLPs at END's END)
+    assert mover.depends_on == Dependence(
+        ("IO", "S2", "END", "S1"), ("S-inhibition", "MLPs at END")
     )
+    # no path into its query: it also depends on its own position's token; then duplicate
+    # token's S1 (S2 it has already)
+    assert draft.class_named("S-inhibition").depends_on == Dependence(
+        ("S2", "END", "S1"), ("duplicate token",)
+    )
+    assert draft.class_named("duplicate token").depends_on == Dependence(("S1", "S2"), ())
     assert draft.class_named("MLPs at END").paper_class is None
     assert draft.unexplained == (Pair("L0.H0", "other"),)
     assert set(draft.pairs()) == set(synthetic_explanation().circuit.pairs)
@@ -88,6 +94,23 @@ def test_written_file_is_commented_and_reads_back_equal(draft, tmp_path):
     assert load_hypothesis(path, SHAPE, POSITIONS) == draft
     assert load_hypothesis(path) == draft  # no shape / positions: only the form is checked
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_drafted_positions_are_closed_over_a_cycle_of_classes():
+    """Two classes reading each other (MLPs and duplicate-token heads at S2 on SmolLM2 IOI)
+    each get the other's positions, once, and the closure ends."""
+    explanation = synthetic_explanation()
+    a, b = explanation.classes[0], explanation.classes[3]  # duplicate token, MLPs at END
+    cycle = (
+        ClassPath(a.name, b.name, "in", "END", 0.3),
+        ClassPath(b.name, a.name, "q", "S2", 0.3),
+    )
+    explanation = dataclasses.replace(explanation, paths=(*explanation.paths, *cycle))
+    h = hypothesis_from_explanation(explanation, "ioi", "m")
+    # both inputs are fed by claimed paths, so neither depends on its own position's token;
+    # duplicate token attends to S1, and MLPs at END, reading it, gets S1 too
+    assert h.class_named(a.name).depends_on == Dependence(("S1",), (b.name,))
+    assert h.class_named(b.name).depends_on == Dependence(("S1",), (a.name,))
 
 
 def test_a_path_measured_at_several_positions_is_one_claim_listing_them(tmp_path):

@@ -70,7 +70,9 @@ def test_resume_with_a_changed_config_recomputes_affected_steps_only(
     discover(_config(model, task), run, progress=False)
     calls = _counting(monkeypatch)
     discover(_config(model, task, random_seeds=(3, 4)), run, resume=True, progress=False)
-    assert calls == ["evaluate", "explain", "verify", "redteam", "summarise", "report"]
+    assert calls == [
+        "evaluate", "explain", "hypothesis", "verify", "redteam", "summarise", "report",
+    ]  # fmt: skip
     _agrees(run)
     calls.clear()
     discover(_config(model, task, random_seeds=(3, 4)), run, resume=True, progress=False)
@@ -90,13 +92,43 @@ def test_a_new_method_version_recomputes_that_step_and_what_reads_it(
     monkeypatch.setattr(fingerprint_module, "METHOD_VERSIONS", versions)
     manifest = Manifest.load(run / "manifest.json")
     stale = stale_steps(read_run(run).config.to_dict(), manifest, run)
-    assert set(stale) == {"explain", "verify"}
+    assert set(stale) == {"explain", "hypothesis", "verify"}
     assert f"method_version: {old} -> 99" in stale["explain"]
     calls = _counting(monkeypatch)
     discover(_config(model, task), run, resume=True, progress=False)
-    assert calls == ["explain", "verify", "report"]
+    assert calls == ["explain", "hypothesis", "verify", "report"]
     assert Manifest.load(run / "manifest.json").steps["explain"].inputs["method_version"] == 99
     _agrees(run)
+
+
+def test_a_folder_whose_explain_step_drafted_the_hypothesis_only_redrafts_and_reverifies(
+    tiny_setup, tmp_path, monkeypatch
+):
+    """Before the hypothesis step existed, the explain step wrote hypothesis.yaml too (its
+    record lists it, with its hash). On --resume the explain step is kept, the hypothesis step
+    takes the file over (the explain record drops it) and verify reads the new draft."""
+    from wildcircuits.pipeline.fingerprint import file_hash
+
+    model, task = tiny_setup
+    run = tmp_path / "run"
+    discover(_config(model, task), run, progress=False)
+    data = json.loads((run / "manifest.json").read_text())
+    del data["steps"]["hypothesis"]
+    explain = data["steps"]["explain"]
+    explain["outputs"].append("hypothesis.yaml")
+    explain["hashes"]["hypothesis.yaml"] = file_hash(run / "hypothesis.yaml")
+    (run / "manifest.json").write_text(json.dumps(data))
+    before = Manifest.load(run / "manifest.json").steps["explain"].fingerprint
+    calls = _counting(monkeypatch)
+    discover(_config(model, task), run, resume=True, progress=False)
+    assert calls == ["hypothesis", "verify", "report"]
+    explain = Manifest.load(run / "manifest.json").steps["explain"]
+    assert explain.fingerprint == before
+    assert explain.outputs == ("explanation.json",) and set(explain.hashes) == {"explanation.json"}
+    _agrees(run)
+    calls.clear()
+    discover(_config(model, task), run, resume=True, progress=False)
+    assert calls == ["report"]
 
 
 def test_a_subset_of_steps_with_another_seed_is_hidden_in_the_report(tiny_setup, tmp_path):
@@ -121,7 +153,9 @@ def test_metrics_holding_an_empty_object_is_not_a_finished_step(tiny_setup, tmp_
     assert read_run(run).part("metrics.json").state is PartState.STALE
     calls = _counting(monkeypatch)
     discover(_config(model, task), run, resume=True, progress=False)
-    assert calls == ["evaluate", "explain", "verify", "redteam", "summarise", "report"]
+    assert calls == [
+        "evaluate", "explain", "hypothesis", "verify", "redteam", "summarise", "report",
+    ]  # fmt: skip
     _agrees(run)
 
 
@@ -181,13 +215,14 @@ KILL_POINTS = [
     ("discover", "scores.pt"),
     ("evaluate", "metrics.json"),
     ("evaluate", "figures/faithfulness.png"),
-    ("explain", "hypothesis.yaml"),
+    ("explain", "explanation.json"),
+    ("hypothesis", "hypothesis.yaml"),
     ("verify", "verification.json"),
     ("redteam", "redteam.json"),
 ]
 STEP_ORDER = [
-    "behaviour", "localise", "discover", "evaluate", "explain", "verify", "redteam", "summarise",
-    "report",
+    "behaviour", "localise", "discover", "evaluate", "explain", "hypothesis", "verify",
+    "redteam", "summarise", "report",
 ]  # fmt: skip
 
 

@@ -7,7 +7,7 @@ import functools
 import pytest
 
 from tests.planted_models import planted_induction_model
-from tests.scrub_fixtures import BRIEF, TRUE, WRONG, planted_pool
+from tests.scrub_fixtures import BRIEF, ONE_UNIT, TRUE, WRONG, planted_pool
 from wildcircuits.explanation.hypothesis import Hypothesis
 from wildcircuits.verification.scrubbing import scrub
 
@@ -16,7 +16,7 @@ N_BOOT = 200
 
 @functools.cache
 def _scrub(name: str, seed: int = 0):
-    h = {"true": TRUE, "brief": BRIEF, **WRONG}[name]
+    h = {"true": TRUE, "brief": BRIEF, "one unit": ONE_UNIT, **WRONG}[name]
     return scrub(planted_induction_model(), planted_pool(), h, seed=seed, n_boot=N_BOOT,
                  progress=False)  # fmt: skip
 
@@ -31,6 +31,15 @@ def test_the_true_hypothesis_scrubs_to_at_least_0_9_and_every_claim_holds():
     for claim in result.claims:
         assert claim.loss_recovered.value >= 0.9, claim
         assert claim.n_rows == planted_pool().n_rows
+
+
+def test_a_class_whose_members_compose_keeps_its_composition():
+    """The previous-token and induction heads claimed as one class: the induction head's key
+    reads the previous-token head inside the class run, so nothing is lost (were the members
+    cut apart, the key would come from x_rand and the class would recover about nothing)."""
+    result = _scrub("one unit")
+    for claim in result.claims:
+        assert claim.loss_recovered.value >= 0.9, claim
 
 
 @pytest.mark.parametrize(

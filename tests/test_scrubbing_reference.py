@@ -128,15 +128,23 @@ class SlowScrub:
 
     def class_run(self, claimed, ids, inputs) -> dict[int, torch.Tensor]:
         """Every sender's output in the class run of `claimed` on `ids`: its members' slots read
-        the embeddings of ids, each claimed input (path, sender class, outputs) at its tokens,
-        and x_rand for everything else; every other receiver reads this run."""
-        mine = self.member_slots(claimed)
+        the embeddings of ids, the class's own members from this run at their member tokens,
+        each claimed input (path, sender class, outputs) at its tokens, and x_rand for
+        everything else; every other receiver reads this run, except that a member node at its
+        other (real) tokens is x_rand for every receiver (on Gemma3 the post-attention norm of
+        a member's layer reads its non-member heads, so this shows)."""
+        mine, itself = self.member_slots(claimed), self.composed(claimed)
+        elsewhere = self.held(claimed)
 
         def edge_value(row, s, own):
+            if s in elsewhere:
+                own = torch.where(elsewhere[s][..., None], self.R[s], own)
             if row not in mine or s == 0:
                 return own
             node, slot = mine[row]
             value = self.R[s]
+            if s in itself:
+                value = torch.where(itself[s][..., None], own, value)
             for path, sender, outs in inputs:
                 hit = self.hits(path, sender, claimed, node).get(s)
                 if path.slot.value == slot and hit is not None:
@@ -144,6 +152,11 @@ class SlowScrub:
             return value
 
         return self.run(ids, edge_value)[1]
+
+    def composed(self, claimed) -> dict[int, torch.Tensor]:
+        """sender column -> (batch, pos): where a member reads another member of its own class
+        from the class run (its member tokens)."""
+        return self.members(claimed)
 
     def agree(self, reference, positions, label: str):
         """The draw of x' for every row (a row without a valid one is no longer valid)."""
@@ -371,10 +384,19 @@ class NotHeld(SlowScrub):
         return {}
 
 
+class Uncomposed(SlowScrub):
+    """A wrong reading: a class's members read each other from x_rand, like any unclaimed
+    edge (so a class spanning layers loses its internal composition)."""
+
+    def composed(self, claimed):
+        return {}
+
+
 @pytest.mark.parametrize(("wrong", "claims"), [
     (Ungated, ["the whole hypothesis", "class b", "class c", "path a -> b (q) at S2",
                "path b -> c (in) at S2"]),
     (NotHeld, ["path a -> b (k) at S2"]),  # only a k path changes other tokens that matter
+    (Uncomposed, ["the whole hypothesis", "class c"]),  # c: L2.H3 at S2 reads L1.mlp
 ])  # fmt: skip
 def test_the_comparison_sees_a_misread_rule(wrong, claims):
     """The mixed hypothesis on the loud model is sharp enough: a reference that misreads one

@@ -12,7 +12,7 @@ from wildcircuits.cli.main import main
 from wildcircuits.pipeline import discover
 from wildcircuits.results.manifest import Manifest
 
-STEPS = ("behaviour", "discover", "evaluate", "explain", "report")
+STEPS = ("behaviour", "discover", "evaluate", "explain", "hypothesis", "report")
 
 
 def test_verify_into_its_run_folder_is_recorded_as_the_verify_step(tiny_setup, tmp_path, capsys):

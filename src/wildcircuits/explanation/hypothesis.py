@@ -17,7 +17,7 @@ example and every error are in docs/hypothesis.md.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,10 @@ class DraftRules:
     depends on the token at a named position when its members' mean attention from their
     position to it (evidence `attention_to_<NAME>`) is at least this. A class whose query (or,
     for MLPs, input) no claimed path feeds also depends on the tokens at its members' own
-    positions; it depends on the classes of every claimed path into it."""
+    positions; it depends on the classes of every claimed path into it, and so on the tokens
+    those classes depend on (closed over the class graph: a class that reads "MLPs at O"
+    depends on the token at O; causal scrubbing resamples a class's senders relative to the
+    class's own resample, so a position left out there would be resampled for them too)."""
 
     min_path_effect: float = 0.05
     min_attention: float = 0.3
@@ -158,7 +161,7 @@ def hypothesis_from_explanation(
         and (p.receiver in names or p.receiver == LOGITS)
         and abs(p.effect) >= rules.min_path_effect
     )
-    classes = tuple(_claimed_class(c, paths, rules) for c in explanation.classes)
+    classes = _closed(tuple(_claimed_class(c, paths, rules) for c in explanation.classes))
     members = {p for c in classes for p in c.members}
     unexplained = tuple(p for p in explanation.circuit.pairs if p not in members)
     unexplained += tuple(
@@ -199,6 +202,24 @@ def _claimed_class(head_class: HeadClass, paths: tuple[ClaimedPath, ...], rules)
         members=tuple(head_class.members),
         depends_on=Dependence(tuple(positions), tuple(dict.fromkeys(p.sender for p in into))),
         note=head_class.sentence,
+    )
+
+
+def _closed(classes: tuple[ClaimedClass, ...]) -> tuple[ClaimedClass, ...]:
+    """Each class's depends_on positions followed by those of every class it depends on,
+    transitively (a cycle of classes ends: a position is added once)."""
+    positions = {c.name: list(c.depends_on.positions) for c in classes}
+    changed = True
+    while changed:
+        changed = False
+        for c in classes:
+            for sender in c.depends_on.classes:
+                new = [p for p in positions[sender] if p not in positions[c.name]]
+                positions[c.name] += new
+                changed = changed or bool(new)
+    return tuple(
+        replace(c, depends_on=replace(c.depends_on, positions=tuple(positions[c.name])))
+        for c in classes
     )
 
 

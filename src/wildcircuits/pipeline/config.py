@@ -14,6 +14,7 @@ STEPS = (
     "discover",
     "evaluate",
     "explain",
+    "hypothesis",
     "verify",
     "redteam",
     "summarise",

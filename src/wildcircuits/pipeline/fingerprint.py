@@ -31,6 +31,7 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "discover": (*_DATA, "method", "method_settings"),
     "evaluate": (*_DATA, "n_heldout", "ablation", "random_seeds", "method"),
     "explain": (*_DATA, "n_heldout"),
+    "hypothesis": _DATA,
     "verify": (*_DATA, "n_heldout", "verify_settings"),
     "redteam": (*_DATA, "n_heldout", "ablation", "random_seeds", "method", "method_settings"),
     "summarise": _DATA,
@@ -42,9 +43,13 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
 #: and every ablation (`position_search.SEARCH_SLACK`); 3: where no prefix reaches that, the
 #: search ablation alone; 4: and where not even that, the search ablation alone at the target
 #: itself; a head's path evidence into member heads is measured into the heads at each
-#: position together (`explanation.pair_paths`). A step not listed is at
-#: version 1 and carries no entry, so its fingerprints are those written before versions existed.
-METHOD_VERSIONS: dict[str, int] = {"explain": 4}
+#: position together (`explanation.pair_paths`). hypothesis 2: a drafted class's depends_on
+#: positions include those of the classes it reads (`explanation.hypothesis`; version 1 was
+#: drafted inside the explain step). verify 2: in causal scrubbing a class computes as one
+#: unit (its members read each other from the class run, `verification.scrub_runs`). A step
+#: not listed is at version 1 and carries no entry, so its fingerprints are those written
+#: before versions existed.
+METHOD_VERSIONS: dict[str, int] = {"explain": 4, "hypothesis": 2, "verify": 2}
 
 #: step -> the steps whose outputs it reads (their output hashes enter its fingerprint).
 STEP_UPSTREAM: dict[str, tuple[str, ...]] = {
@@ -53,7 +58,8 @@ STEP_UPSTREAM: dict[str, tuple[str, ...]] = {
     "discover": ("behaviour",),
     "evaluate": ("discover",),
     "explain": ("evaluate",),
-    "verify": ("explain",),
+    "hypothesis": ("explain",),
+    "verify": ("hypothesis",),
     "redteam": ("behaviour", "localise", "evaluate"),
     "summarise": ("localise", "evaluate"),
 }

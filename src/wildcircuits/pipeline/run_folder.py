@@ -114,7 +114,11 @@ class RunFolder:
         self.save_manifest()
 
     def finish(self, step: str, config: DiscoverConfig, seconds: float, outputs) -> None:
-        """Record `step` as done, with its fingerprint and the hash of every output."""
+        """Record `step` as done, with its fingerprint and the hash of every output. A file
+        belongs to the step that wrote it last: another step's record that lists one of these
+        outputs (hypothesis.yaml, written by the explain step before the hypothesis step
+        existed) drops it first, so that record still agrees with the folder."""
+        self._disown(step, outputs)
         hashes = {n: file_hash(self.path(n)) for n in outputs if self.path(n).is_file()}
         if step not in STEP_FIELDS:  # the report: rebuilt every run, no fingerprint
             self.mark(step, StepState.DONE, seconds=seconds, outputs=tuple(outputs))
@@ -128,6 +132,18 @@ class RunFolder:
             inputs=step_inputs(step, config.to_dict()),
             hashes=hashes,
         )
+
+    def _disown(self, step: str, outputs) -> None:
+        mine = set(outputs)
+        for other, record in self.manifest.steps.items():
+            if other == step or not mine & set(record.outputs):
+                continue
+            kept = replace(
+                record,
+                outputs=tuple(n for n in record.outputs if n not in mine),
+                hashes={n: h for n, h in record.hashes.items() if n not in mine},
+            )
+            self.manifest = self.manifest.with_step(other, kept)
 
     def stop(self, step: str, reason: str) -> None:
         self.manifest = replace(self.manifest, stopped=Stop(step, reason))

@@ -13,7 +13,7 @@ from wildcircuits.pipeline.fingerprint import STEP_UPSTREAM
 from wildcircuits.pipeline.lock import RunLock
 from wildcircuits.pipeline.run_folder import RunFolder
 from wildcircuits.pipeline.steps_discover import discover_step, evaluate_step
-from wildcircuits.pipeline.steps_explain import explain_step
+from wildcircuits.pipeline.steps_explain import explain_step, hypothesis_step
 from wildcircuits.pipeline.steps_localise import behaviour, localise, saved_gate
 from wildcircuits.pipeline.steps_redteam import redteam
 from wildcircuits.pipeline.steps_verify import verify_step
@@ -37,6 +37,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Context], list[str]]] = {
     "discover": discover_step,
     "evaluate": evaluate_step,
     "explain": explain_step,
+    "hypothesis": hypothesis_step,
     "verify": verify_step,
     "redteam": redteam,
     "summarise": summarise,
@@ -122,16 +123,18 @@ def run_step(ctx: Context, step: str) -> bool:
 
 
 def rerun_step(
-    run_dir: Path | str, config: DiscoverConfig, step: str, progress: bool = True
-) -> bool:
-    """Recompute one step of a finished run folder (under its lock, recorded in its manifest
-    with a fingerprint, like `discover`), then rebuild report.html if the run has one; True
-    when the report was rebuilt."""
+    run_dir: Path | str, config: DiscoverConfig, step: str | tuple[str, ...],
+    progress: bool = True,
+) -> bool:  # fmt: skip
+    """Recompute a step (or several, in order) of a finished run folder (under its lock,
+    recorded in its manifest with a fingerprint, like `discover`), then rebuild report.html if
+    the run has one; True when the report was rebuilt."""
     folder = RunFolder(run_dir)
     with RunLock(folder.root):
         folder.start(config, resume=True)
         ctx = Context(config, folder, progress)
-        run_step(ctx, step)
+        for one in (step,) if isinstance(step, str) else step:
+            run_step(ctx, one)
         if not folder.path("report.html").exists():
             return False
         report(ctx)

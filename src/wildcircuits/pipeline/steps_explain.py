@@ -1,12 +1,14 @@
-"""Step: explain the selected circuit (explanation.json) and draft its hypothesis
+"""Steps: explain the selected circuit (explanation.json), then draft its hypothesis
 (hypothesis.yaml).
 
 The candidates are the heads and MLPs of the evaluate step's selected circuit (circuit.json,
 the headline circuit of metrics.json); the compact circuit of components at positions is
 searched on the train split and reported on the held-out test split
-(`wildcircuits.explanation.run.explain`). The hypothesis file is written, then read back through the
+(`wildcircuits.explanation.run.explain`). The hypothesis step drafts the hypothesis file from
+explanation.json (`hypothesis_from_explanation`), writes it, then reads it back through the
 same checks a person's edit will meet (`load_hypothesis` with the model's shape and the task's
-positions), so a draft the loader would refuse is never left in the folder.
+positions), so a draft the loader would refuse is never left in the folder. Drafting is its own
+step so that a change to the drafting rules redrafts and reverifies without re-explaining.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 
 from wildcircuits.pipeline.context import Context
 
-OUTPUTS = ["explanation.json", "hypothesis.yaml"]
+OUTPUTS = ["explanation.json"]
+HYPOTHESIS_OUTPUTS = ["hypothesis.yaml"]
 
 
 def circuit_nodes(ctx: Context) -> list[str]:
@@ -29,7 +32,7 @@ def circuit_nodes(ctx: Context) -> list[str]:
 
 
 def explain_step(ctx: Context) -> list[str]:
-    """Explain the selected circuit on train / test; write explanation.json + hypothesis.yaml."""
+    """Explain the selected circuit on train / test; write explanation.json."""
     from wildcircuits.explanation.run import explain
 
     nodes = circuit_nodes(ctx)
@@ -45,8 +48,15 @@ def explain_step(ctx: Context) -> list[str]:
     }
     result = replace(result, provenance=provenance)
     result.save(ctx.folder.path("explanation.json"))
-    draft_hypothesis(ctx, result)
     return list(OUTPUTS)
+
+
+def hypothesis_step(ctx: Context) -> list[str]:
+    """Draft hypothesis.yaml from explanation.json."""
+    from wildcircuits.results.explain import Explanation
+
+    draft_hypothesis(ctx, Explanation.load(ctx.folder.path("explanation.json")))
+    return list(HYPOTHESIS_OUTPUTS)
 
 
 def draft_hypothesis(ctx: Context, result) -> Path:
@@ -102,13 +112,15 @@ def check_explainable(run_dir: Path | str):
 def explain_run_folder(
     run_dir: Path | str, device: str | None = None, progress: bool = True
 ) -> list[str]:
-    """Recompute the explain step of a finished run folder (under its lock, recorded in its
-    manifest with a fingerprint, like `discover`), then rebuild report.html if the run has one.
-    `device`: where to load the model (default: the run's). Returns the files written."""
+    """Recompute the explain and hypothesis steps of a finished run folder (under its lock,
+    recorded in its manifest with fingerprints, like `discover`), then rebuild report.html if
+    the run has one. `device`: where to load the model (default: the run's). Returns the files
+    written."""
     from wildcircuits.pipeline.runner import rerun_step
 
     config = check_explainable(run_dir)
     if device is not None:
         config = config.with_(device=device)
-    reported = rerun_step(run_dir, config, "explain", progress)
-    return [*OUTPUTS, "report.html"] if reported else list(OUTPUTS)
+    reported = rerun_step(run_dir, config, ("explain", "hypothesis"), progress)
+    written = [*OUTPUTS, *HYPOTHESIS_OUTPUTS]
+    return [*written, "report.html"] if reported else written

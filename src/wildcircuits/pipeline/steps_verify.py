@@ -31,6 +31,13 @@ def verify_step(ctx: Context) -> list[str]:
 
     model, config = ctx.model, ctx.config
     path = ctx.folder.path("hypothesis.yaml")
+    if not path.is_file():
+        from wildcircuits.errors import InputError
+
+        raise InputError(
+            f"verify: {path} does not exist; the hypothesis step drafts it (add `hypothesis` "
+            "to --steps, after explain)"
+        )
     hypothesis = load_hypothesis(path, Shape(model.n_layers, model.n_heads))
     if not hypothesis.pairs():
         ctx.say("verify: the drafted hypothesis claims no components; nothing to verify")

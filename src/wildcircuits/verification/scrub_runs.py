@@ -4,10 +4,13 @@ Every run reads sender outputs from a few sources, per (receiver, sender, token)
 run of the references x; R, the clean run of x_rand (everything the hypothesis does not name);
 and the outputs of a class computed on its own resample x' (`class_run`). A class run is one
 engine forward on x' in which every in-edge of the class's members' receivers (q / k / v of a
-member head, the input of a member MLP) except the embeddings is ablated to R, and the claimed
-paths' edges, at the sender members' tokens (and for q / in at the path's positions), get the
-sender class's value through the engine's `extra` input: sum of (source - R) over those senders.
-Only the members' outputs of such a run are read; everything else in it is discarded.
+member head, the input of a member MLP) is ablated to R except the embeddings and the edges
+from the class's own member nodes: the class computes as one unit, so a later member reads an
+earlier one's output from this run at its member tokens, and R at the node's other tokens (a
+node-position ablation). The claimed paths' edges, at the sender members' tokens (and for q /
+in at the path's positions), get the sender class's value through the engine's `extra` input:
+sum of (source - R) over those senders. Only the members' outputs of such a run are read;
+everything else in it is discarded.
 
 Masks: a class's members are (node, position) pairs; `member_tokens` gives, per sender column,
 the (row, pos) tokens where that node's output is a member (position slots of the pool).
@@ -141,15 +144,21 @@ class Runs:
         self, claimed: ClaimedClass, tokens: Tokens, chunk: Chunk, extra: dict[int, torch.Tensor]
     ) -> torch.Tensor:
         """(rows, pos, sender, d_model) outputs of the class run on `tokens` (module doc): the
-        members' in-edges ablated to R except the embeddings, `extra` added."""
+        members' in-edges ablated to R except the embeddings and the class's own members (read
+        from this run at their member tokens; the member nodes' other tokens are R), `extra`
+        added."""
         graph = self.graph
         ablated = torch.zeros(graph.n_receivers, graph.n_senders, dtype=torch.bool)
+        own = list(self.member_tokens(claimed, chunk.rows))
         for row in self.receivers(claimed):
             ablated[row, 1:] = True
+            ablated[row, own] = False
+        device = chunk.r_state.outputs.device
+        elsewhere = self.node_mask(claimed, chunk.rows, members=False)
         self.forwards += 1
         run = self.engine.run(
-            tokens, chunk.positions, ablated=ablated.to(chunk.r_state.outputs.device),
-            ablation=chunk.r_state.outputs, keep_outputs=True, extra=extra,
+            tokens, chunk.positions, ablated=ablated.to(device), ablation=chunk.r_state.outputs,
+            keep_outputs=True, extra=extra, node_ablated=elsewhere.to(device),
         )  # fmt: skip
         return run.outputs
 

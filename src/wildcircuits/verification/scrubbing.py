@@ -4,7 +4,8 @@ The hypothesis's claims become resampling rules (docs/scrubbing.md; `CONVENTION`
 one paragraph). For a reference prompt x, with x_rand a random other prompt of x's layout:
 - a class C is computed on its own resample x'_C, which agrees with its reference on the tokens
   at C's `depends_on.positions` (`resampling.Resampler.agreeing`); in that run the members'
-  inputs get the embeddings of x'_C, the outputs of every claimed sender class D (through the
+  inputs get the embeddings of x'_C, the outputs of C's own earlier members (at their member
+  tokens: the class computes as one unit), the outputs of every claimed sender class D (through the
   claimed slot, at D's member tokens) as D computed on *its* resample, which agrees with x'_C on
   D's positions (recursively: the treeification is as deep as the class graph; D enters with
   only its members computed before C's last member, so a cycle of class paths unrolls member by
@@ -47,7 +48,8 @@ CONVENTION = (
     "class is computed on a resample x' of its reference that keeps the tokens at "
     "its depends_on positions (same layout; the variables holding them transplanted into a "
     "random other prompt of the layout, skipping candidates where two variables of one list "
-    "would share a value), its members' inputs taking x''s embeddings, each claimed sender "
+    "would share a value), its members' inputs taking x''s embeddings, the class's own "
+    "earlier members' outputs from the same run (at their member tokens), each claimed sender "
     "class's output (at that class's member tokens; for q / in only at the path's positions) "
     "as computed on the sender's own resample of x', and every other sender output from x_rand "
     "(one random other prompt of x's layout per reference, shared by every unclaimed edge of a "
