@@ -170,7 +170,10 @@ def passing(built):
     )
     v = load["verification.json"]
     rel = Estimate(0.95, Interval(0.85, 1.05))
-    claims = tuple(replace(c, status=ClaimStatus.SUPPORTED) for c in v.claims)
+    measured = Estimate(0.9, Interval(0.85, 0.95))  # a claim the tiny run could not measure
+    claims = tuple(
+        replace(c, status=ClaimStatus.SUPPORTED, value=c.value or measured) for c in v.claims
+    )
     v = replace(
         v,
         criteria=replace(v.criteria, relative_faithfulness=rel),
@@ -264,9 +267,24 @@ def test_each_criterion_fails_alone(passing, edit, expected):
     assert _names(edit(passing)) == [expected]
 
 
-def test_inconclusive_claims_pass_missing_checks_and_files_fail_and_exemptions_hold(passing):
+def test_inconclusive_claims_pass_unmeasured_claims_missing_checks_and_files_fail(passing):
     files = _claim(passing, "the circuit is complete", ClaimStatus.INCONCLUSIVE)
-    assert _names(files) == []
+    assert _names(files) == []  # measured, its interval straddling the bar
+    v = files.verification
+    unmeasured = tuple(
+        replace(c, value=None, reason="not scrubbable: needs 429 class runs")
+        if c.claim == "the whole hypothesis" else c
+        for c in v.claims
+    )  # fmt: skip
+    failed = failed_criteria(replace(files, verification=replace(v, claims=unmeasured)),
+                             VerifiedCriteria())  # fmt: skip
+    assert [(f.name, f.reason) for f in failed] == [
+        ("claim: the whole hypothesis", "not measured: not scrubbable: needs 429 class runs")
+    ]
+    dropped = tuple(c for c in v.claims if c.claim != "the whole hypothesis")
+    assert _names(replace(files, verification=replace(v, claims=dropped))) == [
+        "claim: the whole hypothesis"
+    ]
     r = passing.redteam
     no_seed = replace(
         passing, redteam=replace(r, checks=tuple(c for c in r.checks if c.name != "other_seed"))

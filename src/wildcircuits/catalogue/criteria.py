@@ -3,7 +3,8 @@
 `failed_criteria(files, criteria)` returns one `FailedCriterion` per unmet criterion (an empty
 tuple: the cell is verified). A file the criterion needs that is missing fails it, saying so.
 Names: `faithful`, `compact`, `edge_faithful`, `random_far_below`, `claim: <claim>`,
-`red team: <check>` (the thresholds are `VerifiedCriteria`, docs/catalogue_guide.md).
+`red team: <check>` (the thresholds are `VerifiedCriteria`, docs/catalogue_guide.md). A required
+claim fails when falsified and when it was never measured.
 """
 
 from __future__ import annotations
@@ -91,6 +92,21 @@ def _find(checks: list[Check], name: str) -> Check | None:
     return next((k for k in checks if k.name == name), None)
 
 
+def _claim_fails(files: CellFiles, verdict) -> str | None:
+    """Why a required claim fails: falsified, or never measured (absent, or no finite value,
+    e.g. a hypothesis too big to scrub or a task without resampling variables): an
+    explanation counts as having survived a test only where the test ran."""
+    if files.verification is None:
+        return "no verification.json"
+    if verdict is None:
+        return "verification.json has no such claim (not tested)"
+    if verdict.status is ClaimStatus.FALSIFIED:
+        return verdict.reason
+    if verdict.value is None or not _finite(verdict.value.value):
+        return f"not measured: {verdict.reason}"
+    return None
+
+
 NAMED: tuple[tuple[str, Callable[[CellFiles, VerifiedCriteria], str | None]], ...] = (
     ("faithful", _faithful),
     ("compact", _compact),
@@ -104,11 +120,8 @@ def failed_criteria(files: CellFiles, criteria: VerifiedCriteria) -> tuple[Faile
     out = [FailedCriterion(name, why) for name, rule in NAMED if (why := rule(files, criteria))]
     claims = {v.claim: v for v in files.verification.claims} if files.verification else {}
     for claim in criteria.claims_not_falsified:
-        verdict = claims.get(claim)
-        if files.verification is None:
-            out.append(FailedCriterion(f"claim: {claim}", "no verification.json"))
-        elif verdict is not None and verdict.status is ClaimStatus.FALSIFIED:
-            out.append(FailedCriterion(f"claim: {claim}", verdict.reason))
+        if (why := _claim_fails(files, claims.get(claim))) is not None:
+            out.append(FailedCriterion(f"claim: {claim}", why))
     checks = _checks(files)
     for name in criteria.required_checks:
         if _find(checks, name) is None:
