@@ -428,5 +428,19 @@ def test_a_tree_bigger_than_max_tree_is_not_scrubbed_and_says_how_many_runs_it_n
     free = draw.free("x_rand")
     whole = plans(h, draw, free, max_tree=3)[0]
     assert whole.logits is None
-    assert "needs 7 class runs, more than max_tree = 3" in whole.note  # a: 4, b: 3
-    assert plans(h, draw, free, max_tree=7)[0].logits is not None
+    # 7 tree nodes (a: 4, b: 3); b reads a through two paths (k and in), one draw: 5 runs
+    assert "needs 5 class runs, more than max_tree = 3 (7 tree nodes" in whole.note
+    assert plans(h, draw, free, max_tree=4)[0].logits is None
+    assert plans(h, draw, free, max_tree=5)[0].logits is not None
+
+
+def test_identical_subtrees_count_once_against_max_tree():
+    """Where every class depends on every position, each resample is its reference itself, so
+    the previous-token class reached four times (into the logits, and into induction's q, k
+    and v) is one run: 2 runs for 5 tree nodes, and the scrub still matches the reference."""
+    draw = Resampler(planted_pool(N), SEED)
+    free = draw.free("x_rand")
+    assert "needs 2 class runs, more than max_tree = 1 (5 tree nodes" in (
+        plans(NOTHING_SCRUBBED, draw, free, max_tree=1)[0].note
+    )
+    assert plans(NOTHING_SCRUBBED, draw, free, max_tree=2)[0].logits is not None

@@ -36,9 +36,10 @@ from wildcircuits.results.verify import Estimate, Scrubbing, ScrubClaim
 from wildcircuits.verification.resampling import ResamplePool, Resampler, Sample
 from wildcircuits.verification.scrub_runs import Chunk, Runs, members_of
 
-#: The most class runs the whole hypothesis's tree may hold by default (a class reached by many
-#: claimed paths is computed once per path into it, treeified; each run costs about one forward
-#: per chunk of prompts); a bigger tree is reported as not scrubbable, with the runs it needs.
+#: The most class runs the whole hypothesis's tree may need by default (a class reached by many
+#: claimed paths is computed once per path into it, treeified, and identical subtrees once;
+#: each run costs about one forward per chunk of prompts); a bigger tree is reported as not
+#: scrubbable, with the runs it needs.
 MAX_TREE = 64
 
 CONVENTION = (
@@ -158,10 +159,11 @@ def _whole(h: Hypothesis, draw: Resampler, free: Sample, max_tree: int = MAX_TRE
         (p, build_tree(h, h.class_named(p.sender), reference, draw, "whole", count))
         for p in h.paths_into(LOGITS)
     )
-    if count[0] > max_tree:
-        note = (f"the treeified hypothesis needs {count[0]} class runs, more than max_tree = "
-                f"{max_tree} (each about one forward per chunk; verify settings max_tree "
-                "raises it)")  # fmt: skip
+    runs = distinct_runs(node for _, node in top)
+    if runs > max_tree:
+        note = (f"the treeified hypothesis needs {runs} class runs, more than max_tree = "
+                f"{max_tree} ({count[0]} tree nodes, identical subtrees run once; each run "
+                "is about one forward per chunk; verify settings max_tree raises it)")  # fmt: skip
         return Plan(claim, "whole", None, None, note)
     ok = free.ok.clone()
     for _, node in top:
@@ -178,6 +180,21 @@ def _whole(h: Hypothesis, draw: Resampler, free: Sample, max_tree: int = MAX_TRE
 
     reasons = set().union(*(n.reasons() for _, n in top)) if top else set()
     return Plan(claim, "whole", ok, logits, "; ".join(sorted(reasons)))
+
+
+def distinct_runs(nodes) -> int:
+    """The class runs a tree needs: its nodes, identical subtrees (the same class on the same
+    resampled ids for every row, with identical children) counted once, as `_node_outputs`
+    runs them (its memo is per chunk, so a chunk may need fewer)."""
+    seen: set[tuple] = set()
+    todo = list(nodes)
+    while todo:
+        node = todo.pop()
+        key = node.key(slice(None))
+        if key not in seen:
+            seen.add(key)
+            todo.extend(child for _, child in node.children)
+    return len(seen)
 
 
 def _node_outputs(runs: Runs, node: TreeNode, chunk: Chunk, memo) -> dict[int, torch.Tensor]:
