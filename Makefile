@@ -40,8 +40,9 @@ browser: setup
 test: setup browser
 	$(BIN)/python -m pytest -q --durations=15
 
-# The main job on the built-in default model: behaviour -> localise -> discover -> evaluate -> explain ->
-# verify -> red team -> node roles -> runs/demo/report.html. --resume reuses finished steps of a rerun.
+# The main job on the built-in default model: behaviour -> localise -> discover -> evaluate ->
+# explain -> hypothesis -> verify -> red team -> node roles -> runs/demo/report.html. --resume
+# reuses finished steps of a rerun.
 DEMO_OUT ?= runs/demo
 demo: setup
 	$(BIN)/wildcircuits verify-model smollm2-135m-instruct > /dev/null && echo "verify-model: exact parity with HF eager"
