@@ -437,7 +437,8 @@ def test_a_tree_bigger_than_max_tree_is_not_scrubbed_and_says_how_many_runs_it_n
 def test_identical_subtrees_count_once_against_max_tree():
     """Where every class depends on every position, each resample is its reference itself, so
     the previous-token class reached four times (into the logits, and into induction's q, k
-    and v) is one run: 2 runs for 5 tree nodes, and the scrub still matches the reference."""
+    and v) is one run: 2 runs for 5 tree nodes (its scrub matching the slow reference is
+    `test_every_claims_scrubbed_metric_matches_the_slow_reference_row_by_row`)."""
     draw = Resampler(planted_pool(N), SEED)
     free = draw.free("x_rand")
     assert "needs 2 class runs, more than max_tree = 1 (5 tree nodes" in (

@@ -4,7 +4,7 @@ fingerprints agree, recording each (with its fingerprint and output hashes) in t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from wildcircuits.pipeline.config import DiscoverConfig
@@ -122,19 +122,18 @@ def run_step(ctx: Context, step: str) -> bool:
     return False
 
 
-def rerun_step(
-    run_dir: Path | str, config: DiscoverConfig, step: str | tuple[str, ...],
-    progress: bool = True,
-) -> bool:  # fmt: skip
-    """Recompute a step (or several, in order) of a finished run folder (under its lock,
-    recorded in its manifest with a fingerprint, like `discover`), then rebuild report.html if
-    the run has one; True when the report was rebuilt."""
+def rerun_steps(
+    run_dir: Path | str, config: DiscoverConfig, steps: Sequence[str], progress: bool = True
+) -> bool:
+    """Recompute `steps`, in order, of a finished run folder (under its lock, each recorded in
+    its manifest with a fingerprint, like `discover`), then rebuild report.html if the run has
+    one; True when the report was rebuilt."""
     folder = RunFolder(run_dir)
     with RunLock(folder.root):
         folder.start(config, resume=True)
         ctx = Context(config, folder, progress)
-        for one in (step,) if isinstance(step, str) else step:
-            run_step(ctx, one)
+        for step in steps:
+            run_step(ctx, step)
         if not folder.path("report.html").exists():
             return False
         report(ctx)

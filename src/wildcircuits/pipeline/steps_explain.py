@@ -116,11 +116,11 @@ def explain_run_folder(
     recorded in its manifest with fingerprints, like `discover`), then rebuild report.html if
     the run has one. `device`: where to load the model (default: the run's). Returns the files
     written."""
-    from wildcircuits.pipeline.runner import rerun_step
+    from wildcircuits.pipeline.runner import rerun_steps
 
     config = check_explainable(run_dir)
     if device is not None:
         config = config.with_(device=device)
-    reported = rerun_step(run_dir, config, ("explain", "hypothesis"), progress)
+    reported = rerun_steps(run_dir, config, ("explain", "hypothesis"), progress)
     written = [*OUTPUTS, *HYPOTHESIS_OUTPUTS]
     return [*written, "report.html"] if reported else written

@@ -132,7 +132,7 @@ def _verify_run_folder(root: Path, request: RunRequest, settings: dict[str, Any]
     """The verify step of run folder `root` (its own hypothesis, task, model and corruption
     only), with `settings` stored in its config."""
     from wildcircuits.errors import InputError
-    from wildcircuits.pipeline.runner import rerun_step
+    from wildcircuits.pipeline.runner import rerun_steps
     from wildcircuits.pipeline.steps_explain import check_explainable
 
     config = check_explainable(root)
@@ -165,5 +165,5 @@ def _verify_run_folder(root: Path, request: RunRequest, settings: dict[str, Any]
     settings = {k: v for k, v in settings.items() if k not in fixed}
     config = config.with_(device=device, verify_settings={**config.verify_settings, **settings})
     pipeline_settings(config)  # bad settings fail here, before the folder is touched
-    rerun_step(root, config, "verify", progress)
+    rerun_steps(root, config, ("verify",), progress)
     return root / "verification.json"
