@@ -445,3 +445,24 @@ def test_identical_subtrees_count_once_against_max_tree():
         plans(NOTHING_SCRUBBED, draw, free, max_tree=1)[0].note
     )
     assert plans(NOTHING_SCRUBBED, draw, free, max_tree=2)[0].logits is not None
+
+
+def test_a_tree_with_too_many_nodes_is_refused_before_any_draw(monkeypatch):
+    """`tree_nodes` counts from the class graph what `build_tree` builds (7 nodes for the
+    cyclic case, 5 for the everything-depends case); above NODES_PER_RUN x max_tree nodes the
+    whole hypothesis is refused without drawing one resample (a big tree's draws alone can
+    take half an hour)."""
+    from wildcircuits.explanation.hypothesis import LOGITS
+    from wildcircuits.verification import scrubbing
+
+    for h, expected in ((_case("cyclic gpt2")[1], 7), (NOTHING_SCRUBBED, 5)):
+        counted = sum(scrubbing.tree_nodes(h, h.class_named(p.sender))
+                      for p in h.paths_into(LOGITS))  # fmt: skip
+        assert counted == expected
+    h = _case("cyclic gpt2")[1]
+    monkeypatch.setattr(scrubbing, "NODES_PER_RUN", 1)
+    draw = Recorder(planted_pool(N), SEED)
+    whole = plans(h, draw, draw.free("x_rand"), max_tree=6)[0]
+    assert whole.logits is None and "has 7 tree nodes, more than 1 x max_tree = 6" in whole.note
+    assert not any(label.startswith("whole") for label, _, _ in draw.draws)
+    assert plans(h, draw, draw.free("x_rand"), max_tree=7)[0].logits is not None

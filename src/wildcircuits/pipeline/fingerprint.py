@@ -48,9 +48,11 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
 #: drafted inside the explain step). verify 2: in causal scrubbing a class computes as one
 #: unit (its members read each other from the class run, `verification.scrub_runs`); 3: the
 #: whole hypothesis's tree counts identical subtrees once against max_tree (so more trees are
-#: scrubbed). A step not listed is at version 1 and carries no entry, so its fingerprints
-#: are those written before versions existed.
-METHOD_VERSIONS: dict[str, int] = {"explain": 4, "hypothesis": 2, "verify": 3}
+#: scrubbed); 4: a resampling variable holds every token of its span (a multi-token entity
+#: whole), greater_than and induction have variables, values compare by key and text
+#: (`verification.resampling.pool_from_dataset`). A step not listed is at version 1 and
+#: carries no entry, so its fingerprints are those written before versions existed.
+METHOD_VERSIONS: dict[str, int] = {"explain": 4, "hypothesis": 2, "verify": 4}
 
 #: step -> the steps whose outputs it reads (their output hashes enter its fingerprint).
 STEP_UPSTREAM: dict[str, tuple[str, ...]] = {

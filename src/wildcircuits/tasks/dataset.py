@@ -1,8 +1,9 @@
 """Datasets: a task's examples built for one tokenizer, with their build report.
 
 Every prompt is stored as text, token ids (as the tokenizer encodes the text by default, BOS
-included when the tokenizer adds one) and named token positions. Clean and corrupted prompts of an
-example always have the same token length and the same named positions.
+included when the tokenizer adds one), named token positions and the token range of every span.
+Clean and corrupted prompts of an example always have the same token length and the same named
+positions.
 """
 
 from __future__ import annotations
@@ -22,21 +23,27 @@ UNEQUAL_LENGTH = "token length differs from the clean prompt"  # a reason to dro
 
 @dataclass(frozen=True)
 class Span:
-    """A named character span of a rendered prompt; `single_token` spans must be one token."""
+    """A named character span of a rendered prompt; `single_token` spans must be one token.
+    A `named` span is a named position (its last token); every span's token range is kept
+    (`Prompt.spans`), so an unnamed one can still say which tokens a resampling variable holds."""
 
     name: str
     start: int
     end: int
     single_token: bool = True
+    named: bool = True
 
 
 @dataclass(frozen=True)
 class Prompt:
-    """One tokenized prompt: text, token ids and named token positions (always `END`)."""
+    """One tokenized prompt: text, token ids, named token positions (always `END`) and spans:
+    name -> (first token, last token + 1) of each span the task marked, one token or more (a
+    multi-token entity's named position is only its last token)."""
 
     text: str
     token_ids: tuple[int, ...]
     positions: Mapping[str, int]
+    spans: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -124,7 +131,11 @@ class BuildReport:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A task's examples for one tokenizer, with provenance and the build report."""
+    """A task's examples for one tokenizer, with provenance and the build report.
+
+    `lists`: resampling variable -> the list it is drawn from, where the task states it
+    (variables of one list never share a value within a prompt); empty, scrubbing infers the
+    lists from the values (`verification.resampling.make_pool`)."""
 
     task: str
     tokenizer: str
@@ -135,6 +146,7 @@ class Dataset:
     position: str
     examples: tuple[Example, ...]
     report: BuildReport
+    lists: Mapping[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -237,6 +249,7 @@ def tokenize_prompt(tokenizer: Any, text: str, spans: Sequence[Span]) -> Prompt:
     encoded = tokenizer(text, return_offsets_mapping=True)
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
     positions: dict[str, int] = {}
+    ranges: dict[str, tuple[int, int]] = {}
     for span in spans:
         covering = [i for i, (s, e) in enumerate(offsets) if s < span.end and e > span.start]
         if not covering:
@@ -248,9 +261,11 @@ def tokenize_prompt(tokenizer: Any, text: str, spans: Sequence[Span]) -> Prompt:
                 raise AlignmentError(
                     f"slot {span.name} is not one token in context (merges with its neighbour)"
                 )
-        positions[span.name] = covering[-1]
+        ranges[span.name] = (covering[0], covering[-1] + 1)
+        if span.named:
+            positions[span.name] = covering[-1]
     positions["END"] = len(ids) - 1
-    return Prompt(text=text, token_ids=tuple(ids), positions=positions)
+    return Prompt(text=text, token_ids=tuple(ids), positions=positions, spans=ranges)
 
 
 def check_aligned(clean: Prompt, corrupted: Prompt) -> str | None:

@@ -5,8 +5,8 @@ A `ResamplePool` holds token rows (a `PatchingProblem`: the reference prompts, t
 targets and named positions) and, per row, its resampling variables: which variable holds each
 token (`slots`) and each variable's value (`values`). Variables of one list (e.g. IOI's IO, S
 and C, all drawn from `names`) never share a value within a prompt, as the task builder draws
-them. Rows with the same `keys` have the same layout (template group, length, named positions),
-so a token index means the same thing in all of them.
+them. Rows with the same `keys` have the same layout (template group, length, named positions,
+the tokens each variable holds), so a token index means the same thing in all of them.
 
 The rule (`Resampler.agreeing`): x' agrees with a reference x on positions P when it has the same
 layout and the same token ids at every token of P. x' is made by transplanting: a random other
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from wildcircuits.errors import WildcircuitsError
+from wildcircuits.errors import TaskError, WildcircuitsError
 from wildcircuits.explanation.positions import position_index
 from wildcircuits.patching.problem import PatchingProblem, problem_from_dataset
 
@@ -111,7 +111,7 @@ def make_pool(
             f"variable) = {(n, len(variables))}; got {tuple(slots.shape)}, {tuple(values.shape)}"
         )
     lists = tuple(lists) if lists is not None else _infer_lists(values)
-    keys = _layout_keys(problem)
+    keys = _layout_keys(problem, slots)
     names, index = position_index(problem)
     return ResamplePool(
         problem=problem, variables=tuple(variables), lists=lists, values=values, slots=slots,
@@ -138,15 +138,19 @@ def _infer_lists(values: torch.Tensor) -> tuple[int, ...]:
     return tuple(root(v) for v in range(n_vars))
 
 
-def _layout_keys(problem: PatchingProblem) -> torch.Tensor:
-    """(row,) ids: rows share one when group, attention mask and named positions agree."""
+def _layout_keys(problem: PatchingProblem, slots: torch.Tensor) -> torch.Tensor:
+    """(row,) ids: rows share one when group, attention mask, named positions and the variable
+    holding each token (`slots`: a multi-token entity's length) agree."""
     mask = problem.clean.attention_mask.cpu()
     named = [problem.named_positions[k].cpu() for k in sorted(problem.named_positions)]
     groups = problem.groups.cpu() if problem.groups is not None else torch.zeros(problem.batch)
     seen: dict[tuple, int] = {}
     keys = []
     for row in range(problem.batch):
-        key = (int(groups[row]), tuple(mask[row].tolist()), tuple(int(p[row]) for p in named))
+        key = (
+            int(groups[row]), tuple(mask[row].tolist()), tuple(int(p[row]) for p in named),
+            tuple(slots[row].tolist()),
+        )  # fmt: skip
         keys.append(seen.setdefault(key, len(seen)))
     return torch.tensor(keys)
 
@@ -165,8 +169,13 @@ def pool_from_dataset(model, dataset, corruption: str | None = None) -> Resample
     """The pool of a task `Dataset` built for `model`: its clean prompts (the problem of
     `problem_from_dataset`, `corruption` only for its provenance: scrubbing never reads the
     corrupted prompts) with the variables of `Example.metadata` (`{VAR}.{key}` entries): a
-    variable holds the tokens of its occurrences (`IO`, `S1`, `S2` for S, ...) in
-    `Prompt.positions`; its value is its metadata. Variables never in a prompt are left out."""
+    variable holds every token of its occurrences (`IO`, `S1`, `S2` for S, ...): the token
+    range of the occurrence's span (`Prompt.spans`, all of a multi-token entity) where the task
+    marked one, else its named position. Its value is its metadata; values are compared by key
+    and text, so variables drawn from one list (IO.name, S.name) share values and variables of
+    different kinds (CC.century, XX.year) never do. Variables never in a prompt are left out; a
+    token two variables claim is a TaskError (the task's spans overlap). The variables' lists
+    are the task's (`Dataset.lists`) where it states them, else inferred from the values."""
     problem = problem_from_dataset(model, dataset, corruption)
     keys = (k for e in dataset.examples for k in e.metadata if "." in k)
     names = list(dict.fromkeys(k.split(".")[0] for k in keys))
@@ -175,22 +184,57 @@ def pool_from_dataset(model, dataset, corruption: str | None = None) -> Resample
     vocab: dict[str, int] = {}
     values = torch.full((len(dataset), len(names)), -1, dtype=torch.long)
     for row, example in enumerate(dataset.examples):
-        for occurrence, token in example.clean.positions.items():
+        for occurrence, (first, stop) in _occurrences(example.clean).items():
             variable = _variable_of(occurrence, names)
-            if variable is not None:
-                slots[row, token] = names.index(variable)
+            if variable is None:
+                continue
+            claimed = slots[row, first:stop]
+            if bool(((claimed >= 0) & (claimed != names.index(variable))).any()):
+                raise TaskError(
+                    f"task {dataset.task!r}: in example {row}, occurrence {occurrence!r} covers "
+                    "a token another variable already holds; give each variable's spans their "
+                    "own tokens"
+                )
+            slots[row, first:stop] = names.index(variable)
         for v, name in enumerate(names):
-            fields = sorted((k, x) for k, x in example.metadata.items() if k.split(".")[0] == name)
+            fields = sorted(
+                (k.split(".", 1)[1], x) for k, x in example.metadata.items()
+                if k.split(".")[0] == name
+            )  # fmt: skip
             if fields:
-                values[row, v] = vocab.setdefault(repr(tuple(x for _, x in fields)), len(vocab))
+                values[row, v] = vocab.setdefault(repr(tuple(fields)), len(vocab))
     used = [v for v in range(len(names)) if bool((slots == v).any())]
     remap = torch.full((len(names) + 1,), -1, dtype=torch.long)
     remap[torch.tensor(used, dtype=torch.long)] = torch.arange(len(used))
     slots = remap[slots]  # -1 stays -1 (index -1 is the last, unused, entry)
+    variables = [names[v] for v in used]
     return make_pool(
-        problem, slots, values[:, used], [names[v] for v in used],
+        problem, slots, values[:, used], variables, lists=_stated_lists(dataset, variables),
         source=f"task {dataset.task!r} metadata variables",
     )  # fmt: skip
+
+
+def _stated_lists(dataset, variables: Sequence[str]) -> tuple[int, ...] | None:
+    """The list ids of `variables` from `Dataset.lists`, or None (infer them) where the task
+    states none; a task that states some must state every variable's."""
+    if not dataset.lists:
+        return None
+    missing = [v for v in variables if v not in dataset.lists]
+    if missing:
+        raise TaskError(
+            f"task {dataset.task!r} states the lists of its resampling variables but not of "
+            f"{', '.join(missing)}; state every variable's list, or none"
+        )
+    order = list(dict.fromkeys(dataset.lists[v] for v in variables))
+    return tuple(order.index(dataset.lists[v]) for v in variables)
+
+
+def _occurrences(prompt) -> dict[str, tuple[int, int]]:
+    """name -> (first token, stop) of a prompt's spans and, where a name has no span, its one
+    named token."""
+    out = {name: (token, token + 1) for name, token in prompt.positions.items()}
+    out.update(prompt.spans)
+    return out
 
 
 def _variable_of(occurrence: str, variables: Sequence[str]) -> str | None:

@@ -41,6 +41,10 @@ from wildcircuits.verification.scrub_runs import Chunk, Runs, members_of
 #: each run costs about one forward per chunk of prompts); a bigger tree is reported as not
 #: scrubbable, with the runs it needs.
 MAX_TREE = 64
+#: Trees with more nodes than this many times max_tree are not built: drawing one node's
+#: resample costs about 27 ms on 32 prompts (entity_tracking SmolLM2: 1,225 nodes in 33 s), so
+#: induction SmolLM2's 82,980-node tree would take over half an hour only to be refused.
+NODES_PER_RUN = 16
 
 CONVENTION = (
     "causal scrubbing (Chan et al. 2022), treeified to the full depth of the claimed class "
@@ -154,6 +158,12 @@ def _whole(h: Hypothesis, draw: Resampler, free: Sample, max_tree: int = MAX_TRE
     why = draw.unscrubbable(_positions_needed(h, [c.name for c in h.classes]))
     if why:
         return Plan(claim, "whole", None, None, why)
+    nodes = sum(tree_nodes(h, h.class_named(p.sender)) for p in h.paths_into(LOGITS))
+    if nodes > NODES_PER_RUN * max_tree:
+        note = (f"the treeified hypothesis has {nodes} tree nodes, more than {NODES_PER_RUN} x "
+                f"max_tree = {NODES_PER_RUN * max_tree}, so it was not built (verify settings "
+                "max_tree raises it)")  # fmt: skip
+        return Plan(claim, "whole", None, None, note)
     reference, count = draw.pool.reference(), [0]
     top = tuple(
         (p, build_tree(h, h.class_named(p.sender), reference, draw, "whole", count))
@@ -180,6 +190,21 @@ def _whole(h: Hypothesis, draw: Resampler, free: Sample, max_tree: int = MAX_TRE
 
     reasons = set().union(*(n.reasons() for _, n in top)) if top else set()
     return Plan(claim, "whole", ok, logits, "; ".join(sorted(reasons)))
+
+
+def tree_nodes(h: Hypothesis, claimed: ClaimedClass, memo: dict | None = None) -> int:
+    """The nodes `build_tree` makes for `claimed`, counted from the class graph alone (the
+    tree's shape does not depend on the resamples), each subtree shape once."""
+    memo = {} if memo is None else memo
+    key = (claimed.name, claimed.members)
+    if key not in memo:
+        total = 1
+        for path in h.paths_into(claimed.name):
+            sender = upstream_members(h.class_named(path.sender), claimed)
+            if sender.members:
+                total += tree_nodes(h, sender, memo)
+        memo[key] = total
+    return memo[key]
 
 
 def distinct_runs(nodes) -> int:

@@ -10,6 +10,9 @@ Python because its answer sets depend on how the tokenizer splits numbers:
   both sets are non-empty.
 
 Corruption `01` (Hanna et al. 2023): the start year's XX becomes 01, same token length.
+
+Resampling variables (causal scrubbing): NOUN, CC (the century, both years) and XX (the start
+year's last two digits), so every token that differs between prompts of a template is held by one.
 """
 
 from __future__ import annotations
@@ -123,14 +126,22 @@ def _two_digit_mode(tokenizer: Any) -> bool:
 
 
 def _render(template: str, noun: str, century: int, xx: str) -> tuple[str, list[Span]]:
+    """The prompt and its spans: NOUN and YEAR (the start year; its position is its last digit)
+    are named positions; CC1 / XX (the start year's century and last two digits) and CC2 (the
+    end year's century, whose last token is END) only mark the tokens the resampling variables
+    CC and XX hold."""
     head, _, _ = TEMPLATES[template].partition("{noun}")
     text = TEMPLATES[template].format(noun=noun, cc=century, xx=xx)
     noun_start = len(head)
     year = f"{century}{xx}"
     year_start = text.index(year, noun_start)
+    end_century = len(text) - len(str(century))
     spans = [
         Span("NOUN", noun_start, noun_start + len(noun)),
         Span("YEAR", year_start, year_start + 4, single_token=False),
+        Span("CC1", year_start, year_start + 2, single_token=False, named=False),
+        Span("XX", year_start + 2, year_start + 4, single_token=False, named=False),
+        Span("CC2", end_century, len(text), single_token=False, named=False),
     ]
     return text, spans
 
@@ -161,6 +172,9 @@ def _example(
         answer_texts=tuple(above),
         distractor_texts=tuple(below),
         metadata={
+            "NOUN.noun": noun,
+            "CC.century": str(century),
+            "XX.year": f"{xx:02d}",
             "century": str(century),
             "xx": f"{xx:02d}",
             "yy_range": yy_range if low == 2 else yy_range.replace("02", "10"),

@@ -6,6 +6,8 @@ plain text and `model.tokenize` sees exactly the sampled ids. Metric: mean next-
 second repeat (from its second token on). Corruption `unrelated_first_half`: the first half is
 replaced by other random words, so the second half is no longer a repeat (same targets).
 Token frequency is proxied by the token id rank (BPE merge order / SentencePiece score order).
+Resampling variables (causal scrubbing): one per word of the sequence (`word_variable`), holding
+both of its occurrences, so a kept token keeps its repeat too.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class InductionTask:
         dataset = Dataset(
             self.name, tokenizer_name(tokenizer), seed, split, self.metric,
             self.default_corruption, "END", tuple(examples), report,
+            lists={word_variable(i): "words" for i in range(self.seq_len)},
         )  # fmt: skip
         return require_size(dataset, n if min_n is None else min_n)
 
@@ -91,16 +94,25 @@ class InductionTask:
         prefix = [tokenizer.bos_token_id] * bos
         length = self.seq_len
         positions = {"REPEAT": bos + length, "END": bos + 2 * length - 1}
-        clean = Prompt("".join(w for _, w in first) * 2, tuple(prefix + ids_a * 2), positions)
+        words = [word_variable(i) for i in range(length)]
+        spans = {f"{w}{half + 1}": (bos + half * length + i, bos + half * length + i + 1)
+                 for half in (0, 1) for i, w in enumerate(words)}  # fmt: skip
+        clean = Prompt(
+            "".join(w for _, w in first) * 2, tuple(prefix + ids_a * 2), positions, spans
+        )
         corrupt_text = "".join(w for _, w in other) + "".join(w for _, w in first)
-        corrupted = Prompt(corrupt_text, tuple(prefix + ids_b + ids_a), positions)
+        corrupted = Prompt(corrupt_text, tuple(prefix + ids_b + ids_a), positions, spans)
         return Example(
             clean=clean,
             corrupted={self.default_corruption: corrupted},
             answers=(),
             distractors=(),
             template=f"len{length}",
-            metadata={"seq_len": str(length), "band": f"{self.band[0]:.2f}-{self.band[1]:.2f}"},
+            metadata={
+                "seq_len": str(length),
+                "band": f"{self.band[0]:.2f}-{self.band[1]:.2f}",
+                **{f"{w}.word": str(i) for w, i in zip(words, ids_a, strict=True)},
+            },
             loss_positions=tuple(range(bos + length, bos + 2 * length - 1)),
             loss_targets=tuple(ids_a[1:]),
         )
@@ -126,6 +138,17 @@ class InductionTask:
         random.Random(seed).shuffle(words)
         text = "".join(words)
         return Preview(text * 2, {self.default_corruption: "".join(reversed(words)) + text}, (), ())
+
+
+def word_variable(i: int) -> str:
+    """The resampling variable of the sequence's word i: Wa, Wb, .., Wz, Wba, .. (letters, so
+    its occurrences Wa1 and Wa2, in the first and the repeated half, end in a digit)."""
+    letters = ""
+    while True:
+        letters = "abcdefghijklmnopqrstuvwxyz"[i % 26] + letters
+        i //= 26
+        if not i:
+            return "W" + letters
 
 
 def _bos_count(tokenizer: Any) -> int:
