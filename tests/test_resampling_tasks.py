@@ -10,6 +10,7 @@ variables were added) and on tasks with multi-token entities (a variable holds t
 from __future__ import annotations
 
 import types
+from dataclasses import replace
 
 import pytest
 import torch
@@ -60,20 +61,16 @@ def test_greater_than_variables_hold_both_centuries_and_the_start_years_digits(
     dataset, pool = _pool(real_tokenizers, model_id, "greater_than")
     assert pool.variables == ("NOUN", "CC", "XX")
     assert len(set(pool.lists)) == 3  # a century of 17 and a year of 17 are not one list
+    decode = real_tokenizers[model_id].decode
     for row, example in enumerate(dataset.examples):
         ids, end = example.clean.token_ids, example.clean.positions["END"]
         century = _held(pool, row, "CC")
         assert end in century  # END is the end year's last century digit
-        text = "".join(dataset_decode(real_tokenizers[model_id], [ids[t] for t in century]))
+        text = decode([ids[t] for t in century])
         assert text.replace(" ", "") == example.metadata["century"] * 2
         year = _held(pool, row, "XX")
         assert year[-1] == example.clean.positions["YEAR"]
-        digits = dataset_decode(real_tokenizers[model_id], [ids[t] for t in year])
-        assert "".join(digits).strip() == example.metadata["xx"]
-
-
-def dataset_decode(tokenizer, ids: list[int]) -> list[str]:
-    return [tokenizer.decode([i]) for i in ids]
+        assert decode([ids[t] for t in year]).strip() == example.metadata["xx"]
 
 
 @pytest.mark.parametrize("model_id", REAL_TOKENIZER_IDS)
@@ -155,15 +152,9 @@ def test_overlapping_variable_spans_and_a_partly_stated_list_are_clear_errors(re
     spans = dict(example.clean.spans)
     spans["Wb1"] = spans["Wa1"]  # Wb claims Wa's token
     clean = Prompt(example.clean.text, example.clean.token_ids, example.clean.positions, spans)
-    bad = type(dataset)(**{**dataset.__dict__, "examples": (_with(example, clean),)})
+    bad = replace(dataset, examples=(replace(example, clean=clean),))
     with pytest.raises(TaskError, match="another variable already holds"):
         pool_from_dataset(model, bad)
-    partial = type(dataset)(**{**dataset.__dict__, "lists": {"Wa": "words"}})
+    partial = replace(dataset, lists={"Wa": "words"})
     with pytest.raises(TaskError, match="state every variable's list"):
         pool_from_dataset(model, partial)
-
-
-def _with(example, clean):
-    from dataclasses import replace
-
-    return replace(example, clean=clean)

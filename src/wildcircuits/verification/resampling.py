@@ -188,14 +188,15 @@ def pool_from_dataset(model, dataset, corruption: str | None = None) -> Resample
             variable = _variable_of(occurrence, names)
             if variable is None:
                 continue
+            index = names.index(variable)
             claimed = slots[row, first:stop]
-            if bool(((claimed >= 0) & (claimed != names.index(variable))).any()):
+            if bool(((claimed >= 0) & (claimed != index)).any()):
                 raise TaskError(
                     f"task {dataset.task!r}: in example {row}, occurrence {occurrence!r} covers "
                     "a token another variable already holds; give each variable's spans their "
                     "own tokens"
                 )
-            slots[row, first:stop] = names.index(variable)
+            slots[row, first:stop] = index
         for v, name in enumerate(names):
             fields = sorted(
                 (k.split(".", 1)[1], x) for k, x in example.metadata.items()

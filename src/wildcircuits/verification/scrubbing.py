@@ -98,29 +98,30 @@ class TreeNode:
 
 
 def build_tree(
-    h: Hypothesis,
-    claimed: ClaimedClass,
-    reference: Sample,
-    draw: Resampler,
-    label: str,
-    count: list[int] | None = None,
+    h: Hypothesis, claimed: ClaimedClass, reference: Sample, draw: Resampler, label: str
 ) -> TreeNode:
-    """The treeified resamples of `claimed` relative to `reference` (module doc). A sender
-    class enters a receiver's run only through its members upstream of some receiver member
-    (`upstream_members`; the others cannot reach it), so a cycle of claimed class paths
+    """The treeified resamples of `claimed` relative to `reference` (module doc), with a child
+    per `tree_children` entry."""
+    sample = draw.agreeing(reference, claimed.depends_on.positions, f"{label}/{claimed.name}")
+    children = tuple(
+        (path, build_tree(h, sender, sample, draw, f"{label}/{claimed.name}<{path.sender}"))
+        for path, sender in tree_children(h, claimed)
+    )
+    return TreeNode(claimed, sample, children)
+
+
+def tree_children(h: Hypothesis, claimed: ClaimedClass) -> list[tuple[ClaimedPath, ClaimedClass]]:
+    """(path, sender) for each claimed path into `claimed` whose sender keeps a member: a
+    sender class enters a receiver's run only through its members upstream of some receiver
+    member (`upstream_members`; the others cannot reach it), so a cycle of claimed class paths
     (classes at one position spanning many layers, e.g. MLPs and duplicate-token heads at S2)
     unrolls member by member and ends: each turn round it keeps only earlier members."""
-    count = count if count is not None else [0]
-    count[0] += 1
-    sample = draw.agreeing(reference, claimed.depends_on.positions, f"{label}/{claimed.name}")
-    children = []
+    out = []
     for path in h.paths_into(claimed.name):
         sender = upstream_members(h.class_named(path.sender), claimed)
         if sender.members:
-            child = build_tree(h, sender, sample, draw, f"{label}/{claimed.name}<{path.sender}",
-                               count)  # fmt: skip
-            children.append((path, child))
-    return TreeNode(claimed, sample, tuple(children))
+            out.append((path, sender))
+    return out
 
 
 def _order(pair) -> int:
@@ -164,15 +165,15 @@ def _whole(h: Hypothesis, draw: Resampler, free: Sample, max_tree: int = MAX_TRE
                 f"max_tree = {NODES_PER_RUN * max_tree}, so it was not built (verify settings "
                 "max_tree raises it)")  # fmt: skip
         return Plan(claim, "whole", None, None, note)
-    reference, count = draw.pool.reference(), [0]
+    reference = draw.pool.reference()
     top = tuple(
-        (p, build_tree(h, h.class_named(p.sender), reference, draw, "whole", count))
+        (p, build_tree(h, h.class_named(p.sender), reference, draw, "whole"))
         for p in h.paths_into(LOGITS)
     )
     runs = distinct_runs(node for _, node in top)
     if runs > max_tree:
         note = (f"the treeified hypothesis needs {runs} class runs, more than max_tree = "
-                f"{max_tree} ({count[0]} tree nodes, identical subtrees run once; each run "
+                f"{max_tree} ({nodes} tree nodes, identical subtrees run once; each run "
                 "is about one forward per chunk; verify settings max_tree raises it)")  # fmt: skip
         return Plan(claim, "whole", None, None, note)
     ok = free.ok.clone()
@@ -194,16 +195,12 @@ def _whole(h: Hypothesis, draw: Resampler, free: Sample, max_tree: int = MAX_TRE
 
 def tree_nodes(h: Hypothesis, claimed: ClaimedClass, memo: dict | None = None) -> int:
     """The nodes `build_tree` makes for `claimed`, counted from the class graph alone (the
-    tree's shape does not depend on the resamples), each subtree shape once."""
+    tree's shape does not depend on the resamples; `memo` keeps each (class, members) count, so
+    a big tree is counted without walking it)."""
     memo = {} if memo is None else memo
     key = (claimed.name, claimed.members)
     if key not in memo:
-        total = 1
-        for path in h.paths_into(claimed.name):
-            sender = upstream_members(h.class_named(path.sender), claimed)
-            if sender.members:
-                total += tree_nodes(h, sender, memo)
-        memo[key] = total
+        memo[key] = 1 + sum(tree_nodes(h, sender, memo) for _, sender in tree_children(h, claimed))
     return memo[key]
 
 
