@@ -140,9 +140,15 @@ def test_edge_engine_full_and_empty_circuits_on_the_real_model(model):
     assert effect > 100 * max(error, 1e-5)  # the kept edges matter, well above rounding
 
 
+def _receiver_effect(run, graph, name, direction):
+    """The first-order change of the objective when `direction` is added to the edge's input."""
+    r, _ = graph.edge_cell(name)
+    return (run.receiver_grads[:, :, r] * direction).sum()
+
+
 def test_edge_engine_receiver_gradients_match_finite_differences_on_the_real_model(model):
     """Gradient runs share one attention input per layer and recover each receiver's gradient
-    from its own projection: check q, k, v and MLP receivers against central differences."""
+    from its own projection: check q, k and v receivers against central differences."""
     from wildcircuits.patching.edges import EdgeForward
 
     engine = EdgeForward(model)
@@ -161,7 +167,12 @@ def test_edge_engine_receiver_gradients_match_finite_differences_on_the_real_mod
     generator = torch.Generator().manual_seed(0)
     direction = torch.randn(outputs.shape[:2] + (model.d_model,), generator=generator)
     middle = model.n_layers // 2
-    for name in (f"m1->a{middle}.h1<{slot}>" for slot in ("q", "k", "v")):
+    for slot in ("q", "k", "v"):
+        # The middle layer's head whose receiver this direction moves most: a fixed head's effect
+        # can sit at float32 noise (h1<k> on SmolLM2 moved the logit diff by 1.1e-5, and central
+        # differences of the two patched runs then differ from it by 3.8e-6 on some CPUs).
+        names = [f"m1->a{middle}.h{h}<{slot}>" for h in range(model.n_heads)]
+        name = max(names, key=lambda n: abs(float(_receiver_effect(run, graph, n, direction))))
         r, s = graph.edge_cell(name)
         mask = torch.zeros_like(graph.valid)
         mask[r, s] = True
@@ -174,5 +185,5 @@ def test_edge_engine_receiver_gradients_match_finite_differences_on_the_real_mod
 
         numeric = (shifted(1.0) - shifted(-1.0)) / 2
         analytic = float((run.receiver_grads[:, :, r] * scale * direction).sum())
-        assert abs(analytic) > 5e-6  # a real effect, well above float noise (~1e-6)
+        assert abs(analytic) > 1e-4  # a real effect, far above float32 noise (~4e-6 seen)
         assert abs(numeric - analytic) <= 0.1 * abs(analytic) + 2e-6, (name, numeric, analytic)
