@@ -40,12 +40,12 @@ def test_verify_settings_given_for_a_run_folder_are_stored_and_fingerprinted(
             "--out", str(run), "--quiet"]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
     first = Manifest.load(run / "manifest.json").steps["verify"].fingerprint
-    assert main([*args, "--max-n", "6", "--budget", "7"]) == 0
+    assert main([*args, "--max-n", "6", "--budget", "7000"]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["verify_settings"] == {"max_n": 6, "budget_s": 7.0}
+    assert config["verify_settings"] == {"max_n": 6, "budget_forwards": 7000}
     assert Manifest.load(run / "manifest.json").steps["verify"].fingerprint != first
     verification = json.loads((run / "verification.json").read_text())
-    assert verification["provenance"]["settings"]["budget_s"] == 7.0
+    assert verification["provenance"]["settings"]["budget_forwards"] == 7000
     assert verification["provenance"]["settings"]["max_n"] == 6
     status = main([*args, "--n", "4"])  # the run's held-out size is 6
     assert status == 2 and "n 4: a run folder's verify step" in capsys.readouterr().err

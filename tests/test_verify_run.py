@@ -5,6 +5,7 @@ falsified by the test that should catch it), and the CLI's input boundary."""
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import pytest
 
@@ -126,17 +127,41 @@ def test_the_same_seed_gives_the_same_verification():
     assert again.claims == first.claims and again.criteria == first.criteria
 
 
-def test_wide_intervals_grow_the_prompts_within_the_budget():
-    settings = VerifySettings(n=8, max_n=32, max_width=0.0, n_random=2,
-                              greedy_steps=1, minimality_steps=0, n_boot=50, n_reference=4,
-                              scrub=False, budget_s=1e6)  # fmt: skip
+GROWING = VerifySettings(n=8, max_n=32, max_width=0.0, n_random=2, greedy_steps=1,
+                         minimality_steps=0, n_boot=50, n_reference=4, scrub=False,
+                         checks=False, budget_forwards=10**9)  # fmt: skip
+
+
+def _rounds(settings):
     result = verify_inputs(planted_induction_model(), PlantedInputs(), WRONG["swapped"], settings,
                            progress=False)  # fmt: skip
-    assert [r["n"] for r in result.provenance["rounds"]] == [8, 16, 32]
-    tight = VerifySettings(**{**settings.__dict__, "budget_s": 0.0})
-    result = verify_inputs(planted_induction_model(), PlantedInputs(), WRONG["swapped"], tight,
-                           progress=False)  # fmt: skip
-    assert [r["n"] for r in result.provenance["rounds"]] == [8]
+    return result.provenance["rounds"]
+
+
+def test_wide_intervals_grow_the_prompts_within_the_budget():
+    rounds = _rounds(GROWING)
+    assert [r["n"] for r in rounds] == [8, 16, 32]
+    first, second, _ = (r["token_forwards"] for r in rounds)
+    assert 1.5 * first <= second <= 2.5 * first  # twice the prompts cost about twice as much
+    assert [r["n"] for r in _rounds(replace(GROWING, budget_forwards=0))] == [8]
+    # After a round, the prompts double while spent + twice that round fits the budget.
+    just = first + second + 2 * second
+    assert [r["n"] for r in _rounds(replace(GROWING, budget_forwards=just))] == [8, 16, 32]
+    assert [r["n"] for r in _rounds(replace(GROWING, budget_forwards=just - 1))] == [8, 16]
+
+
+def test_the_prompts_verified_on_do_not_depend_on_the_clock(monkeypatch):
+    """The budget counts forward passes: a machine 10^6 times slower grows the same rounds."""
+    from wildcircuits.verification import run
+
+    quick = _rounds(GROWING)
+    ticks = iter(range(0, 10**12, 10**6))
+    monkeypatch.setattr(run.time, "perf_counter", lambda: float(next(ticks)))
+    slow = _rounds(GROWING)
+    assert [(r["n"], r["token_forwards"]) for r in slow] == [
+        (r["n"], r["token_forwards"]) for r in quick
+    ]
+    assert slow[0]["seconds"] >= 10**6 > quick[0]["seconds"]
 
 
 def test_a_member_at_a_position_the_prompts_lack_is_a_clear_error():

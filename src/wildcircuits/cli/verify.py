@@ -49,9 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--budget",
-        type=float,
+        type=int,
         default=None,
-        help="seconds the prompt growth may spend (default 240; a run folder: the pipeline's)",
+        help="token-forwards (one prompt token through every layer) the rounds of prompts may "
+        "spend together (default 128,000; a run folder: the pipeline's 64,000)",
     )
     parser.add_argument(
         "--seed",
@@ -66,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def chosen_settings(args: argparse.Namespace) -> dict[str, float | int]:
     """The `VerifySettings` fields the user set on the command line (the rest keep their
     defaults, or in a run folder the run's own settings)."""
-    given = {"n": args.n, "max_n": args.max_n, "budget_s": args.budget, "seed": args.seed}
+    given = {"n": args.n, "max_n": args.max_n, "budget_forwards": args.budget, "seed": args.seed}
     return {key: value for key, value in given.items() if value is not None}
 
 
@@ -83,7 +84,7 @@ def check(args: argparse.Namespace) -> None:
     if (n is not None and n < 2) or (None not in (n, max_n) and max_n < n):
         raise InputError(f"--n {n} --max-n {max_n}: give --n >= 2 and --max-n >= --n")
     if args.budget is not None and args.budget <= 0:
-        raise InputError(f"--budget {args.budget}: give a positive number of seconds")
+        raise InputError(f"--budget {args.budget}: give a positive number of token-forwards")
 
 
 def run(args: argparse.Namespace) -> int:

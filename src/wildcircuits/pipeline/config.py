@@ -95,14 +95,14 @@ PIPELINE_VERIFY = {
     "n_random": 5,
     "greedy_steps": 1,
     "minimality_steps": 0,
-    "budget_s": 120.0,
+    "budget_forwards": 64_000,
 }
 
 
 def check_verify_settings(settings: dict[str, Any]) -> None:
     """Unknown keys of `verify_settings` are an error naming the valid ones (no torch)."""
     valid = (
-        "max_n", "max_width", "budget_s", "n_random", "greedy_steps", "minimality_steps",
+        "max_n", "max_width", "budget_forwards", "n_random", "greedy_steps", "minimality_steps",
         "minimality_candidates", "n_reference", "n_boot", "batch_size", "scrub", "max_tree",
         "checks",
     )  # fmt: skip
@@ -110,6 +110,12 @@ def check_verify_settings(settings: dict[str, Any]) -> None:
         raise WildcircuitsError(
             f"verify_settings must be a JSON object, got {type(settings).__name__}; give e.g. "
             "'{\"greedy_steps\": 2}'"
+        )
+    if "budget_s" in settings:
+        raise WildcircuitsError(
+            "verify_settings: budget_s (seconds) was replaced by budget_forwards (token-forwards, "
+            "so that the prompts a hypothesis is verified on do not depend on the machine's "
+            "load; docs/verify.md): give budget_forwards instead"
         )
     unknown = sorted(k for k in settings if k not in valid)
     if unknown:

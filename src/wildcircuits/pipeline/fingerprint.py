@@ -50,9 +50,11 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
 #: whole hypothesis's tree counts identical subtrees once against max_tree (so more trees are
 #: scrubbed); 4: a resampling variable holds every token of its span (a multi-token entity
 #: whole), greater_than and induction have variables, values compare by key and text
-#: (`verification.resampling.pool_from_dataset`). A step not listed is at version 1 and
+#: (`verification.resampling.pool_from_dataset`); 5: the prompts grow within a budget of
+#: token-forwards (`models.counting`), not seconds, so they do not depend on the machine's load.
+#: A step not listed is at version 1 and
 #: carries no entry, so its fingerprints are those written before versions existed.
-METHOD_VERSIONS: dict[str, int] = {"explain": 4, "hypothesis": 2, "verify": 4}
+METHOD_VERSIONS: dict[str, int] = {"explain": 4, "hypothesis": 2, "verify": 5}
 
 #: step -> the steps whose outputs it reads (their output hashes enter its fingerprint).
 STEP_UPSTREAM: dict[str, tuple[str, ...]] = {

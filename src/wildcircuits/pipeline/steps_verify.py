@@ -3,7 +3,7 @@
 The step reads RUN_DIR/hypothesis.yaml as the explain step wrote it (through the same checks a
 person's edit meets) and tests it on the run's held-out split (`n_heldout` prompts to start;
 `wildcircuits.verification.run.verify` grows them where an interval is too wide, within its
-time budget). A person who edits the hypothesis verifies the edited copy with
+budget of forward passes). A person who edits the hypothesis verifies the edited copy with
 `wildcircuits verify HYPOTHESIS.yaml --task T --model M --out DIR` (`verify_file`): the run
 folder's own hypothesis.yaml is an output of the explain step, so editing it in place makes a
 `--resume` redo the explain step.
@@ -78,7 +78,7 @@ def verify_file(
 ) -> Path:
     """Verify a hypothesis file for a task and model; write OUT/verification.json and return
     its path. The file is checked (shape, positions) before any long work. settings: the
-    `VerifySettings` fields to change from their defaults (e.g. {"n": 32, "budget_s": 60}).
+    `VerifySettings` fields to change from their defaults (e.g. {"n": 32, "max_n": 32}).
 
     OUT may be a run folder only for that folder's own hypothesis.yaml and the run's task,
     model and corruption: the verify step is then run as `discover` runs it (under the folder's

@@ -5,8 +5,11 @@ On the task's held-out prompts (test split), in this order:
    (`mean:template`: the mean over the task's corrupted distribution, per template; for IOI the
    ABC distribution), whole (component, position) knockouts;
 2. while the interval of F(C) / F(M) is wider than `max_width` and doubling the prompts fits
-   the time budget (the last round's time, times two), the prompts are doubled (at most
-   `max_n`) and the criteria recomputed: every number is then reported at the final size;
+   the budget (the token-forwards spent so far plus twice the last round's, at most
+   `budget_forwards`), the prompts are doubled (at most `max_n`) and the criteria recomputed:
+   every number is then reported at the final size. The budget is counted in forward passes
+   (`models.counting`), not seconds, so how many prompts a hypothesis is verified on does not
+   depend on the machine or its load;
 3. the statistical tests of Shi et al. 2024 (`stat_tests.run_stat_tests`);
 4. causal scrubbing of the whole hypothesis and of each claim alone (`scrubbing.scrub`);
 5. the harder red-team checks (`redteam`): the task's other corruptions, templates held out
@@ -31,19 +34,27 @@ from wildcircuits.results.verdicts import Check, CheckVerdict
 from wildcircuits.results.verify import ClaimStatus, ClaimVerdict, Verification
 from wildcircuits.verification import redteam, verdicts
 
+#: The rounds' default budget in token-forwards (the `discover` pipeline's is half,
+#: `PIPELINE_VERIFY`). On this project's 2-core CPU a first round of the criteria ran 157 to 675
+#: token-forwards a second (five catalogue cells, docs/verify.md "Effort settings"), so this is
+#: 190 to 815 seconds there; until verify version 5 the budget was 240 seconds of clock time,
+#: which made the prompts a cell was verified on depend on the machine's load.
+BUDGET_FORWARDS = 128_000
+
 
 @dataclass(frozen=True)
 class VerifySettings:
     """How a hypothesis is verified (defaults sized so `make demo` stays within its budget).
 
     n: held-out prompts of the first round; max_n: the most the rounds may grow to; max_width:
-    the widest acceptable 95% interval of F(C) / F(M); budget_s: seconds the growth may spend;
-    the rest are the parts' settings (criteria.criteria, stat_tests.run_stat_tests, scrub)."""
+    the widest acceptable 95% interval of F(C) / F(M); budget_forwards: the token-forwards (one
+    token position through every layer, `models.counting`) the rounds may spend together; the
+    rest are the parts' settings (criteria.criteria, stat_tests.run_stat_tests, scrub)."""
 
     n: int = 16
     max_n: int = 64
     max_width: float = 0.2
-    budget_s: float = 240.0
+    budget_forwards: int = BUDGET_FORWARDS
     seed: int = 0
     ablation: str = "mean:template"
     n_random: int = 10
@@ -258,6 +269,7 @@ def _grow(inputs, hypothesis, settings, engine, say, progress):
     """The criteria at the first round whose F(C) / F(M) interval is narrow enough, or the last
     one that fits the budget, `max_n` and the task's size."""
     from wildcircuits.explanation.pair_evaluator import PairEvaluator
+    from wildcircuits.models.counting import count_forwards
     from wildcircuits.verification.criteria import criteria as run_criteria
 
     n, rounds, spent, last = settings.n, [], 0.0, None  # last: (evaluator, criteria, rows)
@@ -274,19 +286,23 @@ def _grow(inputs, hypothesis, settings, engine, say, progress):
         evaluator = PairEvaluator(engine, problem, settings.ablation, settings.batch_size)
         rows: dict = {}  # kept set -> (batch,) metrics, shared with the statistical tests
         say(f"criteria on {problem.batch} prompts ({settings.ablation})")
-        criteria = run_criteria(
-            evaluator, hypothesis, n_random=settings.n_random, greedy_steps=settings.greedy_steps,
-            minimality_steps=settings.minimality_steps,
-            minimality_candidates=settings.minimality_candidates, seed=settings.seed,
-            n_boot=settings.n_boot, progress=progress, rows=rows,
-        )  # fmt: skip
-        took = time.perf_counter() - begin
+        with count_forwards(engine.model) as count:
+            criteria = run_criteria(
+                evaluator, hypothesis, n_random=settings.n_random,
+                greedy_steps=settings.greedy_steps, minimality_steps=settings.minimality_steps,
+                minimality_candidates=settings.minimality_candidates, seed=settings.seed,
+                n_boot=settings.n_boot, progress=progress, rows=rows,
+            )  # fmt: skip
+        took = round(count.token_forwards)
         spent += took
         interval = criteria.relative_faithfulness.interval
         width = interval.width if interval is not None else 0.0
-        rounds.append({"n": problem.batch, "width": round(width, 4), "seconds": round(took, 2)})
+        rounds.append({
+            "n": problem.batch, "width": round(width, 4), "token_forwards": took,
+            "seconds": round(time.perf_counter() - begin, 2),
+        })  # fmt: skip
         grow = 2 * n
-        fits = spent + 2 * took <= settings.budget_s
+        fits = spent + 2 * took <= settings.budget_forwards
         too_big = grow > settings.max_n or (inputs.max_n is not None and grow > inputs.max_n)
         if width <= settings.max_width or too_big or not fits:
             return evaluator, criteria, rows, rounds

@@ -5,7 +5,7 @@ stored in verification.json) and never changed for one run. A number with an int
 compared as a whole interval: the claim is **supported** when the whole interval lies on the
 good side of the threshold, **falsified** when the whole interval lies on the bad side, and
 **inconclusive** when the interval straddles it (more prompts would decide it; the verify step
-grows the number of prompts where an interval is too wide, within its time budget).
+grows the number of prompts where an interval is too wide, within its budget of forward passes).
 
 The claims and the test that decides each:
 - the circuit is faithful: F(C) / F(M) (mean ablation per template) within
