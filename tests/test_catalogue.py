@@ -341,6 +341,53 @@ def test_a_cell_reduced_to_the_kept_files_still_reads_as_finished(built, tmp_pat
     assert read_cell(copy, plan.cells[1], plan).state is CellState.PENDING
 
 
+def _reduced_copy(root, tmp_path):
+    """A copy of the built catalogue with every cell reduced to KEPT (as docs/catalogue/)."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("cache"))
+    for cell in copy.glob("cells/*/*"):
+        if cell.name not in KEPT:
+            shutil.rmtree(cell) if cell.is_dir() else cell.unlink()
+    return copy
+
+
+def test_a_new_verify_method_reruns_only_verify_in_a_reduced_cell(built, tmp_path, monkeypatch):
+    """Rerunning a reduced cell's upstream steps would redo the whole cell; a stale verify step
+    reads only hypothesis.yaml, so it alone runs again, and the cell reads as finished."""
+    from wildcircuits.catalogue.cells import cell_folder, run_cell, stale_steps
+    from wildcircuits.pipeline import fingerprint
+    from wildcircuits.results.manifest import Manifest
+
+    root, inputs, result = built
+    copy = _reduced_copy(root, tmp_path)
+    monkeypatch.setenv("WILDCIRCUITS_CACHE", str(root / "cache"))
+    plan = load_plan(copy)
+    spec = plan.cells[1]
+    folder, config = cell_folder(copy, spec), spec.config(plan.base)
+    before = Manifest.load(folder / "manifest.json").steps
+    assert stale_steps(folder, config) is None  # nothing is stale
+    hypothesis_version = fingerprint.METHOD_VERSIONS["hypothesis"]
+    monkeypatch.setitem(fingerprint.METHOD_VERSIONS, "verify", 99)
+    assert read_cell(copy, spec, plan).state is CellState.PENDING
+    assert stale_steps(folder, config) == ("verify",)
+    monkeypatch.setitem(fingerprint.METHOD_VERSIONS, "hypothesis", 99)
+    assert stale_steps(folder, config) == ("hypothesis", "verify")
+    monkeypatch.setitem(fingerprint.METHOD_VERSIONS, "hypothesis", hypothesis_version)
+    assert run_cell(folder, config) is None
+    after = Manifest.load(folder / "manifest.json").steps
+    assert after["verify"].fingerprint != before["verify"].fingerprint
+    assert {s: r for s, r in after.items() if s != "verify"} == {
+        s: r for s, r in before.items() if s != "verify"
+    }
+    assert not (folder / "localise.json").exists() and not (folder / "circuit.json").exists()
+    assert read_cell(copy, spec, plan).state is result.cells[1].state
+    assert stale_steps(folder, config) is None
+    monkeypatch.setitem(fingerprint.METHOD_VERSIONS, "explain", 99)  # reads circuit.json
+    assert stale_steps(folder, config) is None
+
+
 def test_the_gitignore_keeps_exactly_the_kept_files_of_a_committed_cell():
     from pathlib import Path
 

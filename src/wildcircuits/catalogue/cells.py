@@ -44,6 +44,14 @@ KEPT = (
 )
 
 
+#: Steps that read only KEPT files (besides the model and the task): hypothesis reads
+#: explanation.json, verify reads hypothesis.yaml. When a new method version makes only these
+#: disagree, a cell reruns just them (`stale_steps`), not the steps whose arrays a reduced cell
+#: lacks (recomputing those would redo the whole cell: their float noise changes every hash
+#: downstream).
+KEPT_INPUT_STEPS = ("hypothesis", "verify")
+
+
 def cell_folder(root: Path, spec: CellSpec) -> Path:
     return Path(root) / CELLS / spec.folder
 
@@ -51,6 +59,32 @@ def cell_folder(root: Path, spec: CellSpec) -> Path:
 def finished(folder: Path, config: DiscoverConfig) -> str | None:
     """ "done" when every step of `config` is done and agrees with it, "stopped" when the run
     stopped on purpose after a done step (the behaviour gate), else None (run it)."""
+    run = _run_folder(folder)
+    if run is None:
+        return None
+    stop = run.manifest.stopped
+    if stop is not None and _agrees(run, stop.step, config):
+        return "stopped"
+    return "done" if _disagreeing(run, config) == [] else None
+
+
+def stale_steps(folder: Path, config: DiscoverConfig) -> tuple[str, ...] | None:
+    """The steps to rerun when every step but some of KEPT_INPUT_STEPS agrees with `config`
+    (a finished cell under an older hypothesis or verify method): the first such step that
+    disagrees and every KEPT_INPUT_STEPS step after it. None when the cell needs the whole
+    pipeline's resume (a step outside them disagrees, the run stopped, or nothing is stale)."""
+    run = _run_folder(folder)
+    if run is None or run.manifest.stopped is not None:
+        return None
+    disagree = _disagreeing(run, config)
+    if not disagree or not set(disagree) <= set(KEPT_INPUT_STEPS):
+        return None
+    first = config.steps.index(disagree[0])
+    return tuple(s for s in config.steps[first:] if s in KEPT_INPUT_STEPS)
+
+
+def _run_folder(folder: Path) -> Any:
+    """The cell's RunFolder with its manifest loaded, or None where it has none (not run)."""
     from wildcircuits.pipeline.run_folder import RunFolder
 
     run = RunFolder(folder)
@@ -60,17 +94,21 @@ def finished(folder: Path, config: DiscoverConfig) -> str | None:
         run.manifest = Manifest.load(run.path("manifest.json"))
     except WildcircuitsError:
         return None
-    stop = run.manifest.stopped
-    if stop is not None and _agrees(run, stop.step, config):
-        return "stopped"
+    return run
+
+
+def _disagreeing(run: Any, config: DiscoverConfig) -> list[str] | None:
+    """The steps of `config` that do not agree with it, in order; None when the report step
+    never finished (the run did not get to its end)."""
+    disagree = []
     for step in config.steps:
         record = run.manifest.steps.get(step)
         if step == "report":
             if record is None or record.state is not StepState.DONE:
                 return None
         elif not _agrees(run, step, config):
-            return None
-    return "done"
+            disagree.append(step)
+    return disagree
 
 
 def _agrees(run: Any, step: str, config: DiscoverConfig) -> bool:
@@ -91,16 +129,21 @@ def run_cell(folder: Path | str, config: DiscoverConfig, progress: bool = False)
     """Run (or continue) one cell; returns None, or the error message it recorded.
 
     Only this call writes into the cell folder (the pipeline's files, atomically, and
-    error.json); a finished cell is left as it is, a stopped one is not run past its stop."""
-    from wildcircuits.pipeline.runner import discover
+    error.json); a finished cell is left as it is, a stopped one is not run past its stop, and
+    one where only KEPT_INPUT_STEPS are stale reruns just those (`stale_steps`)."""
+    from wildcircuits.pipeline.runner import discover, rerun_steps
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ERROR_FILE).unlink(missing_ok=True)
     if finished(folder, config) is not None:
         return None
+    stale = stale_steps(folder, config)
     try:
-        discover(config, folder, resume=True, progress=progress)
+        if stale is not None:
+            rerun_steps(folder, config, stale, progress)
+        else:
+            discover(config, folder, resume=True, progress=progress)
     except Exception as error:  # recorded; the catalogue goes on with the other cells
         message = f"{type(error).__name__}: {error}"
         save_json(
