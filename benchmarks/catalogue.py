@@ -15,20 +15,17 @@ import argparse
 import time
 from dataclasses import dataclass, field
 
-from wildcircuits.models.adapters import get_module
+from wildcircuits.models.counting import ForwardCount, attach_counter
 
 
 @dataclass
 class Tally:
-    """Rows through the MLP modules of the model loaded last, and per (cell, step) tallies."""
+    """Rows through the MLP modules of every model loaded (`models.counting`; n_layers is the
+    model loaded last), and per (cell, step) tallies."""
 
-    rows: int = 0
-    n_layers: int = 1
+    count: ForwardCount = field(default_factory=lambda: ForwardCount(n_layers=1))
     cell: str = ""
     steps: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
-
-    def hook(self, module, inputs, output) -> None:
-        self.rows += int(inputs[0].shape[0])
 
 
 def count_loads(tally: Tally) -> None:
@@ -39,10 +36,8 @@ def count_loads(tally: Tally) -> None:
 
     def load(*args, **kwargs):
         model = real(*args, **kwargs)
-        tally.n_layers = model.n_layers
-        for layer in range(model.n_layers):
-            module = get_module(model.layer_module(layer), model.adapter.mlp)
-            module.register_forward_hook(tally.hook)
+        tally.count.n_layers = model.n_layers
+        attach_counter(model, tally.count)
         return model
 
     models.load_model = load  # Context.model imports it from the package at call time
@@ -55,11 +50,11 @@ def time_steps(tally: Tally) -> None:
     def wrap(name, real):
         def step(ctx):
             tally.cell = ctx.folder.root.name
-            start, rows = time.perf_counter(), tally.rows
+            start, rows = time.perf_counter(), tally.count.rows
             try:
                 return real(ctx)
             finally:
-                forwards = (tally.rows - rows) / tally.n_layers
+                forwards = (tally.count.rows - rows) / tally.count.n_layers
                 tally.steps[(tally.cell, name)] = (time.perf_counter() - start, forwards)
 
         return step

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 import wildcircuits as wc
-from wildcircuits.models.adapters import get_module
+from wildcircuits.models.counting import ForwardCount, attach_counter
 
 STAGES = {
     "circuit": ("wildcircuits.explanation.position_search", "find_position_circuit"),
@@ -35,21 +35,14 @@ STAGES = {
 
 @dataclass
 class Counter:
-    """Rows through every layer's MLP module, and per-stage tallies."""
+    """Rows through every layer's MLP module (`models.counting`), and per-stage tallies."""
 
-    rows: int = 0
+    count: ForwardCount
     stages: dict[str, tuple[float, int]] = field(default_factory=dict)
 
-    def hook(self, module, inputs, output) -> None:
-        self.rows += int(inputs[0].shape[0])
-
-
-def attach(model, counter: Counter) -> list:
-    """A forward hook on each layer's MLP module; returns the handles."""
-    return [
-        get_module(model.layer_module(layer), model.adapter.mlp).register_forward_hook(counter.hook)
-        for layer in range(model.n_layers)
-    ]
+    @property
+    def rows(self) -> int:
+        return self.count.rows
 
 
 def wrap_stages(counter: Counter) -> None:
@@ -99,8 +92,8 @@ def main() -> None:
     search = task.problem(model, n=args.n, split="train")
     heldout = task.problem(model, n=args.n, split="test")
     nodes = run_nodes(args.run) if args.run else None
-    counter = Counter()
-    attach(model, counter)
+    counter = Counter(ForwardCount(model.n_layers))
+    attach_counter(model, counter.count)
     wrap_stages(counter)
     start = time.perf_counter()
     result = explain(model, search, heldout, nodes=nodes, progress=False)

@@ -24,28 +24,12 @@ import argparse
 import time
 
 import wildcircuits as wc
-from wildcircuits.models.adapters import get_module
+from wildcircuits.models.counting import ForwardCount, attach_counter
 
 PARTS = ("criteria", "tests", "scrubbing", "checks")
 
 
-class Counter:
-    """Rows through every layer's MLP module."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-
-    def hook(self, module, inputs, output) -> None:
-        self.rows += int(inputs[0].shape[0])
-
-
-def attach(model, counter: Counter) -> None:
-    for layer in range(model.n_layers):
-        module = get_module(model.layer_module(layer), model.adapter.mlp)
-        module.register_forward_hook(counter.hook)
-
-
-def wrap_parts(counter: Counter, tallies: dict[str, int]) -> None:
+def wrap_parts(counter: ForwardCount, tallies: dict[str, int]) -> None:
     """Record the rows each part of `verify` runs (the parts are module functions of run.py;
     the checks are `TaskInputs.checks`)."""
     from wildcircuits.verification import run
@@ -77,8 +61,8 @@ def main() -> None:
     from wildcircuits.verification.run import VerifySettings
 
     model = wc.load_model(args.model)
-    counter, tallies = Counter(), {}
-    attach(model, counter)
+    counter, tallies = ForwardCount(model.n_layers), {}
+    attach_counter(model, counter)
     wrap_parts(counter, tallies)
     settings = VerifySettings(n=args.n, max_n=args.max_n)
     start = time.perf_counter()

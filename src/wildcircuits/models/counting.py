@@ -37,24 +37,37 @@ class ForwardCount:
     def token_forwards(self) -> float:
         return self.tokens / self.n_layers
 
-    def _hook(self, module, inputs, output) -> None:
+    def hook(self, module, inputs, output) -> None:
+        """A forward hook for an MLP module (`attach_counter`)."""
         x = inputs[0]  # (batch, pos, d_model), or (rows, d_model) where an engine flattens
         self.rows += int(x.shape[0])
         self.tokens += int(x.shape[:-1].numel())
+
+
+def attach_counter(model: InstrumentedModel, count: ForwardCount) -> list:
+    """Hook `count` onto every layer's MLP module for good (benchmarks count a whole run this
+    way); returns the handles. `count_forwards` is the scoped form."""
+    from wildcircuits.models.adapters import get_module
+
+    handles = []
+    try:
+        for layer in range(model.n_layers):
+            module = get_module(model.layer_module(layer), model.adapter.mlp)
+            handles.append(module.register_forward_hook(count.hook))
+    except BaseException:
+        for handle in handles:
+            handle.remove()
+        raise
+    return handles
 
 
 @contextmanager
 def count_forwards(model: InstrumentedModel) -> Iterator[ForwardCount]:
     """Count what runs through `model` inside the block; the hooks are removed on the way out,
     an exception included."""
-    from wildcircuits.models.adapters import get_module
-
     count = ForwardCount(n_layers=model.n_layers)
-    handles = []
+    handles = attach_counter(model, count)
     try:
-        for layer in range(model.n_layers):
-            module = get_module(model.layer_module(layer), model.adapter.mlp)
-            handles.append(module.register_forward_hook(count._hook))
         yield count
     finally:
         for handle in handles:
