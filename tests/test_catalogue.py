@@ -356,7 +356,7 @@ def _reduced_copy(root, tmp_path):
 def test_a_new_verify_method_reruns_only_verify_in_a_reduced_cell(built, tmp_path, monkeypatch):
     """Rerunning a reduced cell's upstream steps would redo the whole cell; a stale verify step
     reads only hypothesis.yaml, so it alone runs again, and the cell reads as finished."""
-    from wildcircuits.catalogue.cells import cell_folder, run_cell, stale_steps
+    from wildcircuits.catalogue.cells import cell_folder, run_cell, steps_to_rerun
     from wildcircuits.pipeline import fingerprint
     from wildcircuits.results.manifest import Manifest
 
@@ -367,13 +367,13 @@ def test_a_new_verify_method_reruns_only_verify_in_a_reduced_cell(built, tmp_pat
     spec = plan.cells[1]
     folder, config = cell_folder(copy, spec), spec.config(plan.base)
     before = Manifest.load(folder / "manifest.json").steps
-    assert stale_steps(folder, config) is None  # nothing is stale
+    assert steps_to_rerun(folder, config) is None  # nothing is stale
     hypothesis_version = fingerprint.METHOD_VERSIONS["hypothesis"]
     monkeypatch.setitem(fingerprint.METHOD_VERSIONS, "verify", 99)
     assert read_cell(copy, spec, plan).state is CellState.PENDING
-    assert stale_steps(folder, config) == ("verify",)
+    assert steps_to_rerun(folder, config) == ("verify",)
     monkeypatch.setitem(fingerprint.METHOD_VERSIONS, "hypothesis", 99)
-    assert stale_steps(folder, config) == ("hypothesis", "verify")
+    assert steps_to_rerun(folder, config) == ("hypothesis", "verify")
     monkeypatch.setitem(fingerprint.METHOD_VERSIONS, "hypothesis", hypothesis_version)
     assert run_cell(folder, config) is None
     after = Manifest.load(folder / "manifest.json").steps
@@ -383,9 +383,9 @@ def test_a_new_verify_method_reruns_only_verify_in_a_reduced_cell(built, tmp_pat
     }
     assert not (folder / "localise.json").exists() and not (folder / "circuit.json").exists()
     assert read_cell(copy, spec, plan).state is result.cells[1].state
-    assert stale_steps(folder, config) is None
+    assert steps_to_rerun(folder, config) is None
     monkeypatch.setitem(fingerprint.METHOD_VERSIONS, "explain", 99)  # reads circuit.json
-    assert stale_steps(folder, config) is None
+    assert steps_to_rerun(folder, config) is None
 
 
 def test_the_gitignore_keeps_exactly_the_kept_files_of_a_committed_cell():
@@ -522,3 +522,22 @@ def test_catalogue_md_has_one_row_per_cell_and_escapes_pipes(built):
         assert any(f"| {cell.task} | {cell.model} | {cell.state.value} |" in r for r in rows)
     hostile = replace(result, cells=(replace(result.cells[0], task="a|b\nc"),))
     assert "| a\\|b c |" in render_markdown(hostile)
+
+
+def test_token_forwards_are_summed_and_a_partial_count_says_so(built):
+    """The index and catalogue.md show each cell's cost in token-forwards; a cell whose done
+    steps predate the count (rerun only in part) shows the counted sum and how many steps."""
+    from wildcircuits.report.catalogue_index import forwards_cell
+    from wildcircuits.results.catalogue import StepSeconds
+
+    root, inputs, result = built
+    cell = result.cells[1]
+    counted = [s.token_forwards for s in cell.steps if s.state == "done"]
+    assert counted and all(c is not None for c in counted) and sum(counted) > 0
+    assert forwards_cell(cell) == (f"{sum(counted):,}", repr(float(sum(counted))))
+    old = tuple(StepSeconds(s.step, s.state, s.seconds) for s in cell.steps)
+    partial = replace(cell, steps=(*old[:-1], cell.steps[-1]))
+    n_done = sum(s.state == "done" for s in cell.steps)
+    assert forwards_cell(partial)[0].endswith(f"(1 of {n_done} steps)")
+    assert forwards_cell(replace(cell, steps=old)) == ("n/a", "")
+    assert f"{sum(counted):,}" in (root / "catalogue.md").read_text()

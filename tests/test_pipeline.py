@@ -49,6 +49,14 @@ def test_full_run_writes_every_file_and_a_report(tiny_setup, tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert [manifest["steps"][s]["state"] for s in STEPS] == ["done"] * len(STEPS)
     assert manifest["model"]["source"] == "gguf" and manifest["git_commit"]
+    # Each step's cost in token-forwards: the model's steps ran some, the report none, and the
+    # verify step at least its rounds of criteria (a round the split is too small for has none).
+    forwards = {s: manifest["steps"][s]["token_forwards"] for s in STEPS}
+    assert all(forwards[s] > 0 for s in ("behaviour", "localise", "discover", "evaluate",
+                                         "explain", "verify", "redteam"))  # fmt: skip
+    assert forwards["report"] == 0
+    rounds = json.loads((folder / "verification.json").read_text())["provenance"]["rounds"]
+    assert forwards["verify"] >= sum(r.get("token_forwards", 0) for r in rounds) > 0
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["provenance"]["quantization"]
     assert {c["kind"] for c in metrics["curves"]} == {"method", "random"}

@@ -46,7 +46,7 @@ KEPT = (
 
 #: Steps that read only KEPT files (besides the model and the task): hypothesis reads
 #: explanation.json, verify reads hypothesis.yaml. When a new method version makes only these
-#: disagree, a cell reruns just them (`stale_steps`), not the steps whose arrays a reduced cell
+#: disagree, a cell reruns just them (`steps_to_rerun`), not the steps whose arrays a reduced cell
 #: lacks (recomputing those would redo the whole cell: their float noise changes every hash
 #: downstream).
 KEPT_INPUT_STEPS = ("hypothesis", "verify")
@@ -68,7 +68,7 @@ def finished(folder: Path, config: DiscoverConfig) -> str | None:
     return "done" if _disagreeing(run, config) == [] else None
 
 
-def stale_steps(folder: Path, config: DiscoverConfig) -> tuple[str, ...] | None:
+def steps_to_rerun(folder: Path, config: DiscoverConfig) -> tuple[str, ...] | None:
     """The steps to rerun when every step but some of KEPT_INPUT_STEPS agrees with `config`
     (a finished cell under an older hypothesis or verify method): the first such step that
     disagrees and every KEPT_INPUT_STEPS step after it. None when the cell needs the whole
@@ -130,7 +130,7 @@ def run_cell(folder: Path | str, config: DiscoverConfig, progress: bool = False)
 
     Only this call writes into the cell folder (the pipeline's files, atomically, and
     error.json); a finished cell is left as it is, a stopped one is not run past its stop, and
-    one where only KEPT_INPUT_STEPS are stale reruns just those (`stale_steps`)."""
+    one where only KEPT_INPUT_STEPS are stale reruns just those (`steps_to_rerun`)."""
     from wildcircuits.pipeline.runner import discover, rerun_steps
 
     folder = Path(folder)
@@ -138,7 +138,7 @@ def run_cell(folder: Path | str, config: DiscoverConfig, progress: bool = False)
     (folder / ERROR_FILE).unlink(missing_ok=True)
     if finished(folder, config) is not None:
         return None
-    stale = stale_steps(folder, config)
+    stale = steps_to_rerun(folder, config)
     try:
         if stale is not None:
             rerun_steps(folder, config, stale, progress)
@@ -184,7 +184,10 @@ def _behaviour(folder: Path) -> Behaviour | None:
 def _steps(manifest: Manifest | None) -> tuple[StepSeconds, ...]:
     if manifest is None:
         return ()
-    return tuple(StepSeconds(s, r.state.value, r.seconds) for s, r in manifest.steps.items())
+    return tuple(
+        StepSeconds(s, r.state.value, r.seconds, r.token_forwards)
+        for s, r in manifest.steps.items()
+    )
 
 
 def _error(folder: Path, manifest: Manifest | None) -> str | None:

@@ -19,6 +19,12 @@ class Context:
 
     def __init__(self, config: DiscoverConfig, folder: RunFolder, progress: bool = True):
         self.config, self.folder, self.progress = config, folder, progress
+        self._forwards: Any = None  # models.counting.ForwardCount, once the model is loaded
+
+    @property
+    def token_forwards(self) -> int:
+        """Token-forwards run through the model so far (0 before it is loaded)."""
+        return 0 if self._forwards is None else round(self._forwards.token_forwards)
 
     def say(self, message: str) -> None:
         if self.progress:
@@ -29,8 +35,12 @@ class Context:
         from wildcircuits.models import load_model
 
         self.say(f"loading {self.config.model} on {self.config.device}")
+        from wildcircuits.models.counting import ForwardCount, attach_counter
+
         model = load_model(self.config.model, device=self.config.device)
         self.folder.record_model(model.info.to_dict())
+        self._forwards = ForwardCount(model.n_layers)
+        attach_counter(model, self._forwards)  # each step's cost (`run_step`); this run's model
         return model
 
     @functools.cached_property

@@ -113,20 +113,29 @@ class RunFolder:
         self.manifest = self.manifest.with_step(step, StepRecord(StepState(state), **fields))
         self.save_manifest()
 
-    def finish(self, step: str, config: DiscoverConfig, seconds: float, outputs) -> None:
-        """Record `step` as done, with its fingerprint and the hash of every output. A file
+    def finish(
+        self,
+        step: str,
+        config: DiscoverConfig,
+        seconds: float,
+        outputs,
+        token_forwards: int | None = None,
+    ) -> None:
+        """Record `step` as done, with its fingerprint, the hash of every output and the
+        forward passes it ran (`token_forwards`, None where not counted). A file
         belongs to the step that wrote it last: another step's record that lists one of these
         outputs (hypothesis.yaml, written by the explain step before the hypothesis step
         existed) drops it first, so that record still agrees with the folder."""
         self._disown(step, outputs)
         hashes = {n: file_hash(self.path(n)) for n in outputs if self.path(n).is_file()}
+        cost = {"seconds": seconds, "token_forwards": token_forwards}
         if step not in STEP_FIELDS:  # the report: rebuilt every run, no fingerprint
-            self.mark(step, StepState.DONE, seconds=seconds, outputs=tuple(outputs))
+            self.mark(step, StepState.DONE, **cost, outputs=tuple(outputs))
             return
         self.mark(
             step,
             StepState.DONE,
-            seconds=seconds,
+            **cost,
             outputs=tuple(outputs),
             fingerprint=fingerprint(step, config.to_dict(), self.manifest),
             inputs=step_inputs(step, config.to_dict()),

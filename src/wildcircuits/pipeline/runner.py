@@ -104,21 +104,22 @@ def run_step(ctx: Context, step: str) -> bool:
     """Run one step and record it; True when the run stopped on purpose."""
     config, folder = ctx.config, ctx.folder
     folder.mark(step, "running")
-    start = time.perf_counter()
+    start, forwards = time.perf_counter(), ctx.token_forwards
     try:
         outputs = STEP_FUNCTIONS[step](ctx)
     except StopRun as stop:
         reason, outputs = stop.args
-        folder.finish(step, config, round(time.perf_counter() - start, 2), outputs)
+        folder.finish(step, config, round(time.perf_counter() - start, 2), outputs,
+                      ctx.token_forwards - forwards)  # fmt: skip
         _stop(ctx, step, reason)
         return True
     except BaseException as error:
         folder.mark(step, "failed", seconds=round(time.perf_counter() - start, 2),
                     error=f"{type(error).__name__}: {error}")  # fmt: skip
         raise
-    seconds = round(time.perf_counter() - start, 2)
-    folder.finish(step, config, seconds, outputs)
-    ctx.say(f"{step}: done in {seconds:.1f} s")
+    seconds, forwards = round(time.perf_counter() - start, 2), ctx.token_forwards - forwards
+    folder.finish(step, config, seconds, outputs, forwards)
+    ctx.say(f"{step}: done in {seconds:.1f} s, {forwards:,} token-forwards")
     return False
 
 

@@ -35,6 +35,7 @@ COLUMNS = (
     ("classes", False),
     ("failed criteria", False),
     ("seconds", True),
+    ("token-forwards", True),
     ("report", False),
 )
 STATE_BADGE = {
@@ -126,6 +127,19 @@ def cell_seconds(cell: Cell) -> float | None:
     return sum(values) if values else None
 
 
+def forwards_cell(cell: Cell) -> tuple[str, str]:
+    """(shown text, data-sort value) of the token-forwards of the cell's steps, summed; where
+    some done steps predate the count, the sum of those counted says so ("3 of 10 steps")."""
+    done = [s for s in cell.steps if s.state == "done"]
+    counted = [s.token_forwards for s in done if s.token_forwards is not None]
+    if not counted:
+        return "n/a", ""
+    text, key = number_cell(sum(counted))
+    if len(counted) < len(done):
+        text += f" ({len(counted)} of {len(done)} steps)"
+    return text, key
+
+
 def _row(cell: Cell) -> str:
     b = cell.behaviour
     behaviour = number_cell(b.clean_mean if b else None)
@@ -149,6 +163,7 @@ def _row(cell: Cell) -> str:
         "CPR": number_cell(cell.cpr),
         "CMD": number_cell(cell.cmd),
         "seconds": number_cell(cell_seconds(cell)),
+        "token-forwards": forwards_cell(cell),
     }
     texts = {
         "task": esc(cell.task),

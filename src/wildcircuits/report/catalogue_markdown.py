@@ -1,18 +1,25 @@
 """DIR/catalogue.md: the catalogue's cells as one Markdown table (for docs and reviews), from
 catalogue.json only; the HTML index (`catalogue_index`) is the sortable view of the same rows
-and formats every number (its `number_cell`, `faithfulness_cell`, `cell_seconds`)."""
+and formats every number (its `number_cell`, `faithfulness_cell`, `cell_seconds`,
+`forwards_cell`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from wildcircuits.report.catalogue_index import cell_seconds, faithfulness_cell, number_cell
+from wildcircuits.report.catalogue_index import (
+    cell_seconds,
+    faithfulness_cell,
+    forwards_cell,
+    number_cell,
+)
 from wildcircuits.results.catalogue import Catalogue, Cell
 from wildcircuits.results.io import atomic_write_bytes
 
 COLUMNS = (
     "task", "model", "state", "behaviour", "heads / MLPs / edges", "F(C)/F(M) [95%]",
     "edge faithfulness (random)", "claims", "classes", "failed criteria", "seconds",
+    "token-forwards",
 )  # fmt: skip
 
 
@@ -33,7 +40,7 @@ def _row(cell: Cell) -> list[str]:
         cell.error or cell.stop_reason or "none")  # fmt: skip
     values = [cell.task, cell.model, cell.state.value, behaviour, sizes,
               faithfulness_cell(cell)[0], edge, claims, ", ".join(cell.classes) or "n/a", failed,
-              number_cell(cell_seconds(cell))[0]]  # fmt: skip
+              number_cell(cell_seconds(cell))[0], forwards_cell(cell)[0]]  # fmt: skip
     return [_cell_text(v) for v in values]
 
 

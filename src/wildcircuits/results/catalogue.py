@@ -85,9 +85,13 @@ class Faithfulness:
 
 @dataclass(frozen=True)
 class StepSeconds:
+    """One step's state and cost: seconds (machine and load dependent) and token-forwards
+    (`models.counting`; None where the run predates the count)."""
+
     step: str
     state: str
     seconds: float | None = None
+    token_forwards: int | None = None
 
 
 @dataclass(frozen=True)

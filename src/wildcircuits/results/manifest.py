@@ -24,10 +24,14 @@ class StepRecord:
     `fingerprint` is the SHA-256 of what the outputs were computed from (the config fields in
     `inputs` and the upstream steps' output hashes; `wildcircuits.pipeline.fingerprint`);
     `hashes` is the SHA-256 of each output file's bytes. A record without a fingerprint was
-    written before fingerprints existed."""
+    written before fingerprints existed. `token_forwards`: the forward passes the step ran
+    (`models.counting`: one token position through every layer; backward passes and the
+    unembedding are not counted), a cost that, unlike `seconds`, does not depend on the
+    machine or its load; absent in records written before it was counted."""
 
     state: StepState
     seconds: float | None = None
+    token_forwards: int | None = None
     outputs: tuple[str, ...] = ()
     error: str | None = None
     fingerprint: str | None = None
