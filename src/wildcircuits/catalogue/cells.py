@@ -59,13 +59,7 @@ def cell_folder(root: Path, spec: CellSpec) -> Path:
 def finished(folder: Path, config: DiscoverConfig) -> str | None:
     """ "done" when every step of `config` is done and agrees with it, "stopped" when the run
     stopped on purpose after a done step (the behaviour gate), else None (run it)."""
-    run = _run_folder(folder)
-    if run is None:
-        return None
-    stop = run.manifest.stopped
-    if stop is not None and _agrees(run, stop.step, config):
-        return "stopped"
-    return "done" if _disagreeing(run, config) == [] else None
+    return _state(_run_folder(folder), config)[0]
 
 
 def steps_to_rerun(folder: Path, config: DiscoverConfig) -> tuple[str, ...] | None:
@@ -73,14 +67,24 @@ def steps_to_rerun(folder: Path, config: DiscoverConfig) -> tuple[str, ...] | No
     (a finished cell under an older hypothesis or verify method): the first such step that
     disagrees and every KEPT_INPUT_STEPS step after it. None when the cell needs the whole
     pipeline's resume (a step outside them disagrees, the run stopped, or nothing is stale)."""
-    run = _run_folder(folder)
-    if run is None or run.manifest.stopped is not None:
-        return None
+    return _state(_run_folder(folder), config)[1]
+
+
+def _state(run: Any, config: DiscoverConfig) -> tuple[str | None, tuple[str, ...] | None]:
+    """(`finished`, `steps_to_rerun`) from one reading of the folder: each step's outputs are
+    hashed once."""
+    if run is None:
+        return None, None
+    stop = run.manifest.stopped
+    if stop is not None and _agrees(run, stop.step, config):
+        return "stopped", None
     disagree = _disagreeing(run, config)
-    if not disagree or not set(disagree) <= set(KEPT_INPUT_STEPS):
-        return None
+    if disagree == []:
+        return "done", None
+    if stop is not None or not disagree or not set(disagree) <= set(KEPT_INPUT_STEPS):
+        return None, None
     first = config.steps.index(disagree[0])
-    return tuple(s for s in config.steps[first:] if s in KEPT_INPUT_STEPS)
+    return None, tuple(s for s in config.steps[first:] if s in KEPT_INPUT_STEPS)
 
 
 def _run_folder(folder: Path) -> Any:
@@ -136,9 +140,9 @@ def run_cell(folder: Path | str, config: DiscoverConfig, progress: bool = False)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ERROR_FILE).unlink(missing_ok=True)
-    if finished(folder, config) is not None:
+    state, stale = _state(_run_folder(folder), config)
+    if state is not None:
         return None
-    stale = steps_to_rerun(folder, config)
     try:
         if stale is not None:
             rerun_steps(folder, config, stale, progress)

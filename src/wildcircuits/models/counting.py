@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class ForwardCount:
-    """Rows and token positions through the MLP modules, summed over layers (mutable while the
-    `count_forwards` block runs)."""
+    """Rows and token positions through the MLP modules, summed over layers (it grows while
+    attached: inside a `count_forwards` block, or for good after `attach_counter`)."""
 
     n_layers: int
     rows: int = 0

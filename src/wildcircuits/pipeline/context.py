@@ -33,10 +33,9 @@ class Context:
     @functools.cached_property
     def model(self):
         from wildcircuits.models import load_model
-
-        self.say(f"loading {self.config.model} on {self.config.device}")
         from wildcircuits.models.counting import ForwardCount, attach_counter
 
+        self.say(f"loading {self.config.model} on {self.config.device}")
         model = load_model(self.config.model, device=self.config.device)
         self.folder.record_model(model.info.to_dict())
         self._forwards = ForwardCount(model.n_layers)

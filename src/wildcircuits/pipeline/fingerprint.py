@@ -52,8 +52,8 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
 #: whole), greater_than and induction have variables, values compare by key and text
 #: (`verification.resampling.pool_from_dataset`); 5: the prompts grow within a budget of
 #: token-forwards (`models.counting`), not seconds, so they do not depend on the machine's load.
-#: A step not listed is at version 1 and
-#: carries no entry, so its fingerprints are those written before versions existed.
+#: A step not listed is at version 1 and carries no entry, so its fingerprints are those written
+#: before versions existed.
 METHOD_VERSIONS: dict[str, int] = {"explain": 4, "hypothesis": 2, "verify": 5}
 
 #: step -> the steps whose outputs it reads (their output hashes enter its fingerprint).

@@ -210,10 +210,9 @@ def provenance_section(run: RunFiles) -> str:
     ]
     out.append("<h3>Provenance</h3>" + table(["", ""], facts))
     rows = [
-        [name, badge(s.state.value), _seconds(s.seconds), _count(s.token_forwards),
-         s.error or ""]
+        [name, badge(s.state.value), _seconds(s.seconds), s.token_forwards, s.error or ""]
         for name, s in manifest.steps.items()
-    ]  # fmt: skip
+    ]
     out.append(
         "<h3>Steps</h3>"
         + (
@@ -234,10 +233,6 @@ def provenance_section(run: RunFiles) -> str:
 
 def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
-
-
-def _count(value: int | None) -> str:
-    return "n/a" if value is None else f"{value:,}"
 
 
 def figures_section(run: RunFiles) -> str:

@@ -272,7 +272,7 @@ def _grow(inputs, hypothesis, settings, engine, say, progress):
     from wildcircuits.models.counting import count_forwards
     from wildcircuits.verification.criteria import criteria as run_criteria
 
-    n, rounds, spent, last = settings.n, [], 0.0, None  # last: (evaluator, criteria, rows)
+    n, rounds, spent, last = settings.n, [], 0, None  # last: (evaluator, criteria, rows)
     while True:
         begin = time.perf_counter()
         try:
